@@ -1,0 +1,126 @@
+//! The scalar trait: what the kernels need of `f32` and `f64`.
+
+use core::fmt::{Debug, Display};
+use core::iter::Sum;
+use core::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+use num_traits::{Float, FloatConst};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A real floating-point scalar: implemented for `f32` and `f64` only (the trait is sealed, because
+/// each implementation dispatches to a precision-specific matrix-multiply kernel).
+///
+/// Conversions are named for what they do: [`Scalar::of_f64`] rounds an `f64` constant to `Self`,
+/// [`Scalar::as_f64`] widens exactly.
+pub trait Scalar:
+    Float
+    + FloatConst
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + sealed::Sealed
+{
+    /// Machine epsilon: the gap between 1 and the next representable number (`2^-23`, `2^-52`).
+    const EPS: Self;
+    /// `0.5`.
+    const HALF: Self;
+    /// `2`.
+    const TWO: Self;
+    /// The type's name, for messages and benchmark labels.
+    const NAME: &'static str;
+
+    /// `x` rounded to the nearest `Self`.
+    fn of_f64(x: f64) -> Self;
+    /// `n` as `Self` (rounded for `n > 2^24` in `f32`).
+    fn of_usize(n: usize) -> Self;
+    /// `self` widened to `f64` (exact).
+    fn as_f64(self) -> f64;
+
+    /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
+    /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
+    /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
+    ///
+    /// # Safety
+    /// Every element the strides address for the given dimensions must lie inside the allocation
+    /// behind its pointer; `c` must be valid for writes and must not overlap `a` or `b`. With
+    /// `beta == 0`, `C` is overwritten without being read.
+    #[cfg(feature = "alloc")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_strided(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+macro_rules! impl_scalar {
+    ($t:ty, $gemm:path, $name:expr) => {
+        impl Scalar for $t {
+            const EPS: Self = <$t>::EPSILON;
+            const HALF: Self = 0.5;
+            const TWO: Self = 2.0;
+            const NAME: &'static str = $name;
+
+            #[inline(always)]
+            fn of_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn of_usize(n: usize) -> Self {
+                n as $t
+            }
+            #[inline(always)]
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+
+            #[cfg(feature = "alloc")]
+            #[inline]
+            unsafe fn gemm_strided(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded; the caller upholds matrixmultiply's contract (see the trait doc).
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+        }
+    };
+}
+
+impl_scalar!(f32, matrixmultiply::sgemm, "f32");
+impl_scalar!(f64, matrixmultiply::dgemm, "f64");

@@ -1,0 +1,92 @@
+//! Naive f64 references and random inputs shared by the integration tests and benches.
+//!
+//! Each reference is the textbook formula, written for clarity, not speed: the kernels of the crate
+//! are checked against these.
+#![allow(dead_code)]
+
+use proptest::prelude::*;
+
+/// `C = A B` with `A` `m x k`, `B` `k x n`, by the triple loop (i, j, p), accumulated in f64.
+pub fn naive_matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0;
+            for p in 0..k {
+                acc += a[i * k + p] * b[p * n + j];
+            }
+            c[i * n + j] = acc;
+        }
+    }
+    c
+}
+
+/// `|A| |B|` elementwise: the scale of the rounding error of each entry of `A B`.
+pub fn naive_abs_matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let abs = |x: &[f64]| x.iter().map(|v| v.abs()).collect::<Vec<_>>();
+    naive_matmul(m, k, n, &abs(a), &abs(b))
+}
+
+/// `A^T` of a `rows x cols` matrix.
+pub fn naive_transpose(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
+    let mut t = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = a[i * cols + j];
+        }
+    }
+    t
+}
+
+/// `(S, D) = ((M - M^T)/2, (M + M^T)/2)`.
+pub fn naive_split(m: usize, mat: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let t = naive_transpose(m, m, mat);
+    let s = mat.iter().zip(&t).map(|(a, b)| (a - b) / 2.0).collect();
+    let d = mat.iter().zip(&t).map(|(a, b)| (a + b) / 2.0).collect();
+    (s, d)
+}
+
+/// `sum x_i^2` in f64.
+pub fn naive_sq_norm(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum()
+}
+
+/// Widens an f32 slice to f64.
+pub fn widen(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// Rounds an f64 slice to f32.
+pub fn narrow(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+/// A deterministic pseudo-random matrix with entries in [-1, 1) (SplitMix64), for benches and
+/// fixed-size tests.
+pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+        .collect()
+}
+
+/// The sizes every kernel is checked at: empty, one, odd, prime, a tile, a tile plus one, and
+/// larger than several tiles.
+pub const EDGE_SIZES: [usize; 6] = [0, 1, 7, 64, 65, 257];
+
+/// A vector of `len` values in `[-scale, scale]`.
+pub fn values(len: usize, scale: f64) -> impl Strategy<Value = Vec<f64>> {
+    prop::collection::vec(-scale..=scale, len)
+}
+
+/// An `m x m` matrix with entries in [-1, 1], `m` in `sizes`.
+pub fn square_matrix(sizes: std::ops::Range<usize>) -> impl Strategy<Value = (usize, Vec<f64>)> {
+    sizes.prop_flat_map(|m| (Just(m), values(m * m, 1.0)))
+}
