@@ -51,6 +51,7 @@
 //! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
 //! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
+//! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 
 #![no_std]
 #![warn(missing_docs)]
@@ -65,6 +66,7 @@ pub mod erank;
 mod error;
 pub mod factored;
 mod kernel;
+pub mod rng;
 mod scalar;
 pub mod split;
 

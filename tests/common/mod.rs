@@ -61,20 +61,10 @@ pub fn narrow(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
 }
 
-/// A deterministic pseudo-random matrix with entries in [-1, 1) (SplitMix64), for benches and
-/// fixed-size tests.
+/// A deterministic pseudo-random matrix with entries in [-1, 1), for benches and fixed-size tests.
 pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        })
-        .collect()
+    let mut rng = sd_attention::rng::SplitMix64::new(seed);
+    (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
 /// The sizes every kernel is checked at: empty, one, odd, prime, a tile, a tile plus one, and
