@@ -47,6 +47,7 @@
 //! allocates in any configuration.
 //!
 //! ## Modules
+//! * [`attention`]: softmax, S-D and ELU+1 linear attention with backward passes.
 //! * [`split`]: `S`, `D` of a dense kernel, in caller buffers or in place, and their energies.
 //! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
 //! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
@@ -61,6 +62,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod attention;
 pub mod dense;
 pub mod erank;
 mod error;

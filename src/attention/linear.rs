@@ -1,0 +1,1 @@
+//! ELU+1 linear attention (SPEC section 6).

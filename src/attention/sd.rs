@@ -1,0 +1,1 @@
+//! S-D attention (SPEC sections 5 and 8).

@@ -1,0 +1,1 @@
+//! Softmax attention (SPEC section 4).
