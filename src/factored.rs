@@ -35,7 +35,9 @@ pub struct FactoredKernel<'a, T> {
 }
 
 impl<'a, T: Scalar> FactoredKernel<'a, T> {
-    /// Borrows the factors after checking `w_q.len() == w_k.len() == d_model * d_head`.
+    /// Borrows the factors after checking `w_q.len() == w_k.len() == d_model * d_head`, and that the
+    /// workspace sizes (`2 d_head^2` elements) fit in `usize` ([`crate::Error::DimensionOverflow`]
+    /// otherwise: with `d_model = 0` any `d_head` matches empty factors).
     ///
     /// ```
     /// use sd_attention::factored::FactoredKernel;
@@ -50,6 +52,10 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
     pub fn new(d_model: usize, d_head: usize, w_q: &'a [T], w_k: &'a [T]) -> Result<Self> {
         check_matrix("w_q", w_q.len(), d_model, d_head)?;
         check_matrix("w_k", w_k.len(), d_model, d_head)?;
+        d_head
+            .checked_mul(d_head)
+            .and_then(|square| square.checked_mul(2))
+            .ok_or(crate::Error::DimensionOverflow { what: "d_head" })?;
         Ok(FactoredKernel { d_model, d_head, w_q, w_k })
     }
 

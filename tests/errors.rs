@@ -67,6 +67,14 @@ fn factored_kernel_checks_factors_vectors_and_workspace() {
     );
     assert_eq!(head.to_dense(Part::Kernel, &mut y), Err(mismatch("out", 16, 4)));
     assert_eq!(head.energies(&mut ws[..5]), Err(Error::WorkspaceTooSmall { needed: 18, got: 5 }));
+    // Empty factors match any d_head when d_model = 0, but the workspace sizes must still fit
+    // (found by the fuzzer: 2 d_head^2 overflowed in energies_workspace_len).
+    assert_eq!(
+        FactoredKernel::<f32>::new(0, usize::MAX / 3, &[], &[]).err(),
+        Some(Error::DimensionOverflow { what: "d_head" })
+    );
+    let empty = FactoredKernel::<f32>::new(0, 5, &[], &[]).unwrap();
+    assert_eq!(empty.energies(&mut [0.0; 50]).unwrap().total(), 0.0);
     // A larger workspace is fine.
     let mut big = vec![0.0; 100];
     assert!(head.energies(&mut big).is_ok());
