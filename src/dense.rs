@@ -55,6 +55,30 @@ pub fn gemm<T: Scalar>(
     Ok(())
 }
 
+/// [`gemm`] through the allocation-free portable kernel, whatever the features: row-wise axpy
+/// (or dot) loops over contiguous rows, no packing, no heap. It is the kernel every product uses
+/// without the `alloc` feature; with `alloc` it stays available for small products in hot loops
+/// that must not touch the allocator. Same contract and errors as [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_portable<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    op_a: Transpose,
+    b: &[T],
+    op_b: Transpose,
+    beta: T,
+    c: &mut [T],
+) -> Result<()> {
+    check_matrix("a", a.len(), m, k)?;
+    check_matrix("b", b.len(), k, n)?;
+    check_matrix("c", c.len(), m, n)?;
+    kernel::gemm_portable(m, k, n, alpha, a, op_a, b, op_b, beta, c);
+    Ok(())
+}
+
 /// `C (+)= A B` with `A` `m x k`, `B` `k x n`, `C` `m x n`.
 ///
 /// ```

@@ -237,7 +237,6 @@ fn gemm_matrixmultiply<T: Scalar>(
 /// `C` is first scaled by `beta` (or zeroed); then, for `op(B) = B`, each row of `C` accumulates
 /// `alpha op(A)_ip` times row `p` of `B` (an axpy over contiguous rows); for `op(B) = B^T`, each
 /// entry is a dot product of a row of `op(A)` with a row of the stored `B`.
-#[cfg_attr(feature = "alloc", allow(dead_code))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_portable<T: Scalar>(
     m: usize,

@@ -51,7 +51,9 @@
 //! * [`split`]: `S`, `D` of a dense kernel, in caller buffers or in place, and their energies.
 //! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
 //! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
+//! * [`check`]: invariant checkers that return measured deviations, with their tolerance model.
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
+//! * `strategies` (feature `proptest`): proptest strategies for users' own property tests.
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 
 #![no_std]
@@ -63,6 +65,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod attention;
+pub mod check;
 pub mod dense;
 pub mod erank;
 mod error;
@@ -71,6 +74,8 @@ mod kernel;
 pub mod rng;
 mod scalar;
 pub mod split;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

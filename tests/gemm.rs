@@ -9,7 +9,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::dense::{gemm, matmul, matmul_nt, matmul_tn, transpose, Transpose, Update};
+use sd_attention::dense::{gemm, gemm_portable, matmul, matmul_nt, matmul_tn, transpose, Transpose, Update};
 use sd_attention::Scalar;
 
 #[derive(Clone, Copy, Debug)]
@@ -17,7 +17,25 @@ enum Variant {
     Nn,
     Tn,
     Nt,
+    /// `A^T B^T` through the allocation-free portable kernel.
+    PortableTt,
+    /// `A B` through the portable kernel.
+    PortableNn,
+    /// `A B^T` through the portable kernel.
+    PortableNt,
+    /// `A^T B` through the portable kernel.
+    PortableTn,
 }
+
+const ALL_VARIANTS: [Variant; 7] = [
+    Variant::Nn,
+    Variant::Tn,
+    Variant::Nt,
+    Variant::PortableTt,
+    Variant::PortableNn,
+    Variant::PortableNt,
+    Variant::PortableTn,
+];
 
 fn to_t<T: Scalar>(x: &[f64]) -> Vec<T> {
     x.iter().map(|&v| T::of_f64(v)).collect()
@@ -42,11 +60,11 @@ fn worst_error_ratio<T: Scalar>(
     let c0: Vec<T> = to_t(&seeded_matrix(m * n, seed + 2));
     let (a64, b64) = (to_f64(&a), to_f64(&b));
     let op_a = match variant {
-        Variant::Tn => naive_transpose(k, m, &a64),
+        Variant::Tn | Variant::PortableTt | Variant::PortableTn => naive_transpose(k, m, &a64),
         _ => a64,
     };
     let op_b = match variant {
-        Variant::Nt => naive_transpose(n, k, &b64),
+        Variant::Nt | Variant::PortableTt | Variant::PortableNt => naive_transpose(n, k, &b64),
         _ => b64,
     };
     let mut expected = naive_matmul(m, k, n, &op_a, &op_b);
@@ -62,6 +80,17 @@ fn worst_error_ratio<T: Scalar>(
         Variant::Nn => matmul(m, k, n, &a, &b, &mut c, update),
         Variant::Tn => matmul_tn(m, k, n, &a, &b, &mut c, update),
         Variant::Nt => matmul_nt(m, k, n, &a, &b, &mut c, update),
+        Variant::PortableTt | Variant::PortableNn | Variant::PortableNt | Variant::PortableTn => {
+            let op = |transposed: bool| if transposed { Transpose::Yes } else { Transpose::No };
+            let (op_a, op_b) = match variant {
+                Variant::PortableTt => (op(true), op(true)),
+                Variant::PortableNn => (op(false), op(false)),
+                Variant::PortableTn => (op(true), op(false)),
+                _ => (op(false), op(true)),
+            };
+            let beta = if update == Update::Accumulate { T::one() } else { T::zero() };
+            gemm_portable(m, k, n, T::one(), &a, op_a, &b, op_b, beta, &mut c)
+        }
     }
     .unwrap();
     let gamma = (k as f64 + 2.0) * T::EPS.as_f64();
@@ -77,7 +106,7 @@ fn check_all_edge_shapes<T: Scalar>() {
     for &m in &EDGE_SIZES {
         for &k in &EDGE_SIZES {
             for &n in &EDGE_SIZES {
-                for variant in [Variant::Nn, Variant::Tn, Variant::Nt] {
+                for variant in ALL_VARIANTS {
                     for update in [Update::Overwrite, Update::Accumulate] {
                         seed += 3;
                         let ratio = worst_error_ratio::<T>(m, k, n, variant, update, seed);
@@ -152,7 +181,7 @@ proptest! {
     #[test]
     fn gemm_wrappers_match_naive_on_random_shapes(
         m in 0usize..300, k in 0usize..300, n in 0usize..40, seed in 0u64..1000,
-        variant in prop::sample::select(vec![Variant::Nn, Variant::Tn, Variant::Nt]),
+        variant in prop::sample::select(ALL_VARIANTS.to_vec()),
         accumulate in any::<bool>(),
     ) {
         let update = if accumulate { Update::Accumulate } else { Update::Overwrite };

@@ -4,8 +4,6 @@
 //! are checked against these.
 #![allow(dead_code)]
 
-use proptest::prelude::*;
-
 /// `C = A B` with `A` `m x k`, `B` `k x n`, by the triple loop (i, j, p), accumulated in f64.
 pub fn naive_matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
@@ -67,16 +65,5 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
-/// The sizes every kernel is checked at: empty, one, odd, prime, a tile, a tile plus one, and
-/// larger than several tiles.
-pub const EDGE_SIZES: [usize; 6] = [0, 1, 7, 64, 65, 257];
-
-/// A vector of `len` values in `[-scale, scale]`.
-pub fn values(len: usize, scale: f64) -> impl Strategy<Value = Vec<f64>> {
-    prop::collection::vec(-scale..=scale, len)
-}
-
-/// An `m x m` matrix with entries in [-1, 1], `m` in `sizes`.
-pub fn square_matrix(sizes: std::ops::Range<usize>) -> impl Strategy<Value = (usize, Vec<f64>)> {
-    sizes.prop_flat_map(|m| (Just(m), values(m * m, 1.0)))
-}
+#[allow(unused_imports)]
+pub use sd_attention::strategies::EDGE_SIZES;
