@@ -1,10 +1,11 @@
-//! GFLOP/s of the gemm wrappers against a naive loop, at n = 64, 256, 1024 (square), in one run.
+//! GFLOP/s of the gemm wrappers against a naive loop, at n = 64, 256, 1024 (square), in one run;
+//! `gemm_portable` is the allocation-free kernel used without the `alloc` feature.
 //!
 //! The baseline is the cache-friendly naive loop (i, p, j order: a row of `C` accumulates rows of
 //! `B`), compiled with the same optimizations; criterion's "elem/s" is flop/s (2 n^3 per product).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sd_attention::dense::{matmul, matmul_nt, matmul_tn, Update};
+use sd_attention::dense::{gemm_portable, matmul, matmul_nt, matmul_tn, Transpose, Update};
 use std::hint::black_box;
 
 #[path = "../tests/common/mod.rs"]
@@ -44,6 +45,23 @@ fn bench_precision<T: sd_attention::Scalar>(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("matmul_nt", n), &n, |bench, &n| {
             bench.iter(|| {
                 matmul_nt(n, n, n, black_box(&a), black_box(&b), &mut out, Update::Overwrite).unwrap()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("gemm_portable", n), &n, |bench, &n| {
+            bench.iter(|| {
+                gemm_portable(
+                    n,
+                    n,
+                    n,
+                    T::one(),
+                    black_box(&a),
+                    Transpose::No,
+                    black_box(&b),
+                    Transpose::No,
+                    T::zero(),
+                    &mut out,
+                )
+                .unwrap()
             })
         });
         group.bench_with_input(BenchmarkId::new("naive_ipj", n), &n, |bench, &n| {
