@@ -1,7 +1,9 @@
 //! Cross-entropy of next-token logits, mean over tokens, with its gradient.
 //!
 //! For logits `z` (`n x V`) and targets `t_i`: `L = (1/n) sum_i (logsumexp(z_i) - z_i[t_i])`, where
-//! `logsumexp(z) = m + ln sum_j exp(z_j - m)` with `m = max_j z_j` (so no `exp` overflows).
+//! `logsumexp(z) = m + ln sum_j exp(z_j - m)` with `m = max_j z_j`, evaluated as
+//! `ln sum_j exp(z_j - m) - (z_i[t_i] - m)` so that no `exp` overflows and a large common offset of
+//! the logits cancels exactly instead of absorbing the result.
 //! Gradient: `dL/dz_ij = (softmax(z_i)_j - [j = t_i]) / n`. Allocation-free.
 
 use crate::error::check_matrix;
@@ -46,7 +48,7 @@ pub fn cross_entropy<T: Scalar>(vocab: usize, logits: &[T], targets: &[u8], d_lo
             *g = e;
             sum += e;
         }
-        total += m + sum.ln() - zr[t as usize];
+        total += sum.ln() - (zr[t as usize] - m);
         let scale = inv_n / sum;
         for g in dr.iter_mut() {
             *g *= scale;
