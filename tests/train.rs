@@ -133,7 +133,11 @@ fn random_checkpoint<T: sd_attention::Scalar>(
 #[test]
 fn checkpoint_round_trip_is_bit_exact() {
     for with_opt in [false, true] {
-        let c32 = random_checkpoint::<f32>(small_config(), with_opt, 1);
+        let mut c32 = random_checkpoint::<f32>(small_config(), with_opt, 1);
+        // Non-finite values and NaN payloads survive bit for bit.
+        c32.params[0] = f32::from_bits(0x7F80_0001); // signaling NaN
+        c32.params[1] = f32::NEG_INFINITY;
+        c32.params[2] = -0.0;
         let bytes = c32.encode().unwrap();
         let back = Checkpoint::<f32>::decode(&bytes).unwrap();
         assert_eq!(back.config, c32.config);

@@ -27,6 +27,7 @@ use crate::model::config::{AttentionKind, ModelConfig, PositionKind};
 use crate::model::norm::NormKind;
 use crate::{Error, Result, Scalar};
 use alloc::vec::Vec;
+use core::any::Any;
 
 /// The first 8 bytes of a checkpoint.
 pub const MAGIC: [u8; 8] = *b"SDATCKPT";
@@ -68,13 +69,32 @@ fn put_u32(out: &mut Vec<u8>, what: &'static str, v: usize) -> Result<()> {
 
 fn put_scalars<T: Scalar>(out: &mut Vec<u8>, values: &[T]) {
     out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-    for &v in values {
-        if width::<T>() == 4 {
-            out.extend_from_slice(&(v.as_f64() as f32).to_bits().to_le_bytes());
-        } else {
-            out.extend_from_slice(&v.as_f64().to_bits().to_le_bytes());
+    for v in values {
+        // Bits, not values: `Scalar` is sealed to f32 and f64, and going through the concrete type
+        // keeps every bit (NaN payloads included) instead of converting through f64.
+        let any = v as &dyn Any;
+        if let Some(x) = any.downcast_ref::<f32>() {
+            out.extend_from_slice(&x.to_bits().to_le_bytes());
+        } else if let Some(x) = any.downcast_ref::<f64>() {
+            out.extend_from_slice(&x.to_bits().to_le_bytes());
         }
     }
+}
+
+/// The scalar stored in `bytes` (4 or 8 little-endian bytes, the width of `T`), bit for bit.
+fn scalar_from_le<T: Scalar>(bytes: &[u8]) -> T {
+    let mut value = T::zero();
+    let slot = &mut value as &mut dyn Any;
+    if let Some(x) = slot.downcast_mut::<f32>() {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[..4]);
+        *x = f32::from_bits(u32::from_le_bytes(b));
+    } else if let Some(x) = slot.downcast_mut::<f64>() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[..8]);
+        *x = f64::from_bits(u64::from_le_bytes(b));
+    }
+    value
 }
 
 /// Reads fields off the front of the input, tracking the offset for error messages.
@@ -125,13 +145,7 @@ impl<'a> Reader<'a> {
         let data = self.take(bytes, "truncated: buffer data")?;
         let mut out = Vec::with_capacity(expected);
         for c in data.chunks_exact(w) {
-            out.push(if w == 4 {
-                T::of_f64(f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]])) as f64)
-            } else {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                T::of_f64(f64::from_bits(u64::from_le_bytes(b)))
-            });
+            out.push(scalar_from_le::<T>(c));
         }
         Ok(out)
     }
