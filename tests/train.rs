@@ -191,6 +191,11 @@ fn checkpoint_rejects_truncated_corrupted_and_foreign_input() {
     assert_eq!(malformed_at(Checkpoint::decode(&v2)), ("unsupported version", 8));
     let f64_file = random_checkpoint::<f64>(small_config(), false, 4).encode().unwrap();
     assert_eq!(malformed_at(Checkpoint::decode(&f64_file)).1, 12);
+    // A step count without optimizer state (found by the fuzzer: it would not re-encode the same).
+    let plain = random_checkpoint::<f32>(small_config(), false, 5).encode().unwrap();
+    let mut stray_step = plain.clone();
+    stray_step[76] = 7; // step field: after 52 + 12 * 2 bytes of header
+    assert_eq!(malformed_at(Checkpoint::decode(&stray_step)), ("optimizer step without optimizer state", 76));
     let mut trailing = good.clone();
     trailing.push(0);
     assert_eq!(malformed_at(Checkpoint::decode(&trailing)).0, "trailing bytes after the checksum");

@@ -11,7 +11,7 @@
 //!                     tied unembedding (0 or 1)
 //! 52      12 L        per layer 3 x u32: attention kind (0 softmax, 1 S-D, 2 linear),
 //!                     routing rank r, filtering rank q (both 0 unless S-D)
-//! ..      8   u64     optimizer step count (0 without optimizer state)
+//! ..      8   u64     optimizer step count (must be 0 without optimizer state)
 //! ..      4   u32     number of buffers: 1 (parameters) or 3 (parameters, AdamW m, AdamW v)
 //! ..      per buffer: u64 element count (= the config's parameter count), then the elements
 //! end-4   4   u32     CRC-32 (IEEE, see `checksum`) of every preceding byte
@@ -288,6 +288,10 @@ impl<T: Scalar> Checkpoint<T> {
         let buffers = r.u32("truncated: buffer count")?;
         if buffers != 1 && buffers != 3 {
             return Err(Error::Malformed { what: "buffer count is not 1 or 3", offset: at });
+        }
+        if buffers == 1 && step != 0 {
+            // Only an optimizer has a step count; accepting one here would not round-trip.
+            return Err(Error::Malformed { what: "optimizer step without optimizer state", offset: at - 8 });
         }
         // Every buffer's data must fit in what is left before anything is allocated for it.
         let params = r.scalars::<T>(total)?;
