@@ -154,6 +154,18 @@ impl ModelConfig {
     }
 
     /// The parameter count per part; an error if the config is invalid (see [`Self::validate`]).
+    ///
+    /// ```
+    /// use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
+    /// use sd_attention::model::norm::NormKind;
+    /// let sd = AttentionKind::Sd { routing_rank: 4, filtering_rank: 2 };
+    /// let c = ModelConfig::uniform(64, 4, 4, 16, 256, 128, sd, NormKind::None, PositionKind::Learned, true);
+    /// let counts = c.param_counts()?;
+    /// assert_eq!(counts.attention_kernels, 4 * 4 * 64 * (2 * 4 + 2)); // layers * heads * d (2r + q)
+    /// assert_eq!(counts.embedding, 256 * 64);
+    /// assert_eq!(counts.unembedding, 0); // tied
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
     pub fn param_counts(&self) -> Result<ParamCounts> {
         positive("d_model", self.d_model)?;
         positive("n_heads", self.n_heads)?;

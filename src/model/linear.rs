@@ -15,7 +15,7 @@ use crate::{Result, Scalar};
 /// ```
 /// use sd_attention::model::linear::linear_forward;
 /// let x = [1.0, 2.0f64]; // 1 x 2
-/// let w = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 2 x 3
+/// let w = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]; // 2 x 3: [[1, 0, 1], [0, 1, 1]]
 /// let mut y = [0.0; 3];
 /// linear_forward(1, 2, 3, &x, &w, Some(&[0.5, 0.5, 0.5]), &mut y)?;
 /// assert_eq!(y, [1.5, 2.5, 3.5]);
