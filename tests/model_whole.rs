@@ -9,7 +9,7 @@ use sd_attention::model::norm::NormKind;
 use sd_attention::model::sublayer::{AttentionSublayer, SublayerDims};
 use sd_attention::model::transformer::Model;
 use sd_attention::train::adamw::{AdamW, AdamWConfig};
-use sd_attention::{Error, Scalar};
+use sd_attention::Error;
 
 fn tiny(norm: NormKind, positions: PositionKind, tied: bool) -> ModelConfig {
     ModelConfig {
@@ -24,16 +24,6 @@ fn tiny(norm: NormKind, positions: PositionKind, tied: bool) -> ModelConfig {
         positions,
         tied_unembedding: tied,
     }
-}
-
-fn stand_ins<T: Scalar>(c: &ModelConfig) -> Vec<Box<dyn AttentionSublayer<T>>> {
-    let dims = SublayerDims { d_model: c.d_model, n_heads: c.n_heads, d_head: c.d_head };
-    (0..c.n_layers)
-        .map(|l| {
-            Box::new(GatedIdentity { dims, param_len: c.attention_kernel_len(l).unwrap() })
-                as Box<dyn AttentionSublayer<T>>
-        })
-        .collect()
 }
 
 #[test]

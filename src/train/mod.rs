@@ -10,7 +10,9 @@
 //! With `alloc`:
 //! * [`checkpoint`]: a small documented binary checkpoint format (magic, version, config,
 //!   little-endian tensors, CRC-32);
-//! * [`corpus`]: the Shakespeare corpus (fixed split by play) and deterministic batches.
+//! * [`corpus`]: the Shakespeare corpus (fixed split by play) and deterministic batches;
+//! * [`trainer`]: a training step (batch, forward, backward, clip, AdamW, schedule), evaluation,
+//!   and checkpoints that resume bit for bit.
 
 pub mod adamw;
 #[cfg(feature = "alloc")]
@@ -20,3 +22,5 @@ pub mod clip;
 #[cfg(feature = "alloc")]
 pub mod corpus;
 pub mod schedule;
+#[cfg(feature = "alloc")]
+pub mod trainer;

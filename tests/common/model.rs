@@ -2,6 +2,7 @@
 //! attention stand-in (NOT an attention kernel: it only exercises the model's plumbing until the
 //! real kernels are plugged in).
 
+use sd_attention::model::config::ModelConfig;
 use sd_attention::model::sublayer::{AttentionSublayer, SublayerDims};
 use sd_attention::rng::SplitMix64;
 use sd_attention::{Result, Scalar};
@@ -136,4 +137,15 @@ pub fn normal_vec(len: usize, std: f64, seed: u64) -> Vec<f64> {
     let mut v = vec![0.0; len];
     rng.fill_normal(std, &mut v);
     v
+}
+
+/// One [`GatedIdentity`] per layer of `config`, with the parameter count of each layer's kind.
+pub fn stand_ins<T: Scalar>(config: &ModelConfig) -> Vec<Box<dyn AttentionSublayer<T>>> {
+    let dims = SublayerDims { d_model: config.d_model, n_heads: config.n_heads, d_head: config.d_head };
+    (0..config.n_layers)
+        .map(|l| {
+            let param_len = config.attention_kernel_len(l).unwrap();
+            Box::new(GatedIdentity { dims, param_len }) as Box<dyn AttentionSublayer<T>>
+        })
+        .collect()
 }
