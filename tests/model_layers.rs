@@ -319,3 +319,115 @@ fn cross_entropy_values_gradient_stability_and_errors() {
     assert!(matches!(cross_entropy(2, &[0.0f64, 0.0], &[2], &mut d2), Err(Error::InvalidValue { .. })));
     assert!(matches!(cross_entropy::<f64>(2, &[], &[], &mut []), Err(Error::Empty { .. })));
 }
+
+/// `|A| |B|` for `A` stored transposed (`k x m`): the rounding scale of `A^T B`.
+fn abs_matmul_tn(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    common::naive_abs_matmul(m, k, n, &common::naive_transpose(k, m, a), b)
+}
+
+#[test]
+fn backward_passes_in_f32_match_f64() {
+    // Linear: dW = X^T dY and dX = dY W^T are length-n and length-d_out dot products:
+    // |err| <= (k + 2) eps (|A||B|)_ij with k the inner dimension.
+    let (n, di, dout) = (13, 9, 6);
+    let x = narrow(&normal_vec(n * di, 1.0, 30));
+    let w = narrow(&normal_vec(di * dout, 1.0, 31));
+    let dy = narrow(&normal_vec(n * dout, 1.0, 32));
+    let (mut dx32, mut dw32, mut db32) = (vec![0.0f32; n * di], vec![0.0f32; di * dout], vec![0.0f32; dout]);
+    linear_backward(n, di, dout, &x, &w, &dy, Some(&mut dx32), Update::Overwrite, &mut dw32, Some(&mut db32))
+        .unwrap();
+    let (x6, w6, dy6) = (widen(&x), widen(&w), widen(&dy));
+    let (mut dx, mut dw, mut db) = (vec![0.0; n * di], vec![0.0; di * dout], vec![0.0; dout]);
+    linear_backward(n, di, dout, &x6, &w6, &dy6, Some(&mut dx), Update::Overwrite, &mut dw, Some(&mut db))
+        .unwrap();
+    let dw_scale = abs_matmul_tn(di, n, dout, &x6, &dy6);
+    let dx_scale = common::naive_abs_matmul(n, dout, di, &dy6, &common::naive_transpose(di, dout, &w6));
+    for i in 0..di * dout {
+        assert!((dw32[i] as f64 - dw[i]).abs() <= (n as f64 + 2.0) * EPS32 * dw_scale[i]);
+    }
+    for i in 0..n * di {
+        assert!((dx32[i] as f64 - dx[i]).abs() <= (dout as f64 + 2.0) * EPS32 * dx_scale[i]);
+    }
+    for j in 0..dout {
+        let scale: f64 = (0..n).map(|i| dy6[i * dout + j].abs()).sum();
+        assert!((db32[j] as f64 - db[j]).abs() <= (n as f64 + 2.0) * EPS32 * scale);
+    }
+
+    // GELU': tanh, a cubic and a handful of products: |err| <= 16 eps (1 + u^2) |dy|.
+    let u = narrow(&normal_vec(64, 2.0, 33));
+    let g = narrow(&normal_vec(64, 1.0, 34));
+    let mut du32 = vec![0.0f32; 64];
+    gelu_backward(&u, &g, &mut du32).unwrap();
+    let mut du = vec![0.0; 64];
+    gelu_backward(&widen(&u), &widen(&g), &mut du).unwrap();
+    for i in 0..64 {
+        let (ui, gi) = (u[i] as f64, g[i] as f64);
+        assert!((du32[i] as f64 - du[i]).abs() <= 16.0 * EPS32 * (1.0 + ui * ui) * gi.abs(), "{i}");
+    }
+
+    // Norms: the row statistics carry (d + 8) eps relative error, and dx combines three terms of
+    // sizes |g dy|, mean |g dy| and |xhat| mean |g dy xhat|, each scaled by r.
+    let (n, d) = (5, 48);
+    for kind in [NormKind::Rms, NormKind::Layer] {
+        let x = narrow(&normal_vec(n * d, 2.0, 35));
+        let p = narrow(&normal_vec(kind.param_len(d), 1.0, 36));
+        let dy = narrow(&normal_vec(n * d, 1.0, 37));
+        let run = |x: &[f64], p: &[f64], dy: &[f64]| {
+            let (mut y, mut st) = (vec![0.0; n * d], vec![0.0; norm_stats_len(n)]);
+            norm_forward(kind, n, d, p, x, &mut y, &mut st).unwrap();
+            let (mut dx, mut dp) = (vec![0.0; n * d], vec![0.0; p.len()]);
+            norm_backward(kind, n, d, p, x, &st, dy, &mut dx, Update::Overwrite, &mut dp).unwrap();
+            (dx, dp, st)
+        };
+        let (mut y32, mut st32) = (vec![0.0f32; n * d], vec![0.0f32; norm_stats_len(n)]);
+        norm_forward(kind, n, d, &p, &x, &mut y32, &mut st32).unwrap();
+        let (mut dx32, mut dp32) = (vec![0.0f32; n * d], vec![0.0f32; p.len()]);
+        norm_backward(kind, n, d, &p, &x, &st32, &dy, &mut dx32, Update::Overwrite, &mut dp32).unwrap();
+        let (dx, dp, st) = run(&widen(&x), &widen(&p), &widen(&dy));
+        let k = (d as f64 + 8.0) * EPS32;
+        for i in 0..n {
+            let (mu, r) = (st[2 * i], st[2 * i + 1]);
+            let xhat: Vec<f64> = (0..d).map(|j| (x[i * d + j] as f64 - mu) * r).collect();
+            let gdy: Vec<f64> = (0..d).map(|j| (p[j] as f64 * dy[i * d + j] as f64).abs()).collect();
+            let mean_gdy = gdy.iter().sum::<f64>() / d as f64;
+            let mean_gdy_xhat = gdy.iter().zip(&xhat).map(|(a, b)| a * b.abs()).sum::<f64>() / d as f64;
+            for j in 0..d {
+                let bound = k * r * (gdy[j] + mean_gdy + xhat[j].abs() * mean_gdy_xhat);
+                assert!((dx32[i * d + j] as f64 - dx[i * d + j]).abs() <= bound, "{kind:?} dx {i} {j}");
+            }
+        }
+        for j in 0..p.len() {
+            // Sums over n rows of dy * xhat (or dy): n terms each with (d + 8) eps relative error.
+            let col = j % d;
+            let scale: f64 = (0..n)
+                .map(|i| {
+                    (dy[i * d + col] as f64 * ((x[i * d + col] as f64 - st[2 * i]) * st[2 * i + 1])).abs()
+                })
+                .sum::<f64>()
+                + (0..n).map(|i| (dy[i * d + col] as f64).abs()).sum::<f64>();
+            assert!(
+                (dp32[j] as f64 - dp[j]).abs() <= (n as f64 + d as f64 + 8.0) * EPS32 * scale,
+                "{kind:?} dp {j}"
+            );
+        }
+    }
+
+    // Cross-entropy gradient (p - onehot) / n: exp(z - m) carries (|z - m| + 2) eps relative error
+    // and the normalizing sum (V + 2) eps.
+    let (n, v) = (3, 256);
+    let z = narrow(&normal_vec(n * v, 3.0, 38));
+    let targets = [1u8, 200, 255];
+    let mut dz32 = vec![0.0f32; n * v];
+    cross_entropy(v, &z, &targets, &mut dz32).unwrap();
+    let mut dz = vec![0.0; n * v];
+    cross_entropy(v, &widen(&z), &targets, &mut dz).unwrap();
+    for i in 0..n {
+        let m = (0..v).map(|j| z[i * v + j] as f64).fold(f64::NEG_INFINITY, f64::max);
+        for j in 0..v {
+            let p = dz[i * v + j] * n as f64 + if j == targets[i] as usize { 1.0 } else { 0.0 };
+            let bound = (v as f64 + 6.0 + (z[i * v + j] as f64 - m).abs()) * EPS32 * (p + 1e-30) / n as f64
+                + if j == targets[i] as usize { EPS32 / n as f64 } else { 0.0 };
+            assert!((dz32[i * v + j] as f64 - dz[i * v + j]).abs() <= bound, "{i} {j}");
+        }
+    }
+}

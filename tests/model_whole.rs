@@ -182,6 +182,17 @@ fn f32_model_matches_f64_and_overfits_a_fixed_batch() {
     // About 2 L + 4 stages of products of length <= 256 on O(1) activations: 1e-5 relative is loose
     // by an order of magnitude against 256 eps_32 = 3e-5 per stage on a loss of ~5.5.
     assert!((l32 as f64 - l64).abs() < 1e-4 * l64, "{l32} {l64}");
+    // Gradients: norm-wise relative difference. Each of the ~4 L + 4 stages of the backward pass is
+    // a product or reduction of length <= 256 with error <= (256 + 2) eps_32 = 3.1e-5 relative to the
+    // magnitudes involved; 12 stages give 3.7e-4, the bound asserted (cancellation could exceed it,
+    // which would show up here).
+    let mut g32 = vec![0.0f32; m32.param_len()];
+    let mut g64 = vec![0.0f64; m64.param_len()];
+    m32.backward(&p32, &mut s32, &mut g32).unwrap();
+    m64.backward(&p64, &mut s64, &mut g64).unwrap();
+    let grad_diff = relative_error(&common::widen(&g32), &g64);
+    println!("f32 vs f64: loss {l32} vs {l64}, gradient rel diff {grad_diff:.2e}");
+    assert!(grad_diff < 12.0 * 258.0 * f32::EPSILON as f64, "{grad_diff}");
     // Overfit: 150 AdamW steps on one batch take the loss from ln 256 far down.
     let mut grads = vec![0.0f32; m32.param_len()];
     let mut opt =
