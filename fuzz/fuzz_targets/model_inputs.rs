@@ -49,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
     let (mut out, mut grad, mut work) = (input.values(), input.values(), input.values());
     let tokens = input.bytes();
     let _ = linear_forward(n, d, e, &a, &b, Some(&c), &mut out);
-    let _ = linear_backward(n, d, e, &a, &b, &c, Some(&mut out), Update::Accumulate, &mut grad, Some(&mut work));
+    let _ =
+        linear_backward(n, d, e, &a, &b, &c, Some(&mut out), Update::Accumulate, &mut grad, Some(&mut work));
     let _ = gelu_forward(&a, &mut out);
     let _ = gelu_backward(&a, &b, &mut out);
     for kind in [NormKind::None, NormKind::Rms, NormKind::Layer] {
@@ -67,7 +68,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = sinusoidal_positions(n, d, &mut out);
     let _ = cross_entropy(e, &a, &tokens, &mut out);
     let _ = clip_global_norm(&mut out, 1.0);
-    let kinds = [AttentionKind::Softmax, AttentionKind::Linear, AttentionKind::Sd { routing_rank: input.dim(), filtering_rank: input.dim() }];
+    let kinds = [
+        AttentionKind::Softmax,
+        AttentionKind::Linear,
+        AttentionKind::Sd { routing_rank: input.dim(), filtering_rank: input.dim() },
+    ];
     let layers = input.dim();
     let config = ModelConfig {
         d_model: d,

@@ -43,6 +43,7 @@ pub const INIT_STD: f64 = 0.02;
 pub struct Model<T: Scalar> {
     config: ModelConfig,
     layout: ParamLayout,
+    counts: ParamCounts,
     sublayers: Vec<Box<dyn AttentionSublayer<T>>>,
     sinusoid: Vec<T>,
 }
@@ -110,6 +111,7 @@ impl<T: Scalar> Model<T> {
     /// [`ModelConfig::attention_kernel_len`] parameters.
     pub fn new(config: ModelConfig, sublayers: Vec<Box<dyn AttentionSublayer<T>>>) -> Result<Self> {
         let layout = ParamLayout::new(&config)?;
+        let counts = config.param_counts()?;
         check_len("sublayers", sublayers.len(), config.n_layers)?;
         let dims = SublayerDims { d_model: config.d_model, n_heads: config.n_heads, d_head: config.d_head };
         for (l, s) in sublayers.iter().enumerate() {
@@ -130,7 +132,7 @@ impl<T: Scalar> Model<T> {
             sinusoid = vec![T::zero(); len];
             sinusoidal_positions(config.context_len, config.d_model, &mut sinusoid)?;
         }
-        Ok(Model { config, layout, sublayers, sinusoid })
+        Ok(Model { config, layout, counts, sublayers, sinusoid })
     }
 
     /// The config.
@@ -145,7 +147,7 @@ impl<T: Scalar> Model<T> {
 
     /// Parameter count per part.
     pub fn param_counts(&self) -> ParamCounts {
-        self.config.param_counts().expect("validated in Model::new")
+        self.counts
     }
 
     /// Length of the flat parameter (and gradient) buffer.
