@@ -41,6 +41,12 @@ fn parameter_counts_by_hand() {
         total: 5248,
     };
     assert_eq!(counts, expect);
+    let table = counts.to_string();
+    assert!(
+        table.contains("       attention kernels: 208\n")
+            && table.ends_with("                   total: 5248\n"),
+        "{table}"
+    );
     let tied_rms = tiny(NormKind::Rms, PositionKind::Sinusoidal, true).param_counts().unwrap();
     assert_eq!((tied_rms.positions, tied_rms.norms, tied_rms.unembedding), (0, 5 * 8, 0));
     assert_eq!(tied_rms.total, 5248 - 48 - 40 - 2048);

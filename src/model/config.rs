@@ -91,6 +91,26 @@ pub struct ParamCounts {
     pub total: usize,
 }
 
+impl core::fmt::Display for ParamCounts {
+    /// One `part: count` line per part, then the total.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let rows = [
+            ("embedding", self.embedding),
+            ("positions", self.positions),
+            ("attention kernels", self.attention_kernels),
+            ("value/output projections", self.value_output),
+            ("mlp", self.mlp),
+            ("norms", self.norms),
+            ("unembedding", self.unembedding),
+            ("total", self.total),
+        ];
+        for (name, count) in rows {
+            writeln!(f, "{name:>24}: {count}")?;
+        }
+        Ok(())
+    }
+}
+
 fn positive(what: &'static str, value: usize) -> Result<()> {
     if value == 0 {
         Err(Error::InvalidParameter { what, expected: "at least 1" })

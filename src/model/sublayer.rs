@@ -15,6 +15,17 @@
 //! Head `h` owns columns `h d_head .. (h + 1) d_head` of `V` and `O`. The model is a causal language
 //! model, so every implementation must be causal (output row `i` depends on rows `j <= i` only).
 //!
+//! How each kind maps onto it (for the adapters of phase 2; heads packed side by side, as the
+//! multi-head kernels take them):
+//! * softmax (SPEC 4): `theta = [W_Q, W_K]` (`d_model x n_heads d_head` each); `Q = A W_Q`,
+//!   `K = A W_K`, `O = causal multi-head softmax(Q, K, V)`; backward: the kernel's `dQ, dK, dV`, then
+//!   `dW_Q = A^T dQ`, `dW_K = A^T dK`, `dA += dQ W_Q^T + dK W_K^T`.
+//! * S-D (SPEC 5): per head `U, V` (`d_model x r`), `C` (`d_model x q`). With `Q = A [U | V | C]`
+//!   and `K = A [V | -U | -C]` (width `2r + q`), `Q K^T = A (U V^T - V U^T - C C^T) A^T = A (S + D) A^T`,
+//!   so the softmax kernel computes S-D attention without forming `d_model x d_model`; the
+//!   gradients of `U, V, C` follow from `dQ, dK` by the same linear maps.
+//! * ELU+1 linear (SPEC 6): `theta = [W_Q, W_K]`; `O = causal linear attention(A W_Q, A W_K, V)`.
+//!
 //! Buffers: the model allocates `theta` and its gradient inside its flat parameter buffers
 //! (`param_len` elements per layer), a cache of `cache_len(n)` elements per sequence that the
 //! forward pass fills and the backward pass reads, and a shared workspace of `workspace_len(n)`
