@@ -1,6 +1,7 @@
 //! Layer kernels of the model: forward values against hand-computed numbers, backward passes
 //! against central finite differences in f64 (norm-wise relative error < 1e-6), f32 against f64
 //! within tolerances derived from the operations, and shape errors.
+#![cfg(feature = "alloc")]
 
 mod common;
 use common::model::*;

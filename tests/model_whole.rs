@@ -1,5 +1,6 @@
 //! The assembled model (config, layout, forward to the loss, backward into the flat gradient) with a
 //! trivial attention stand-in (`common::model::GatedIdentity`), until the real kernels are merged.
+#![cfg(feature = "alloc")]
 
 mod common;
 use common::model::*;

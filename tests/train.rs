@@ -1,4 +1,5 @@
 //! Optimizer, clipping, schedule, checksums, checkpoints and the corpus loader.
+#![cfg(feature = "std")]
 
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::norm::NormKind;

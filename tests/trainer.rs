@@ -1,6 +1,7 @@
 //! The training loop on the real corpus, with the token-local attention stand-in of
 //! `common::model` (the real kernels are not merged yet): loss goes down, evaluation is sane, and a
 //! run resumed from a checkpoint matches an uninterrupted run bit for bit.
+#![cfg(feature = "std")]
 
 mod common;
 use common::model::stand_ins;

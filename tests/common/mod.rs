@@ -81,4 +81,5 @@ pub fn square_matrix(sizes: std::ops::Range<usize>) -> impl Strategy<Value = (us
     sizes.prop_flat_map(|m| (Just(m), values(m * m, 1.0)))
 }
 
+#[cfg(feature = "alloc")]
 pub mod model;
