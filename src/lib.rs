@@ -55,6 +55,10 @@
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
 //! * `strategies` (feature `proptest`): proptest strategies for users' own property tests.
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
+//! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
+//!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
+//! * [`train`]: AdamW, gradient clipping, warmup + cosine schedule, checksums; with `alloc`
+//!   checkpoints and the Shakespeare corpus loader.
 
 #![no_std]
 #![warn(missing_docs)]
@@ -71,11 +75,13 @@ pub mod erank;
 mod error;
 pub mod factored;
 mod kernel;
+pub mod model;
 pub mod rng;
 mod scalar;
 pub mod split;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

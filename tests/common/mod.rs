@@ -67,3 +67,6 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 
 #[allow(unused_imports)]
 pub use sd_attention::strategies::EDGE_SIZES;
+
+#[cfg(feature = "alloc")]
+pub mod model;

@@ -1,0 +1,94 @@
+//! Drives the model's layer kernels with arbitrary dimensions, slice lengths and values (NaN and
+//! infinities included), the model config with arbitrary dimensions, and the corpus manifest parser
+//! with arbitrary text, and asserts that none panics: every bad input is an `Err`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sd_attention::dense::Update;
+use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
+use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions};
+use sd_attention::model::gelu::{gelu_backward, gelu_forward};
+use sd_attention::model::layout::ParamLayout;
+use sd_attention::model::linear::{linear_backward, linear_forward};
+use sd_attention::model::loss::cross_entropy;
+use sd_attention::model::mlp::{mlp_backward, mlp_forward, MlpGrads, MlpParams};
+use sd_attention::model::norm::{norm_backward, norm_forward, NormKind};
+use sd_attention::train::clip::clip_global_norm;
+use sd_attention::train::corpus::Corpus;
+
+/// Takes bytes off the front of the input.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        *first
+    }
+    /// A small dimension, with a rare huge one to exercise overflow checks.
+    fn dim(&mut self) -> usize {
+        match self.byte() {
+            255 => usize::MAX / 3,
+            b => (b % 12) as usize,
+        }
+    }
+    fn values(&mut self) -> Vec<f32> {
+        let len = self.byte() as usize;
+        (0..len).map(|_| f32::from_le_bytes([self.byte(), self.byte(), 0, self.byte()])).collect()
+    }
+    fn bytes(&mut self) -> Vec<u8> {
+        let len = self.byte() as usize;
+        (0..len).map(|_| self.byte()).collect()
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let (n, d, e) = (input.dim(), input.dim(), input.dim());
+    let (a, b, c) = (input.values(), input.values(), input.values());
+    let (mut out, mut grad, mut work) = (input.values(), input.values(), input.values());
+    let tokens = input.bytes();
+    let _ = linear_forward(n, d, e, &a, &b, Some(&c), &mut out);
+    let _ =
+        linear_backward(n, d, e, &a, &b, &c, Some(&mut out), Update::Accumulate, &mut grad, Some(&mut work));
+    let _ = gelu_forward(&a, &mut out);
+    let _ = gelu_backward(&a, &b, &mut out);
+    for kind in [NormKind::None, NormKind::Rms, NormKind::Layer] {
+        let _ = norm_forward(kind, n, d, &c, &a, &mut out, &mut work);
+        let _ = norm_backward(kind, n, d, &c, &a, &work, &b, &mut out, Update::Overwrite, &mut grad);
+    }
+    let mlp = MlpParams { w_1: &a, b_1: &b, w_2: &c, b_2: &a };
+    let _ = mlp_forward(n, d, e, mlp, &b, &mut out, &mut work);
+    let mut w1 = input.values();
+    let mut b1 = input.values();
+    let grads = MlpGrads { w_1: &mut w1, b_1: &mut b1, w_2: &mut grad, b_2: &mut work };
+    let _ = mlp_backward(n, d, e, mlp, &a, &c, &b, &mut out, Update::Accumulate, grads, &mut []);
+    let _ = embed_forward(d, &tokens, &a, Some(&b), &mut out);
+    let _ = embed_backward(d, &tokens, &a, &mut out, Some(&mut grad));
+    let _ = sinusoidal_positions(n, d, &mut out);
+    let _ = cross_entropy(e, &a, &tokens, &mut out);
+    let _ = clip_global_norm(&mut out, 1.0);
+    let kinds = [
+        AttentionKind::Softmax,
+        AttentionKind::Linear,
+        AttentionKind::Sd { routing_rank: input.dim(), filtering_rank: input.dim() },
+    ];
+    let layers = input.dim();
+    let config = ModelConfig {
+        d_model: d,
+        n_layers: layers,
+        n_heads: input.dim(),
+        d_head: input.dim(),
+        d_mlp: e,
+        context_len: n,
+        attention: (0..layers.min(16)).map(|l| kinds[l % 3]).collect(),
+        norm: NormKind::Layer,
+        positions: PositionKind::Learned,
+        tied_unembedding: input.byte() % 2 == 0,
+    };
+    if let Ok(layout) = ParamLayout::new(&config) {
+        assert_eq!(layout.total, config.param_counts().unwrap().total);
+    }
+    let manifest = String::from_utf8_lossy(input.0);
+    let _ = Corpus::new(tokens.clone(), tokens, &manifest);
+});

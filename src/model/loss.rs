@@ -1,0 +1,59 @@
+//! Cross-entropy of next-token logits, mean over tokens, with its gradient.
+//!
+//! For logits `z` (`n x V`) and targets `t_i`: `L = (1/n) sum_i (logsumexp(z_i) - z_i[t_i])`, where
+//! `logsumexp(z) = m + ln sum_j exp(z_j - m)` with `m = max_j z_j`, evaluated as
+//! `ln sum_j exp(z_j - m) - (z_i[t_i] - m)` so that no `exp` overflows and a large common offset of
+//! the logits cancels exactly instead of absorbing the result.
+//! Gradient: `dL/dz_ij = (softmax(z_i)_j - [j = t_i]) / n`. Allocation-free.
+
+use crate::error::check_matrix;
+use crate::{Error, Result, Scalar};
+
+/// Returns the mean cross-entropy (natural log) and writes `dL/dz` into `d_logits` (`n x vocab`,
+/// overwritten), with `n = targets.len()`.
+///
+/// Errors: shape mismatches; a target `>= vocab` ([`Error::InvalidValue`]); `n == 0` or `vocab == 0`
+/// ([`Error::Empty`]). NaN or `+inf` in a row of logits makes the loss NaN (and that row's gradient
+/// NaN); it is not rejected, so that a diverging run shows up as a NaN loss.
+///
+/// ```
+/// use sd_attention::model::loss::cross_entropy;
+/// let logits = [0.0f64, 0.0]; // one token, two classes, uniform
+/// let mut d = [0.0; 2];
+/// let loss = cross_entropy(2, &logits, &[1], &mut d)?;
+/// assert!((loss - core::f64::consts::LN_2).abs() < 1e-15);
+/// assert_eq!(d, [0.5, -0.5]);
+/// # Ok::<(), sd_attention::Error>(())
+/// ```
+pub fn cross_entropy<T: Scalar>(vocab: usize, logits: &[T], targets: &[u8], d_logits: &mut [T]) -> Result<T> {
+    let n = targets.len();
+    if n == 0 {
+        return Err(Error::Empty { what: "targets" });
+    }
+    if vocab == 0 {
+        return Err(Error::Empty { what: "vocab" });
+    }
+    check_matrix("logits", logits.len(), n, vocab)?;
+    check_matrix("d_logits", d_logits.len(), n, vocab)?;
+    if let Some(index) = targets.iter().position(|&t| t as usize >= vocab) {
+        return Err(Error::InvalidValue { what: "targets", index, expected: "< vocab" });
+    }
+    let inv_n = T::one() / T::of_usize(n);
+    let mut total = T::zero();
+    for ((zr, dr), &t) in logits.chunks_exact(vocab).zip(d_logits.chunks_exact_mut(vocab)).zip(targets) {
+        let m = zr.iter().copied().fold(T::neg_infinity(), |a, b| if b > a || b.is_nan() { b } else { a });
+        let mut sum = T::zero();
+        for (g, &z) in dr.iter_mut().zip(zr) {
+            let e = (z - m).exp();
+            *g = e;
+            sum += e;
+        }
+        total += sum.ln() - (zr[t as usize] - m);
+        let scale = inv_n / sum;
+        for g in dr.iter_mut() {
+            *g *= scale;
+        }
+        dr[t as usize] -= inv_n;
+    }
+    Ok(total * inv_n)
+}

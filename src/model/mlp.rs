@@ -1,0 +1,121 @@
+//! The transformer MLP: `Y = gelu(X W_1 + b_1) W_2 + b_2` (GELU in its tanh form, see
+//! [`super::gelu`]).
+//!
+//! Shapes: `X`, `Y` `n x d_model`; `W_1` `d_model x d_mlp`, `b_1` `d_mlp`; `W_2` `d_mlp x d_model`,
+//! `b_2` `d_model`. The forward pass keeps the pre-activation `U = X W_1 + b_1` and `G = gelu(U)` in
+//! a caller cache of [`mlp_cache_len`] elements; the backward pass takes [`mlp_workspace_len`]
+//! elements of scratch. Allocation-free.
+
+use super::gelu::{gelu_backward_in_place, gelu_forward};
+use super::linear::{linear_backward, linear_forward};
+use crate::dense::Update;
+use crate::error::{check_matrix, check_workspace};
+use crate::{Error, Result, Scalar};
+
+/// The four parameter tensors of an MLP.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpParams<'a, T> {
+    /// `d_model x d_mlp`.
+    pub w_1: &'a [T],
+    /// `d_mlp`.
+    pub b_1: &'a [T],
+    /// `d_mlp x d_model`.
+    pub w_2: &'a [T],
+    /// `d_model`.
+    pub b_2: &'a [T],
+}
+
+/// Gradient buffers of an MLP (same shapes as [`MlpParams`]); the backward pass adds to them.
+#[derive(Debug)]
+pub struct MlpGrads<'a, T> {
+    /// `d_model x d_mlp`.
+    pub w_1: &'a mut [T],
+    /// `d_mlp`.
+    pub b_1: &'a mut [T],
+    /// `d_mlp x d_model`.
+    pub w_2: &'a mut [T],
+    /// `d_model`.
+    pub b_2: &'a mut [T],
+}
+
+fn hidden_len(what: &'static str, n: usize, d_mlp: usize) -> Result<usize> {
+    n.checked_mul(d_mlp).ok_or(Error::DimensionOverflow { what })
+}
+
+/// Cache elements of [`mlp_forward`]: `2 n d_mlp` (`U` then `G`). Saturates at `usize::MAX`.
+pub fn mlp_cache_len(n: usize, d_mlp: usize) -> usize {
+    n.saturating_mul(d_mlp).saturating_mul(2)
+}
+
+/// Workspace elements of [`mlp_backward`]: `n d_mlp`.
+pub fn mlp_workspace_len(n: usize, d_mlp: usize) -> usize {
+    n.saturating_mul(d_mlp)
+}
+
+/// `y = gelu(x W_1 + b_1) W_2 + b_2` (`y` overwritten); stores `U`, `G` in `cache`.
+pub fn mlp_forward<T: Scalar>(
+    n: usize,
+    d_model: usize,
+    d_mlp: usize,
+    params: MlpParams<'_, T>,
+    x: &[T],
+    y: &mut [T],
+    cache: &mut [T],
+) -> Result<()> {
+    let h = hidden_len("cache", n, d_mlp)?;
+    check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
+    let (u, rest) = cache.split_at_mut(h);
+    let g = &mut rest[..h];
+    linear_forward(n, d_model, d_mlp, x, params.w_1, Some(params.b_1), u)?;
+    gelu_forward(u, g)?;
+    linear_forward(n, d_mlp, d_model, g, params.w_2, Some(params.b_2), y)
+}
+
+/// Backward of [`mlp_forward`] from `dy` (`n x d_model`): adds the parameter gradients to `grads`
+/// and writes (or adds, per `dx_update`) `dX` into `dx`. `cache` is what the forward pass left.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_backward<T: Scalar>(
+    n: usize,
+    d_model: usize,
+    d_mlp: usize,
+    params: MlpParams<'_, T>,
+    x: &[T],
+    cache: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dx_update: Update,
+    grads: MlpGrads<'_, T>,
+    workspace: &mut [T],
+) -> Result<()> {
+    let h = hidden_len("cache", n, d_mlp)?;
+    check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
+    check_workspace(workspace.len(), mlp_workspace_len(n, d_mlp))?;
+    check_matrix("dx", dx.len(), n, d_model)?;
+    let (u, g) = (&cache[..h], &cache[h..2 * h]);
+    let d_hidden = &mut workspace[..h];
+    linear_backward(
+        n,
+        d_mlp,
+        d_model,
+        g,
+        params.w_2,
+        dy,
+        Some(&mut *d_hidden),
+        Update::Overwrite,
+        grads.w_2,
+        Some(grads.b_2),
+    )?;
+    gelu_backward_in_place(u, d_hidden)?;
+    linear_backward(
+        n,
+        d_model,
+        d_mlp,
+        x,
+        params.w_1,
+        d_hidden,
+        Some(dx),
+        dx_update,
+        grads.w_1,
+        Some(grads.b_1),
+    )
+}

@@ -1,0 +1,96 @@
+//! The attention sub-layer interface: what an attention kernel must provide to be plugged into the
+//! model ([`super::transformer`]).
+//!
+//! A block computes, for a sequence of `n` tokens with (normalized) input `A` (`n x d_model`):
+//!
+//! ```text
+//! V = A W_V                      (n x n_heads d_head; plain linear layer owned by the model)
+//! O = mix(A, V; theta)           (n x n_heads d_head; THIS interface, one head per column block)
+//! Y = O W_O                      (n x d_model;        plain linear layer owned by the model)
+//! ```
+//!
+//! `mix` holds the part of attention that decides *where* information flows: for head `h`,
+//! `O_h = softmax(logits_h(A)) V_h` for softmax attention (`theta` = the head's `W_Q, W_K`) or S-D
+//! attention (`theta` = `U, V, C`, SPEC section 5), or the ELU+1 linear form of SPEC section 6.
+//! Head `h` owns columns `h d_head .. (h + 1) d_head` of `V` and `O`. The model is a causal language
+//! model, so every implementation must be causal (output row `i` depends on rows `j <= i` only).
+//!
+//! How each kind maps onto it (for the adapters of phase 2; heads packed side by side, as the
+//! multi-head kernels take them):
+//! * softmax (SPEC 4): `theta = [W_Q, W_K]` (`d_model x n_heads d_head` each); `Q = A W_Q`,
+//!   `K = A W_K`, `O = causal multi-head softmax(Q, K, V)`; backward: the kernel's `dQ, dK, dV`, then
+//!   `dW_Q = A^T dQ`, `dW_K = A^T dK`, `dA += dQ W_Q^T + dK W_K^T`.
+//! * S-D (SPEC 5): per head `U, V` (`d_model x r`), `C` (`d_model x q`). With `Q = A [U | V | C]`
+//!   and `K = A [V | -U | -C]` (width `2r + q`), `Q K^T = A (U V^T - V U^T - C C^T) A^T = A (S + D) A^T`,
+//!   so the softmax kernel computes S-D attention without forming `d_model x d_model`; the
+//!   gradients of `U, V, C` follow from `dQ, dK` by the same linear maps.
+//! * ELU+1 linear (SPEC 6): `theta = [W_Q, W_K]`; `O = causal linear attention(A W_Q, A W_K, V)`.
+//!
+//! Buffers: the model allocates `theta` and its gradient inside its flat parameter buffers
+//! (`param_len` elements per layer), a cache of `cache_len(n)` elements per sequence that the
+//! forward pass fills and the backward pass reads, and a shared workspace of `workspace_len(n)`
+//! elements. No method allocates.
+
+use crate::rng::SplitMix64;
+use crate::{Result, Scalar};
+
+/// Dimensions of an attention sub-layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SublayerDims {
+    /// Width of the residual stream (columns of `A`).
+    pub d_model: usize,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Width of a head's values and outputs (`V`, `O` have `n_heads * d_head` columns).
+    pub d_head: usize,
+}
+
+/// An attention kernel as the model sees it: `O = mix(A, V; theta)` with its backward pass.
+///
+/// Contract for implementations (checked by the model's tests with a stand-in):
+/// * [`forward`](Self::forward) overwrites `out` and fills `cache`;
+/// * [`backward`](Self::backward) *adds* `dL/dA` to `d_input` and `dL/dtheta` to `d_params`,
+///   and *overwrites* `d_values` with `dL/dV`;
+/// * lengths: `input` `n x d_model`, `values`, `out`, `d_out`, `d_values` `n x n_heads d_head`,
+///   `params`, `d_params` `param_len()`, `cache` `>= cache_len(n)`, `workspace >= workspace_len(n)`;
+///   wrong lengths are an `Err`, never a panic.
+pub trait AttentionSublayer<T: Scalar> {
+    /// The dimensions this sub-layer was built for.
+    fn dims(&self) -> SublayerDims;
+    /// Number of parameters `theta` (not counting `W_V`, `W_O`).
+    fn param_len(&self) -> usize;
+    /// Initializes `theta` (`param_len()` elements) from `rng`.
+    fn init_params(&self, rng: &mut SplitMix64, params: &mut [T]);
+    /// Cache elements one sequence of `n_tokens` needs between forward and backward.
+    fn cache_len(&self, n_tokens: usize) -> usize;
+    /// Scratch elements forward or backward needs for `n_tokens`.
+    fn workspace_len(&self, n_tokens: usize) -> usize;
+    /// `out = mix(input, values; params)`; fills `cache`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()>;
+    /// Backward of [`forward`](Self::forward) from `d_out`: `d_input += dL/dA`,
+    /// `d_values = dL/dV`, `d_params += dL/dtheta`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()>;
+}
