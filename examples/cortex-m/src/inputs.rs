@@ -42,7 +42,8 @@ pub struct HeadInputs {
 /// Draws the head: `W_Q`, then `W_K`, then `x`, each `N(0, WEIGHT_STD^2)` (x: `N(0, 1)`), in `f32`.
 pub fn head_inputs() -> HeadInputs {
     let mut rng = SplitMix64::new(SEED);
-    let mut inputs = HeadInputs { w_q: [0.0; D_MODEL * D_HEAD], w_k: [0.0; D_MODEL * D_HEAD], x: [0.0; D_MODEL] };
+    let mut inputs =
+        HeadInputs { w_q: [0.0; D_MODEL * D_HEAD], w_k: [0.0; D_MODEL * D_HEAD], x: [0.0; D_MODEL] };
     rng.fill_normal(WEIGHT_STD, &mut inputs.w_q);
     rng.fill_normal(WEIGHT_STD, &mut inputs.w_k);
     rng.fill_normal(1.0, &mut inputs.x);
