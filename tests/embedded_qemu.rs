@@ -28,7 +28,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::rounding::{dot, exact, sum, Bounded};
-use inputs::{fingerprint, head_inputs, D_HEAD, D_MODEL, KNOWN_SPECTRUM, TAG};
+use inputs::{
+    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, D_HEAD, D_MODEL, KNOWN_SPECTRUM, TAG,
+};
 use sd_attention::erank::{default_rank_tolerance, effective_ranks};
 use sd_attention::factored::{FactoredKernel, Part};
 use sd_attention::split::energies;
@@ -341,6 +343,11 @@ fn firmware_matches_the_host() {
         printed.words("input", "fingerprint"),
         [format!("{:016x}", fingerprint(&inputs))],
         "the firmware drew other inputs than this test (stale build? run bash .ci/embedded.sh)"
+    );
+    assert_eq!(
+        printed.words("input", "sequence_fingerprint"),
+        [format!("{:016x}", sequence_fingerprint(&sequence_inputs()))],
+        "the firmware drew other sequence inputs than this test (stale build? run bash .ci/embedded.sh)"
     );
     assert_eq!(printed.words("input", "dims"), [D_MODEL.to_string(), D_HEAD.to_string()]);
 

@@ -7,11 +7,14 @@
 //! run ends with `SDA end ok` and a zero exit status, or `SDA end fail` / `SDA panic` and a nonzero
 //! one (QEMU's exit status).
 //!
-//! Parts still to come (each is one `#[inline(never)] fn ... -> Result<Report>` plus one
-//! `report_*` function and one call in `main`, where the `pending(...)` call stands now):
-//! (a) S-D head forward (`sd_attention::attention::sd`), (b) recurrent ELU+1 linear attention,
-//! one token at a time (`sd_attention::attention::linear`), (c) Lanczos spectrum and erank of the
-//! routing part of the fixed head.
+//! Parts still to come, each where its `pending(...)` call stands in `main` now (see the comments
+//! there): (a) S-D head forward (`sd_attention::attention::sd`), (b) recurrent ELU+1 linear
+//! attention, one token at a time (`sd_attention::attention::linear`), (c) Lanczos singular values
+//! and erank of the routing part of the fixed head. Each is one `#[inline(never)] fn <section>_part
+//! (...) -> Result<Report, Error>` on fixed-size arrays (workspace lengths as constants, checked
+//! against the kernel's `*_workspace_len` so a mismatch is an error, not an overflow), one
+//! `report_<section>` printing `SDA <section> <name> <values>`, and one `run(...)` line; the host test
+//! gets the matching `check_<section>`.
 
 #![no_std]
 #![no_main]
@@ -29,7 +32,10 @@ use sd_attention::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, split, Energies};
 use sd_attention::{dense, Error};
 
-use inputs::{fingerprint, head_inputs, HeadInputs, D_HEAD, D_MODEL, KNOWN_SPECTRUM, TAG};
+use inputs::{
+    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, HeadInputs, D_HEAD, D_MODEL,
+    KNOWN_SPECTRUM, TAG,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Output: one line per result, assembled in a fixed buffer and written with one semihosting call.
@@ -292,18 +298,37 @@ fn main() -> ! {
     let mut meter = StackMeter { bottom: top, lowest: top };
     meter.paint();
     let inputs = head_inputs();
+    let sequence = sequence_inputs();
     let mut ok = emit("begin", "v1", |_| Ok(()));
     ok &= emit("input", "fingerprint", |l| write!(l, " {:016x}", fingerprint(&inputs)));
+    ok &= emit("input", "sequence_fingerprint", |l| write!(l, " {:016x}", sequence_fingerprint(&sequence)));
     ok &= emit("input", "dims", |l| write!(l, " {D_MODEL} {D_HEAD}"));
 
     ok &= run(&mut meter, "split", || split_part(&inputs), report_split);
     ok &= run(&mut meter, "routing", || routing_part(&inputs), report_routing);
     ok &= run(&mut meter, "erank", erank_part, report_erank);
-    // (a) S-D head forward: lands with src/attention/sd.rs (branch softmax-sd).
+    // (a) S-D head forward, lands with src/attention/sd.rs (branch softmax-sd). Replace the line by
+    //     `ok &= run(&mut meter, "sd_forward", || sd_forward_part(&sequence), report_sd_forward);`
+    //     where `sd_forward_part` builds `AttentionHead::<f32>::routing_filtering(D_MODEL,
+    //     RANK_ROUTING, RANK_FILTERING, D_V, Causality::Causal)`, checks `param_len() == SD_PARAM_LEN`,
+    //     and runs `forward(N_TOKENS, &sequence.x, &sequence.sd_params, &mut out, &mut lse, &mut ws)`
+    //     on arrays `[f32; N_TOKENS * D_V]`, `[f32; N_TOKENS]`, `[f32; SD_FORWARD_WORKSPACE]`;
+    //     `report_sd_forward` prints `SDA sd_forward out ...` and `SDA sd_forward lse ...`.
     ok &= pending("sd_forward");
-    // (b) ELU+1 linear attention, recurrent, one token at a time: src/attention/linear.rs (branch linear).
+    // (b) ELU+1 linear attention streamed one token at a time, lands with src/attention/linear
+    //     (branch linear). Replace by `ok &= run(&mut meter, "linear_stream", || linear_stream_part(
+    //     &sequence), report_linear_stream);` where `linear_stream_part` keeps the state in
+    //     `[f32; D_K * D_V]` and `[f32; D_K]` (`State::new(D_K, D_V, &mut s, &mut z)`) and calls
+    //     `state.step(q_t, k_t, v_t, 1e-6, out_t)` for t = 0..N_TOKENS; `report_linear_stream` prints
+    //     `SDA linear_stream out ...` (N_TOKENS * D_V values) and `SDA linear_stream state_bytes
+    //     <4 (D_K D_V + D_K)>`.
     ok &= pending("linear_stream");
-    // (c) Lanczos singular values and erank of the routing part: branch spectra.
+    // (c) Lanczos singular values of the routing part of the fixed head and their erank, lands with
+    //     src/spectrum.rs (branch spectra). Replace by `ok &= run(&mut meter, "routing_spectrum", ||
+    //     routing_spectrum_part(&inputs), report_routing_spectrum);` where the part calls
+    //     `routing_singular_values(&head, &mut sigma, &mut ws)` with `sigma: [f32; SPECTRUM_STEPS]`
+    //     (`head_spectrum_steps(D_MODEL, D_HEAD)`) and then `effective_ranks(&sigma[..steps], ...)`;
+    //     the report prints `SDA routing_spectrum sigma ...` and `SDA routing_spectrum erank ...`.
     ok &= pending("routing_spectrum");
 
     // Deepest stack of the whole run below the reset stack pointer (includes `main` and printing).
