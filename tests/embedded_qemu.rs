@@ -335,7 +335,11 @@ fn newest_source(root: &Path) -> Option<(SystemTime, PathBuf)> {
 #[test]
 fn firmware_matches_the_host() {
     let Some(text) = run_firmware() else { return };
-    let printed = Printed::parse(&text);
+    check_printed(&Printed::parse(&text));
+}
+
+/// Every check of the printed output against the host.
+fn check_printed(printed: &Printed) {
     assert!(printed.has("end", "ok"), "the firmware did not end with `{TAG} end ok`");
 
     let inputs = head_inputs();
@@ -352,9 +356,9 @@ fn firmware_matches_the_host() {
     assert_eq!(printed.words("input", "dims"), [D_MODEL.to_string(), D_HEAD.to_string()]);
 
     println!("firmware (f32, Cortex-M4F under QEMU) against f64, and against f32 on the host:");
-    check_split(&printed, &inputs);
-    check_routing(&printed, &inputs);
-    check_erank(&printed);
+    check_split(printed, &inputs);
+    check_routing(printed, &inputs);
+    check_erank(printed);
 
     for section in printed.sections() {
         let known = ["begin", "input", "stack", "heap", "pending", "end"].contains(&section)
@@ -371,6 +375,61 @@ fn firmware_matches_the_host() {
         println!("  peak stack {section:<23} {bytes} bytes");
     }
     assert_eq!(printed.integer("heap", "total"), 0, "the firmware has no allocator");
+}
+
+/// What the firmware prints, computed by the crate on the host in `f32` (stack figures made up):
+/// the checks must accept it, and must reject it with one value moved outside its bound. These two
+/// tests run without QEMU and show that the comparison can fail.
+fn host_output() -> String {
+    let inputs = head_inputs();
+    let head = FactoredKernel::new(D_MODEL, D_HEAD, &inputs.w_q, &inputs.w_k).unwrap();
+    let mut m = vec![0.0f32; D_MODEL * D_MODEL];
+    head.to_dense(Part::Kernel, &mut m).unwrap();
+    let dense = energies(D_MODEL, &m).unwrap();
+    let factored = head.energies(&mut vec![0.0; head.energies_workspace_len()]).unwrap();
+    let mut workspace = vec![0.0f32; head.apply_workspace_len()];
+    let (mut s_x, mut d_x) = (vec![0.0f32; D_MODEL], vec![0.0f32; D_MODEL]);
+    head.apply(Part::Routing, &inputs.x, &mut s_x, &mut workspace).unwrap();
+    head.apply(Part::Filtering, &inputs.x, &mut d_x, &mut workspace).unwrap();
+    let xsx = sd_attention::dense::dot(&inputs.x, &s_x).unwrap();
+    let n = KNOWN_SPECTRUM.len();
+    let ranks = effective_ranks(&KNOWN_SPECTRUM, default_rank_tolerance::<f32>(n, n)).unwrap();
+    let join = |v: &[f32]| v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(" ");
+    let mut lines = vec![
+        "begin v1".to_string(),
+        format!("input fingerprint {:016x}", fingerprint(&inputs)),
+        format!("input sequence_fingerprint {:016x}", sequence_fingerprint(&sequence_inputs())),
+        format!("input dims {D_MODEL} {D_HEAD}"),
+        format!("split energy_dense {}", join(&[dense.routing, dense.filtering])),
+        format!("split energy_factored {}", join(&[factored.routing, factored.filtering])),
+        format!("split rho_dense {:e}", dense.routing_fraction()),
+        format!("split rho_factored {:e}", factored.routing_fraction()),
+        "split symmetry_defect 0e0 0e0".to_string(),
+        format!("routing routing_x {}", join(&s_x)),
+        format!("routing filtering_x {}", join(&d_x)),
+        format!("routing x_routing_x {xsx:e}"),
+        format!("erank known_spectrum {}", join(&[ranks.entropy, ranks.participation_ratio, ranks.stable])),
+        format!("erank numerical_rank {}", ranks.numerical),
+    ];
+    lines.extend(["split", "routing", "erank", "total"].map(|s| format!("stack {s} 100")));
+    lines.extend(PENDING_SECTIONS.map(|s| format!("pending {s}")));
+    lines.extend(["heap total 0".to_string(), "end ok".to_string()]);
+    lines.iter().map(|l| format!("{TAG} {l}\n")).collect()
+}
+
+#[test]
+fn checks_accept_the_host_f32_output() {
+    check_printed(&Printed::parse(&host_output()));
+}
+
+#[test]
+#[should_panic(expected = "differs from the f64 reference")]
+fn checks_reject_a_value_outside_its_bound() {
+    // rho of the dense split is about 0.46 with a bound of about 1.5e-5: 1e-4 is outside.
+    let text = host_output();
+    let rho = text.lines().find(|l| l.contains("rho_dense")).unwrap().split(' ').nth(3).unwrap();
+    let moved = rho.parse::<f32>().unwrap() + 1e-4;
+    check_printed(&Printed::parse(&text.replace(rho, &format!("{moved:e}"))));
 }
 
 fn check_split(printed: &Printed, inputs: &inputs::HeadInputs) {
