@@ -40,8 +40,9 @@ use inputs::{
 // ---------------------------------------------------------------------------------------------
 // Output: one line per result, assembled in a fixed buffer and written with one semihosting call.
 
-/// A line of at most `LINE_CAPACITY` bytes (longer output is cut, and the run fails).
-const LINE_CAPACITY: usize = 512;
+/// A line of at most `LINE_CAPACITY` bytes (longer output is cut, and the run fails): room for 64
+/// values, e.g. the `N_TOKENS x D_V` outputs of the parts to come.
+const LINE_CAPACITY: usize = 1024;
 
 struct Line {
     bytes: [u8; LINE_CAPACITY],
@@ -62,7 +63,8 @@ impl Write for Line {
     }
 }
 
-/// Writes `SDA <section> <name>` followed by what `values` writes, as one line.
+/// Writes `SDA <section> <name>` followed by what `values` writes, as one line; `false` if anything
+/// failed. Reports combine these with `&`, not `&&`, so that every line is printed after a failure.
 fn emit(section: &str, name: &str, values: impl FnOnce(&mut Line) -> core::fmt::Result) -> bool {
     let mut line = Line { bytes: [0; LINE_CAPACITY], len: 0, overflowed: false };
     let ok = write!(line, "{TAG} {section} {name}").is_ok() && values(&mut line).is_ok();
