@@ -371,7 +371,8 @@ fn check_printed(printed: &Printed) {
     }
     for section in CHECKED_SECTIONS.iter().chain(&["total"]) {
         let bytes = printed.integer("stack", section);
-        assert!(bytes > 0 && bytes < 64 * 1024, "stack {section}: {bytes} bytes");
+        // The firmware itself fails when a part reaches the bottom of its 256 KiB painted window.
+        assert!(bytes > 0 && bytes < 256 * 1024, "stack {section}: {bytes} bytes");
         println!("  peak stack {section:<23} {bytes} bytes");
     }
     assert_eq!(printed.integer("heap", "total"), 0, "the firmware has no allocator");
