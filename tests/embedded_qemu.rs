@@ -529,3 +529,30 @@ fn check_erank(printed: &Printed) {
     vs_f64.report("erank vs f64");
     vs_host.report("erank vs host f32");
 }
+
+proptest::proptest! {
+    /// The bounds hold for actual `f32` evaluations: sums in two orders, products, quotients,
+    /// logarithms and exponentials of random values (a bound that failed here would be unsound).
+    #[test]
+    fn rounding_bounds_cover_f32_evaluations(
+        a in proptest::collection::vec(-4.0f32..4.0, 1..40),
+        b in proptest::collection::vec(-4.0f32..4.0, 40),
+        positive in 0.01f32..100.0,
+    ) {
+        let b = &b[..a.len()];
+        let bound = dot(&exact(&a), &exact(b));
+        let forward: f32 = a.iter().zip(b).fold(0.0, |acc, (x, y)| acc + x * y);
+        let backward: f32 = a.iter().zip(b).rev().fold(0.0, |acc, (x, y)| acc + x * y);
+        for value in [forward, backward] {
+            proptest::prop_assert!((value as f64 - bound.v).abs() <= bound.tolerance());
+        }
+        let p = Bounded::exact(positive);
+        let quotient = bound.div(p);
+        proptest::prop_assert!(((forward / positive) as f64 - quotient.v).abs() <= quotient.tolerance());
+        let log = p.ln();
+        proptest::prop_assert!((positive.ln() as f64 - log.v).abs() <= log.tolerance());
+        let scaled = Bounded::exact(positive).div(Bounded::exact(25.0));
+        let exp = scaled.exp();
+        proptest::prop_assert!(((positive / 25.0).exp() as f64 - exp.v).abs() <= exp.tolerance());
+    }
+}
