@@ -70,3 +70,4 @@ pub use sd_attention::strategies::EDGE_SIZES;
 
 #[cfg(feature = "alloc")]
 pub mod model;
+pub mod rounding;
