@@ -51,6 +51,15 @@
 //! * [`split`]: `S`, `D` of a dense kernel, in caller buffers or in place, and their energies.
 //! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
 //! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
+//! * [`operator`]: matrix-free symmetric and skew-symmetric operators (dense slices, `S^T S`, `S`
+//!   and `D` of a factored head, closures).
+//! * [`lanczos`]: Lanczos with full reorthogonalization into caller workspace: Ritz values and
+//!   vectors, extreme eigenvalues, singular values of skew operators.
+//! * [`tridiagonal`]: the symmetric tridiagonal eigensolver (implicit QL) under Lanczos.
+//! * [`spectrum`]: singular values of `S` and eigenvalues of `D` of a head from `W_Q, W_K`, and the
+//!   [`spectrum::HeadSpectrum`] census report.
+//! * [`slq`]: stochastic Lanczos quadrature of `tr f(A)`, spectral entropy and effective rank of
+//!   large operators with standard errors.
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 
@@ -68,9 +77,14 @@ pub mod erank;
 mod error;
 pub mod factored;
 mod kernel;
+pub mod lanczos;
+pub mod operator;
 pub mod rng;
 mod scalar;
+pub mod slq;
+pub mod spectrum;
 pub mod split;
+pub mod tridiagonal;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;
