@@ -79,8 +79,9 @@ pub struct HeadSpectrum<T> {
     pub energies: Energies<T>,
     /// `rho = ||S||^2 / ||M||^2` (0 for `M = 0`).
     pub routing_fraction: T,
-    /// Effective ranks of the singular values of `S` (entropy, participation ratio, stable,
-    /// numerical at `d_model eps`).
+    /// Effective ranks of the singular values of `S` (entropy, participation ratio, stable, and
+    /// numerical: `#{s_k > d_model eps max(||S||_2, ||D||_2)}`, relative to the kernel's scale so
+    /// that a part at rounding level has rank 0; its entropy-type ranks are then meaningless).
     pub routing: EffectiveRanks<T>,
     /// Effective ranks of the singular values `|lambda_k|` of `D`.
     pub filtering: EffectiveRanks<T>,
@@ -90,8 +91,8 @@ pub struct HeadSpectrum<T> {
     pub routing_norm: T,
     /// `||D||_2`, the largest `|lambda|` of `D`.
     pub filtering_norm: T,
-    /// `sum s_k^2 / ||S||_F^2 - 1` and the same for `D`: how well the Lanczos spectra account for
-    /// the energies computed from the factors (a few `d_model eps` when all is well).
+    /// `(sum s_k^2 - ||S||_F^2) / ||M||_F^2` and the same for `D`: how well the Lanczos spectra
+    /// account for the energies computed from the factors (a few `d_model eps` when all is well).
     pub energy_defect: [T; 2],
     /// Lanczos steps taken for `S` and for `D`.
     pub steps: [usize; 2],
@@ -132,26 +133,32 @@ pub fn head_spectrum<T: Scalar>(
     for v in sigma_d.iter_mut() {
         *v = v.abs();
     }
+    let largest = |sigma: &[T]| sigma.iter().fold(T::zero(), |m, &s| m.max(s));
+    let (routing_norm, filtering_norm) = (largest(sigma_s), largest(sigma_d));
+    // Numerical ranks at `d_model eps` relative to the kernel's scale max(||S||_2, ||D||_2), so that
+    // a part at rounding level (e.g. D of an exactly skew kernel) has rank 0.
+    let scale = routing_norm.max(filtering_norm);
     let tol = default_rank_tolerance::<T>(d_model, d_model);
-    let routing = effective_ranks(sigma_s, tol)?;
-    let filtering = effective_ranks(sigma_d, tol)?;
+    let relative_to_scale = |norm: T| if norm > T::zero() { tol * (scale / norm) } else { tol };
+    let routing = effective_ranks(sigma_s, relative_to_scale(routing_norm))?;
+    let filtering = effective_ranks(sigma_d, relative_to_scale(filtering_norm))?;
+    let total = energies.total();
     let defect = |sigma: &[T], energy: T| {
         let sum: T = sigma.iter().map(|&s| s * s).sum();
-        if energy == T::zero() {
+        if total == T::zero() {
             sum
         } else {
-            sum / energy - T::one()
+            (sum - energy) / total
         }
     };
-    let largest = |sigma: &[T]| sigma.iter().fold(T::zero(), |m, &s| m.max(s));
     Ok(HeadSpectrum {
         energies,
         routing_fraction: energies.routing_fraction(),
         routing,
         filtering,
         rank_bound: head.routing_rank_bound(),
-        routing_norm: largest(sigma_s),
-        filtering_norm: largest(sigma_d),
+        routing_norm,
+        filtering_norm,
         energy_defect: [defect(sigma_s, energies.routing), defect(sigma_d, energies.filtering)],
         steps: [routing_info.steps, filtering_info.steps],
     })

@@ -112,7 +112,8 @@ fn ritz_vectors_are_unit_eigenvectors() {
     let mut op = DenseSymmetric::new(n, &a).unwrap();
     let mut workspace = vec![0.0; lanczos_workspace_len(n, 0, true)];
     let (mut theta, mut vectors) = (vec![0.0; n], vec![0.0; n * n]);
-    let info = lanczos(&mut op, &LanczosOptions::default(), &mut theta, Some(&mut vectors), &mut workspace).unwrap();
+    let info =
+        lanczos(&mut op, &LanczosOptions::default(), &mut theta, Some(&mut vectors), &mut workspace).unwrap();
     assert_eq!(info.steps, n);
     let norm_a = 49.0 / 7.0;
     let mut y = vec![0.0; n];
@@ -184,9 +185,8 @@ fn semidefiniteness_check_of_a_low_rank_gram_matrix() {
     assert!(ends.converged);
     assert!(ends.smallest.abs() <= 1e-13 * ends.largest, "{ends:?}");
     assert!(ends.info.steps <= 6, "{:?}", ends.info);
-    let dense: Vec<f64> = (0..n * n)
-        .map(|idx| (0..4).map(|c| b[(idx / n) * 4 + c] * b[(idx % n) * 4 + c]).sum())
-        .collect();
+    let dense: Vec<f64> =
+        (0..n * n).map(|idx| (0..4).map(|c| b[(idx / n) * 4 + c] * b[(idx % n) * 4 + c]).sum()).collect();
     let reference = jacobi_eigenvalues(n, &dense);
     assert!((ends.largest - reference[n - 1]).abs() <= 1e-12 * reference[n - 1]);
 }
@@ -333,7 +333,10 @@ fn bad_input_is_an_error() {
         tridiagonal_eigen(&mut [1.0, f64::NAN], &mut [0.5], &mut [], 0),
         Err(Error::NonFinite { what: "diag", index: 1 })
     ));
-    assert!(matches!(tridiagonal_eigen(&mut [1.0, 2.0], &mut [], &mut [], 0), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        tridiagonal_eigen(&mut [1.0, 2.0], &mut [], &mut [], 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
     // Empty operators.
     let mut empty = DenseSymmetric::new(0, &[] as &[f64]).unwrap();
     let info = lanczos(&mut empty, &LanczosOptions::default(), &mut [], None, &mut []).unwrap();

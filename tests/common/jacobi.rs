@@ -158,7 +158,8 @@ pub fn test_spectra(n: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
     let mut rng = sd_attention::rng::SplitMix64::new(seed);
     let mut out = Vec::new();
     out.push(("full random", (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()));
-    for (name, rank) in [("rank 0", 0), ("rank 1", 1), ("rank n/3", n / 3), ("rank n-1", n.saturating_sub(1))] {
+    for (name, rank) in [("rank 0", 0), ("rank 1", 1), ("rank n/3", n / 3), ("rank n-1", n.saturating_sub(1))]
+    {
         let mut v = vec![0.0; n];
         for x in v.iter_mut().take(rank) {
             *x = rng.uniform(0.1, 2.0) * if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 };
