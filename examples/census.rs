@@ -97,9 +97,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         "{:>5} {:>5} {:>8} {:>9} {:>9} {:>14} {:>8}",
         "layer", "heads", "rho", "erank S", "erank D", "erank S / cap", "nr S"
     );
-    for (layer, n, rho, erank_s, erank_d, fraction, nrank, capacity) in checkpoint::layer_summary(&rows) {
+    for l in checkpoint::layer_summary(&rows) {
         println!(
-            "{layer:>5} {n:>5} {rho:>8.4} {erank_s:>9.3} {erank_d:>9.3} {fraction:>14.4} {nrank:>8.2}   (capacity {capacity})"
+            "{:>5} {:>5} {:>8.4} {:>9.3} {:>9.3} {:>14.4} {:>8.2}   (capacity {})",
+            l.layer, l.heads, l.rho, l.erank_s, l.erank_d, l.erank_s_fraction, l.numerical_rank_s, l.capacity
         );
     }
     if let Some(parent) = std::path::Path::new(&csv_path).parent() {

@@ -187,30 +187,52 @@ pub fn census(bytes: &[u8], heads: usize) -> Result<(Layout, Vec<HeadRow>), Stri
     Ok((layout, rows))
 }
 
-/// Per-layer means: (layer, heads, mean rho, mean erank S, mean erank D, mean erank S / capacity,
-/// mean numerical rank S, capacity).
-pub fn layer_summary(rows: &[HeadRow]) -> Vec<(usize, usize, f64, f64, f64, f64, f64, usize)> {
-    let mut out: Vec<(usize, usize, f64, f64, f64, f64, f64, usize)> = Vec::new();
+/// Means over the heads of one layer.
+#[derive(Debug)]
+pub struct LayerSummary {
+    pub layer: usize,
+    pub heads: usize,
+    pub rho: f64,
+    pub erank_s: f64,
+    pub erank_d: f64,
+    /// Mean of erank(S) / capacity min(2 d_head, d_model).
+    pub erank_s_fraction: f64,
+    pub numerical_rank_s: f64,
+    pub capacity: usize,
+}
+
+/// Per-layer means of the census rows (rows grouped by layer, as [`census`] returns them).
+pub fn layer_summary(rows: &[HeadRow]) -> Vec<LayerSummary> {
+    let mut out: Vec<LayerSummary> = Vec::new();
     for row in rows {
         let s = &row.spectrum;
-        if out.last().map_or(true, |last| last.0 != row.layer) {
-            out.push((row.layer, 0, 0.0, 0.0, 0.0, 0.0, 0.0, s.rank_bound));
+        if out.last().map_or(true, |last| last.layer != row.layer) {
+            out.push(LayerSummary {
+                layer: row.layer,
+                heads: 0,
+                rho: 0.0,
+                erank_s: 0.0,
+                erank_d: 0.0,
+                erank_s_fraction: 0.0,
+                numerical_rank_s: 0.0,
+                capacity: s.rank_bound,
+            });
         }
         let last = out.last_mut().unwrap();
-        last.1 += 1;
-        last.2 += s.routing_fraction;
-        last.3 += s.routing.entropy;
-        last.4 += s.filtering.entropy;
-        last.5 += s.routing.entropy / s.rank_bound as f64;
-        last.6 += s.routing.numerical as f64;
+        last.heads += 1;
+        last.rho += s.routing_fraction;
+        last.erank_s += s.routing.entropy;
+        last.erank_d += s.filtering.entropy;
+        last.erank_s_fraction += s.routing.entropy / s.rank_bound.max(1) as f64;
+        last.numerical_rank_s += s.routing.numerical as f64;
     }
     for l in out.iter_mut() {
-        let n = l.1 as f64;
-        l.2 /= n;
-        l.3 /= n;
-        l.4 /= n;
-        l.5 /= n;
-        l.6 /= n;
+        let n = l.heads as f64;
+        l.rho /= n;
+        l.erank_s /= n;
+        l.erank_d /= n;
+        l.erank_s_fraction /= n;
+        l.numerical_rank_s /= n;
     }
     out
 }
