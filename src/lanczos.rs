@@ -97,8 +97,10 @@ impl<T: Scalar> Default for LanczosOptions<T> {
 /// clamped to `n`, `0` meaning `n`): the basis `(m + 1) n`, `6 m` for `T` and its eigenvalues, and
 /// `m^2` more when Ritz vectors are wanted.
 pub fn lanczos_workspace_len(n: usize, max_steps: usize, ritz_vectors: bool) -> usize {
+    // Saturating: a size that does not fit in memory asks for usize::MAX (and is refused).
     let m = clamp_steps(n, max_steps);
-    (m + 1) * n + 6 * m + if ritz_vectors { m * m } else { 0 }
+    let vectors = if ritz_vectors { m.saturating_mul(m) } else { 0 };
+    (m.saturating_add(1)).saturating_mul(n).saturating_add(6usize.saturating_mul(m)).saturating_add(vectors)
 }
 
 fn clamp_steps(n: usize, max_steps: usize) -> usize {
@@ -528,8 +530,7 @@ pub fn extreme_eigenvalues<T: Scalar, A: SymmetricOperator<T> + ?Sized>(
         return Err(Error::Empty { what: "operator" });
     }
     let m = clamp_steps(n, max_steps);
-    let options = LanczosOptions { max_steps: m, largest: 1, smallest: 1, tol, seed };
-    check_options(&options, m)?;
+    check_options(&LanczosOptions { max_steps: m, largest: 0, smallest: 0, tol, seed }, m)?;
     check_workspace(workspace.len(), lanczos_workspace_len(n, m, false))?;
     let mut parts = split_workspace(workspace, n, m, false);
     let largest_smallest = if m >= 2 { (1, 1) } else { (0, 0) };

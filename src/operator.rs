@@ -67,7 +67,7 @@ impl<T: Scalar> SymmetricOperator<T> for DenseSymmetric<'_, T> {
 
 /// Scratch elements [`RoutingGram::new`] needs for a head: `d_model + 2 d_head`.
 pub fn routing_gram_workspace_len(d_model: usize, d_head: usize) -> usize {
-    d_model + 2 * d_head
+    d_model.saturating_add(d_head.saturating_mul(2))
 }
 
 /// `S^T S = -S^2` of a factored head kernel (symmetric, positive semidefinite, `d_model x d_model`):

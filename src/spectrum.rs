@@ -18,20 +18,22 @@ use crate::{Result, Scalar};
 
 /// Largest Lanczos basis a head's spectrum needs: `min(d_model, 2 d_head + 8)`.
 pub fn head_spectrum_steps(d_model: usize, d_head: usize) -> usize {
-    d_model.min(2 * d_head + 8)
+    d_model.min(d_head.saturating_mul(2).saturating_add(8))
 }
 
 /// Scratch elements of [`routing_singular_values`] and [`filtering_eigenvalues`]: the Lanczos
 /// workspace for [`head_spectrum_steps`] plus `2 d_head` for the products.
 pub fn head_values_workspace_len(d_model: usize, d_head: usize) -> usize {
-    lanczos_workspace_len(d_model, head_spectrum_steps(d_model, d_head), false) + 2 * d_head
+    lanczos_workspace_len(d_model, head_spectrum_steps(d_model, d_head), false)
+        .saturating_add(d_head.saturating_mul(2))
 }
 
 /// Scratch elements of [`head_spectrum`]: [`head_values_workspace_len`], room for the two value
 /// lists, and the energies' `2 d_head^2`.
 pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
-    let values = head_values_workspace_len(d_model, d_head) + 2 * head_spectrum_steps(d_model, d_head);
-    values.max(2 * d_head * d_head)
+    let steps = head_spectrum_steps(d_model, d_head);
+    let values = head_values_workspace_len(d_model, d_head).saturating_add(steps.saturating_mul(2));
+    values.max(d_head.saturating_mul(d_head).saturating_mul(2))
 }
 
 /// The fixed seed of the head runs (results are deterministic).

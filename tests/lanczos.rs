@@ -337,6 +337,14 @@ fn bad_input_is_an_error() {
         tridiagonal_eigen(&mut [1.0, 2.0], &mut [], &mut [], 0),
         Err(Error::ShapeMismatch { .. })
     ));
+    // A 1 x 1 operator.
+    let one = [5.0f64];
+    let mut op1 = DenseSymmetric::new(1, &one).unwrap();
+    let mut workspace = vec![0.0; extreme_eigenvalues_workspace_len(1, 0)];
+    let ends = extreme_eigenvalues(&mut op1, 1e-8, 0, 0, &mut workspace).unwrap();
+    assert_eq!((ends.smallest, ends.largest), (5.0, 5.0));
+    // Sizes that cannot fit in memory ask for usize::MAX and are refused, without overflow.
+    assert_eq!(lanczos_workspace_len(usize::MAX / 3, 8, true), usize::MAX);
     // Empty operators.
     let mut empty = DenseSymmetric::new(0, &[] as &[f64]).unwrap();
     let info = lanczos(&mut empty, &LanczosOptions::default(), &mut [], None, &mut []).unwrap();
