@@ -436,6 +436,27 @@ fn check_options<T: Scalar>(options: &LanczosOptions<T>, m: usize) -> Result<()>
     Ok(())
 }
 
+/// The tridiagonal `T_k` of the last run that used `workspace` (by [`lanczos`],
+/// [`skew_singular_values`] or [`extreme_eigenvalues`] with the same `n` and `max_steps`): its
+/// diagonal `alpha` (length `steps`) and off-diagonal `beta` (length `steps - 1`; zeros mark the
+/// block boundaries of restarts). Both stay in the workspace until it is reused.
+pub fn lanczos_tridiagonal<T: Scalar>(
+    workspace: &[T],
+    n: usize,
+    max_steps: usize,
+    steps: usize,
+) -> Result<(&[T], &[T])> {
+    let m = clamp_steps(n, max_steps);
+    if steps > m {
+        return Err(Error::InvalidParameter { what: "steps", expected: "at most min(max_steps, n)" });
+    }
+    check_workspace(workspace.len(), lanczos_workspace_len(n, m, false))?;
+    let start = (m + 1) * n;
+    let alpha = &workspace[start..start + steps];
+    let beta = &workspace[start + m..start + m + steps.saturating_sub(1)];
+    Ok((alpha, beta))
+}
+
 /// Singular values of a skew-symmetric operator (descending) into `singular_values[..info.steps]`,
 /// by Lanczos on `A` itself (Golub–Kahan in disguise, see the module docs): `|theta|` of the
 /// eigenvalues `theta` of the symmetric tridiagonal with zero diagonal and the Lanczos `beta`s.
