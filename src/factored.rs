@@ -86,7 +86,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
 
     /// Scratch elements [`FactoredKernel::apply`] needs: `2 d_head`.
     pub fn apply_workspace_len(&self) -> usize {
-        2 * self.d_head
+        self.d_head.saturating_mul(2)
     }
 
     /// `y = P x` for the operator `P` named by `part`, in `O(d_model d_head)`:
@@ -150,7 +150,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
 
     /// Scratch elements [`FactoredKernel::energies`] needs: `2 d_head^2`.
     pub fn energies_workspace_len(&self) -> usize {
-        2 * self.d_head * self.d_head
+        self.d_head.saturating_mul(self.d_head).saturating_mul(2)
     }
 
     /// `||S||_F^2` and `||D||_F^2` from the factors in `O(d_model d_head^2)`:

@@ -52,6 +52,15 @@
 //! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
 //! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
 //! * [`check`]: invariant checkers that return measured deviations, with their tolerance model.
+//! * [`operator`]: matrix-free symmetric and skew-symmetric operators (dense slices, `S^T S`, `S`
+//!   and `D` of a factored head, closures).
+//! * [`lanczos`]: Lanczos with full reorthogonalization into caller workspace: Ritz values and
+//!   vectors, extreme eigenvalues, singular values of skew operators.
+//! * [`tridiagonal`]: the symmetric tridiagonal eigensolver (implicit QL) under Lanczos.
+//! * [`spectrum`]: singular values of `S` and eigenvalues of `D` of a head from `W_Q, W_K`, and the
+//!   [`spectrum::HeadSpectrum`] census report.
+//! * [`slq`]: stochastic Lanczos quadrature of `tr f(A)`, spectral entropy and effective rank of
+//!   large operators with standard errors.
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
 //! * `strategies` (feature `proptest`): proptest strategies for users' own property tests.
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
@@ -75,13 +84,18 @@ pub mod erank;
 mod error;
 pub mod factored;
 mod kernel;
+pub mod lanczos;
 pub mod model;
+pub mod operator;
 pub mod rng;
 mod scalar;
+pub mod slq;
+pub mod spectrum;
 pub mod split;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 pub mod train;
+pub mod tridiagonal;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

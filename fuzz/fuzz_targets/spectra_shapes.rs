@@ -1,0 +1,94 @@
+//! Drives the spectral entry points (operators, Lanczos, extremes, skew singular values, the
+//! tridiagonal solver, head spectra, SLQ) with arbitrary dimensions, slice and workspace lengths,
+//! step counts and values (including NaN and infinities), and asserts that each returns `Ok` or
+//! `Err`, never panics, and writes no more values than it reports.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sd_attention::factored::FactoredKernel;
+use sd_attention::lanczos::{extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions};
+use sd_attention::operator::{DenseSymmetric, FnOperator, RoutingGram};
+use sd_attention::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOptions};
+use sd_attention::spectrum::head_spectrum;
+use sd_attention::tridiagonal::tridiagonal_eigen;
+
+/// Takes bytes off the front of the input.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        *first
+    }
+    /// A small dimension, with a rare huge one to exercise overflow checks.
+    fn dim(&mut self) -> usize {
+        match self.byte() {
+            255 => usize::MAX / 3,
+            b => (b % 24) as usize,
+        }
+    }
+    /// A vector whose length and values come from the input (bit patterns: NaN and infinities
+    /// appear).
+    fn values(&mut self, len: usize) -> Vec<f64> {
+        (0..len.min(1 << 12))
+            .map(|_| {
+                let b = [self.byte(), self.byte(), 0, 0, 0, 0, self.byte(), self.byte()];
+                f64::from_le_bytes(b)
+            })
+            .collect()
+    }
+    fn len_near(&mut self, exact: usize) -> usize {
+        match self.byte() % 4 {
+            0 => exact.saturating_sub(1),
+            1 => exact.saturating_add(1),
+            _ => exact,
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let n = input.dim();
+    let steps = input.dim();
+    let seed = input.byte() as u64;
+    let len = input.len_near(n.saturating_mul(n));
+    let matrix = input.values(len);
+    let work_len = input.byte() as usize * 16;
+    let mut workspace = vec![0.0; work_len];
+    let mut values = vec![0.0; input.byte() as usize % 32];
+    if let Ok(mut op) = DenseSymmetric::new(n, &matrix) {
+        let options = LanczosOptions { max_steps: steps, largest: input.dim() % 3, smallest: input.dim() % 3, tol: 1e-8, seed };
+        if let Ok(info) = lanczos(&mut op, &options, &mut values, None, &mut workspace) {
+            assert!(info.steps <= values.len() && info.steps + info.inferred_zeros <= n);
+        }
+        let _ = extreme_eigenvalues(&mut op, 1e-8, steps, seed, &mut workspace);
+        let slq = SlqOptions { probes: input.dim() % 8, steps, seed };
+        let _ = slq_trace(&mut op, |x| x, &slq, &mut workspace);
+        let _ = slq_effective_rank(&mut op, SingularValuesFrom::Eigenvalues, &slq, &mut workspace);
+    }
+    let mut skew = FnOperator::new(n, |x: &[f64], y: &mut [f64]| {
+        for (i, yi) in y.iter_mut().enumerate() {
+            *yi = if i + 1 < x.len() { x[i + 1] } else { 0.0 } - if i > 0 { x[i - 1] } else { 0.0 };
+        }
+    });
+    let _ = skew_singular_values(&mut skew, &LanczosOptions { max_steps: steps, seed, ..Default::default() }, &mut values, &mut workspace);
+    // Tridiagonal solver with arbitrary lengths.
+    let mut diag = input.values(n);
+    let off_len = input.len_near(n.saturating_sub(1));
+    let mut offdiag = input.values(off_len);
+    let rows = input.dim() % 3;
+    let mut vectors = vec![0.0; input.len_near(rows.saturating_mul(n)).min(1 << 12)];
+    let _ = tridiagonal_eigen(&mut diag, &mut offdiag, &mut vectors, rows);
+    // Heads.
+    let d_head = input.dim();
+    let w_len = input.len_near(n.saturating_mul(d_head));
+    let (w_q, w_k) = (input.values(w_len), input.values(w_len));
+    if let Ok(head) = FactoredKernel::new(n, d_head, &w_q, &w_k) {
+        let _ = head_spectrum(&head, &mut workspace);
+        let mut scratch = vec![0.0; input.byte() as usize * 4];
+        if let Ok(mut gram) = RoutingGram::new(head, &mut scratch) {
+            let _ = lanczos(&mut gram, &LanczosOptions::default(), &mut values, None, &mut workspace);
+        }
+    }
+});
