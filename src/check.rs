@@ -10,7 +10,8 @@
 //! deviation `0`.
 //!
 //! NaN semantics: a NaN anywhere in the input makes the deviation NaN, so every `deviation <= tol`
-//! comparison fails, as it should. No function here allocates.
+//! comparison fails, as it should (the Lanczos-based checkers reject NaN with
+//! [`crate::Error::NonFinite`] instead). No function here allocates.
 
 use crate::error::check_matrix;
 use crate::{Result, Scalar};
@@ -106,4 +107,79 @@ pub fn row_stochasticity_deviation<T: Scalar>(rows: usize, cols: usize, p: &[T])
         }
     }
     Ok(worst)
+}
+
+/// Fixed Lanczos seed of the spectral checkers, so that a check is reproducible.
+const CHECK_SEED: u64 = 0x5DA7_7E57_C0DE_0001;
+
+/// Scratch elements [`positive_semidefinite_deviation`] and [`negative_semidefinite_deviation`]
+/// need for an `n x n` matrix: a Lanczos run of up to `n` steps.
+pub fn semidefinite_workspace_len(n: usize) -> usize {
+    crate::lanczos::extreme_eigenvalues_workspace_len(n, 0)
+}
+
+/// Runs Lanczos to the extreme eigenvalues of the dense symmetric `n x n` matrix `a`, asking for
+/// a relative residual of `n eps`.
+fn extremes_of_dense<T: Scalar>(
+    n: usize,
+    a: &[T],
+    workspace: &mut [T],
+) -> Result<crate::lanczos::Extremes<T>> {
+    let mut operator = crate::operator::DenseSymmetric::new(n, a)?;
+    let tol = T::of_usize(n.max(1)) * T::EPS;
+    crate::lanczos::extreme_eigenvalues(&mut operator, tol, 0, CHECK_SEED, workspace)
+}
+
+/// Positive-semidefiniteness deviation of the symmetric `n x n` matrix `a`:
+/// `max(0, -(lambda_min - r))`, with `lambda_min` the smallest Ritz value of a Lanczos run
+/// ([`crate::lanczos::extreme_eigenvalues`]) and `r` its residual (an eigenvalue lies within `r`
+/// of it). `0` for a PSD matrix computed exactly; Lanczos with full reorthogonalization resolves
+/// eigenvalues to a few `n eps ||A||_2`, so compare with `tolerance_for(n, ||A||_F)`. Only the
+/// symmetry of `a` is assumed (see [`symmetry_deviation`]). NaN in `a` gives
+/// [`crate::Error::NonFinite`]. `workspace`: [`semidefinite_workspace_len`].
+pub fn positive_semidefinite_deviation<T: Scalar>(n: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
+    check_matrix("a", a.len(), n, n)?;
+    if n == 0 {
+        return Ok(T::zero());
+    }
+    let ends = extremes_of_dense(n, a, workspace)?;
+    Ok((ends.smallest_residual - ends.smallest).max(T::zero()))
+}
+
+/// Negative-semidefiniteness deviation `max(0, lambda_max + r)` of the symmetric `n x n` matrix
+/// `a` (the filtering part `D = -C C^T` of an S-D head must pass); as
+/// [`positive_semidefinite_deviation`] otherwise.
+pub fn negative_semidefinite_deviation<T: Scalar>(n: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
+    check_matrix("a", a.len(), n, n)?;
+    if n == 0 {
+        return Ok(T::zero());
+    }
+    let ends = extremes_of_dense(n, a, workspace)?;
+    Ok((ends.largest + ends.largest_residual).max(T::zero()))
+}
+
+/// Scratch elements [`stability_bound`] needs for a `d x d` kernel: the symmetric part and a
+/// Lanczos run.
+pub fn stability_bound_workspace_len(d: usize) -> usize {
+    d.saturating_mul(d).saturating_add(semidefinite_workspace_len(d))
+}
+
+/// Upper bound on `max Re(lambda)` over the eigenvalues of the `d x d` kernel `a` (e.g. `S + D`):
+/// `lambda_max((A + A^T)/2) + r`. For real `A` and an eigenpair `A z = lambda z` with
+/// `z = x + i y`, `Re(lambda) |z|^2 = x^T A x + y^T A y`, which only the symmetric part reaches
+/// (Bendixson), so this bounds every real part. For an S-D kernel the symmetric part is
+/// `D = -C C^T`, so the bound is `<= 0` up to rounding: compare with
+/// `tolerance_for(d, ||A||_F)`. `-inf` for `d = 0` (no eigenvalues). NaN in `a` gives
+/// [`crate::Error::NonFinite`]. `workspace`: [`stability_bound_workspace_len`].
+pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
+    check_matrix("a", a.len(), d, d)?;
+    crate::error::check_workspace(workspace.len(), stability_bound_workspace_len(d))?;
+    if d == 0 {
+        return Ok(T::neg_infinity());
+    }
+    let (symmetric, lanczos_workspace) = workspace.split_at_mut(d * d);
+    symmetric.copy_from_slice(a);
+    crate::split::filtering_in_place(d, symmetric)?;
+    let ends = extremes_of_dense(d, symmetric, lanczos_workspace)?;
+    Ok(ends.largest + ends.largest_residual)
 }

@@ -2,6 +2,7 @@
 //! documented tolerance on rounded ones, exactly the injected defect on broken ones, NaN on NaN.
 
 mod common;
+use common::jacobi::jacobi_eigenvalues;
 use common::*;
 use proptest::prelude::*;
 use sd_attention::check::*;
@@ -63,6 +64,78 @@ proptest! {
             prop_assert!(sign * quadratic >= -tolerance_for(m, scale));
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn semidefiniteness_deviation_matches_the_dense_spectrum(
+        mat in symmetric::<f64>(1..60, 0..12, Definiteness::Indefinite),
+        psd in symmetric::<f64>(1..60, 0..12, Definiteness::PositiveSemidefinite),
+    ) {
+        for m in [&mat, &psd] {
+            let n = m.rows;
+            let eigenvalues = jacobi_eigenvalues(n, &m.data);
+            let (lowest, highest) = (eigenvalues[0], eigenvalues[n - 1]);
+            let mut workspace = vec![0.0; semidefinite_workspace_len(n)];
+            let tol = tolerance_for(n, naive_sq_norm(&m.data).sqrt());
+            let psd_dev = positive_semidefinite_deviation(n, &m.data, &mut workspace).unwrap();
+            let nsd_dev = negative_semidefinite_deviation(n, &m.data, &mut workspace).unwrap();
+            prop_assert!((psd_dev - (-lowest).max(0.0)).abs() <= tol, "{} vs {}", psd_dev, lowest);
+            prop_assert!((nsd_dev - highest.max(0.0)).abs() <= tol, "{} vs {}", nsd_dev, highest);
+        }
+    }
+
+    #[test]
+    fn sd_kernels_are_stable_and_the_bound_is_the_symmetric_part_maximum(
+        f in sd_factors::<f64>(1..40, 0..5, 0..5), a in square_matrix::<f64>(1..40, 1.0),
+    ) {
+        let d = f.d;
+        let (mut uv, mut cc) = (vec![0.0; d * d], vec![0.0; d * d]);
+        matmul_nt(d, f.routing_rank, d, &f.u, &f.v, &mut uv, Update::Overwrite).unwrap();
+        matmul_nt(d, f.filtering_rank, d, &f.c, &f.c, &mut cc, Update::Overwrite).unwrap();
+        let kernel: Vec<f64> = (0..d * d).map(|i| uv[i] - uv[(i % d) * d + i / d] - cc[i]).collect();
+        let mut workspace = vec![0.0; stability_bound_workspace_len(d)];
+        let bound = stability_bound(d, &kernel, &mut workspace).unwrap();
+        prop_assert!(bound <= tolerance_for(d, naive_sq_norm(&kernel).sqrt()), "bound {}", bound);
+        // A general matrix: the bound is the largest eigenvalue of its symmetric part.
+        let n = a.rows;
+        let (_, sym) = naive_split(n, &a.data);
+        let highest = *jacobi_eigenvalues(n, &sym).last().unwrap();
+        let mut workspace = vec![0.0; stability_bound_workspace_len(n)];
+        let bound = stability_bound(n, &a.data, &mut workspace).unwrap();
+        prop_assert!((bound - highest).abs() <= tolerance_for(n, naive_sq_norm(&a.data).sqrt()));
+    }
+}
+
+#[test]
+fn spectral_checkers_on_known_matrices() {
+    // 1 +- 5i: every real part is 1, and so is the symmetric part's only eigenvalue.
+    let mut workspace = vec![0.0; stability_bound_workspace_len(2)];
+    let bound = stability_bound(2, &[1.0f64, 5.0, -5.0, 1.0], &mut workspace).unwrap();
+    assert!((bound - 1.0).abs() <= 4.0 * f64::EPSILON, "{bound}");
+    // diag(2, -3): PSD deviation 3, NSD deviation 2.
+    let mut workspace = vec![0.0f32; semidefinite_workspace_len(2)];
+    let diag = [2.0f32, 0.0, 0.0, -3.0];
+    assert!(
+        (positive_semidefinite_deviation(2, &diag, &mut workspace).unwrap() - 3.0).abs()
+            <= 4.0 * f32::EPSILON
+    );
+    assert!(
+        (negative_semidefinite_deviation(2, &diag, &mut workspace).unwrap() - 2.0).abs()
+            <= 4.0 * f32::EPSILON
+    );
+    assert_eq!(positive_semidefinite_deviation::<f64>(0, &[], &mut []).unwrap(), 0.0);
+    assert!(matches!(
+        positive_semidefinite_deviation(
+            2,
+            &[f64::NAN, 0.0, 0.0, 1.0],
+            &mut vec![0.0; semidefinite_workspace_len(2)]
+        ),
+        Err(sd_attention::Error::NonFinite { .. })
+    ));
+    assert!(stability_bound(2, &[0.0f64; 4], &mut [0.0; 3]).is_err());
 }
 
 #[test]
