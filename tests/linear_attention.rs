@@ -198,6 +198,20 @@ fn empty_shapes() {
     assert_eq!(backward(&att, 3, &[], &[], &[1.0; 6], &[1.0; 6]).2, vec![0.0; 6]);
     let att = LinearAttention::<f64>::new(2, 0, Causality::Bidirectional);
     assert_eq!(backward(&att, 3, &[0.5; 6], &[0.5; 6], &[], &[]).0, vec![0.0; 6]);
+    assert!(forward(&LinearAttention::new(0, 1, Causality::Causal).with_eps(0.0), 2, &[], &[], &[1.0; 2])
+        .iter()
+        .all(|x: &f64| x.is_nan()));
+    // Found by the fuzzer: a huge token count with empty rows must not loop over the tokens.
+    let huge = usize::MAX / 3;
+    let att = LinearAttention::<f32>::new(0, 0, Causality::Causal);
+    assert_eq!(
+        att.forward(huge, &[], &[], &[], &mut [], &mut vec![0.0; att.forward_workspace_len(huge)]),
+        Ok(())
+    );
+    let mut ws = vec![0.0; att.backward_workspace_len(huge)];
+    assert_eq!(att.backward(huge, &[], &[], &[], &[], &mut [], &mut [], &mut [], &mut ws), Ok(()));
+    let (mut s, mut z) = ([0.0f32; 0], [0.0f32; 0]);
+    assert_eq!(State::new(0, 0, &mut s, &mut z).unwrap().absorb(huge, &[], &[]), Ok(()));
 }
 
 /// `sum(dO * O)` for the central differences.

@@ -286,15 +286,7 @@ pub(super) fn backward_head<T: Scalar>(
 ) {
     let Geometry { n_tokens: n, d_k, d_v, n_heads, chunk } = *geometry;
     let (lk, lv) = (Layout::of_head(n_heads, d_k, head), Layout::of_head(n_heads, d_v, head));
-    if d_k == 0 || d_v == 0 {
-        // No features on one side: every output row is 0 / (0 + eps), constant in all inputs.
-        for i in 0..n {
-            grads.d_q[lk.row(i)].fill(T::zero());
-            grads.d_k[lk.row(i)].fill(T::zero());
-            grads.d_v[lv.row(i)].fill(T::zero());
-        }
-        return;
-    }
+    debug_assert!(d_k > 0 && d_v > 0, "the caller handles empty feature dimensions");
     let mut rest = workspace;
     let s = take(&mut rest, d_k * d_v);
     let z = take(&mut rest, d_k);

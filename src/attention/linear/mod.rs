@@ -210,6 +210,12 @@ impl<T: Scalar> LinearAttention<T> {
         let (_, width_v) = self.check(n_tokens, q, k, v)?;
         check_matrix("out", out.len(), n_tokens, width_v)?;
         check_workspace(workspace.len(), self.forward_workspace_len(n_tokens))?;
+        if self.d_k == 0 || self.d_v == 0 {
+            // No features on one side: every output entry is `0 / (0 + eps)`. Returning here also
+            // keeps the work bounded by the slice lengths when `n_tokens` is huge and the slices empty.
+            out.fill(T::zero() / self.eps);
+            return Ok(());
+        }
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
             chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace);
@@ -247,6 +253,13 @@ impl<T: Scalar> LinearAttention<T> {
         check_matrix("d_k", d_k.len(), n_tokens, width_k)?;
         check_matrix("d_v", d_v.len(), n_tokens, width_v)?;
         check_workspace(workspace.len(), self.backward_workspace_len(n_tokens))?;
+        if self.d_k == 0 || self.d_v == 0 {
+            // Every output is `0 / (0 + eps)`, constant in all inputs.
+            d_q.fill(T::zero());
+            d_k.fill(T::zero());
+            d_v.fill(T::zero());
+            return Ok(());
+        }
         let geometry = self.geometry(n_tokens);
         let inputs = chunked::Inputs { q, k, v, d_out };
         let mut grads = chunked::Grads { d_q, d_k, d_v };

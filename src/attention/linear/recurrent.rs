@@ -69,6 +69,10 @@ impl<'a, T: Scalar> State<'a, T> {
         crate::error::check_matrix("k", k.len(), n_tokens, self.d_k)?;
         crate::error::check_matrix("v", v.len(), n_tokens, self.d_v)?;
         let (d_k, d_v) = (self.d_k, self.d_v);
+        if d_k == 0 {
+            // Nothing to add (and `n_tokens` is not bounded by the empty slices).
+            return Ok(());
+        }
         for i in 0..n_tokens {
             let (k_i, v_i) = (&k[i * d_k..(i + 1) * d_k], &v[i * d_v..(i + 1) * d_v]);
             for (p, &key) in k_i.iter().enumerate() {
