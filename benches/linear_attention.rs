@@ -1,5 +1,5 @@
 //! ELU+1 linear attention, f32, single thread, d_k = d_v = 64: causal forward and forward+backward
-//! at n = 128, 512, 2048, 4096 (default chunk 64), and one recurrent step.
+//! at n = 128, 512, 2048, 4096 (default chunk 32), and one recurrent step.
 //!
 //! Criterion's "elem/s" is flop/s counted in the recurrent form (what any implementation must do):
 //! forward `4 n d_k d_v` (state update and read-out), backward `8 n d_k d_v` (`dQ`, `dK`, `dV` and

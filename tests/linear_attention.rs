@@ -539,11 +539,14 @@ fn bad_arguments_are_errors() {
 /// The workspaces do not grow with the sequence once it is longer than a chunk.
 #[test]
 fn workspace_is_independent_of_sequence_length() {
-    let att = LinearAttention::<f32>::new(64, 64, Causality::Causal);
+    let att = LinearAttention::<f32>::new(64, 64, Causality::Causal).with_chunk(64);
     assert_eq!(att.forward_workspace_len(64), att.forward_workspace_len(1 << 20));
     assert_eq!(att.backward_workspace_len(64), att.backward_workspace_len(1 << 20));
     // d_k d_v + d_k + 64 (2 64 + 2 64 + 64 + 1) and 2 (d_k d_v + d_k) + 64 (3 64 + 3 64 + 2 64 + 2).
     assert_eq!(att.forward_workspace_len(4096), 4160 + 64 * 321);
     assert_eq!(att.backward_workspace_len(4096), 8320 + 64 * 514);
     assert!(att.forward_workspace_len(3) < att.forward_workspace_len(64));
+    // The default chunk, 32: d_k d_v + d_k + 32 (2 64 + 2 64 + 32 + 1), 2 (d_k d_v + d_k) + 32 (3 64 + 3 64 + 2 32 + 2).
+    let att = LinearAttention::<f32>::new(64, 64, Causality::Causal);
+    assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (13_408, 22_720));
 }

@@ -26,9 +26,9 @@
 //!
 //! Scratch comes from the caller: [`LinearAttention::forward_workspace_len`] and
 //! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`). The kernels do
-//! not allocate; their products go through [`crate::dense`]'s gemm, which under the `alloc` feature
-//! is `matrixmultiply` (it allocates its own packing buffers, see the crate docs) and without it an
-//! allocation-free portable loop.
+//! not allocate; their block products go through the crate's gemm (the one behind
+//! [`crate::dense::gemm`]), which under the `alloc` feature is `matrixmultiply` (it allocates its
+//! own packing buffers per call, see the crate docs) and without it an allocation-free portable loop.
 //!
 //! ## NaN and infinity
 //! Nothing is rejected; values propagate as IEEE arithmetic says, and causality holds for them too:
@@ -50,7 +50,7 @@ use crate::{Error, Result, Scalar};
 /// The default `eps` added to the normalizer `phi(q_i)^T z_i`.
 pub const DEFAULT_EPS: f64 = 1e-6;
 /// The default chunk length of the chunked kernels.
-pub const DEFAULT_CHUNK: usize = 64;
+pub const DEFAULT_CHUNK: usize = 32;
 
 /// `phi(x) = elu(x) + 1`: `x + 1` for `x > 0`, `exp(x)` otherwise (so `phi > 0`, continuous with a
 /// continuous first derivative). NaN maps to NaN.
@@ -124,7 +124,7 @@ pub struct LinearAttention<T> {
 }
 
 impl<T: Scalar> LinearAttention<T> {
-    /// One head of the given dimensions, with `chunk = 64` and `eps = 1e-6`.
+    /// One head of the given dimensions, with `chunk = 32` and `eps = 1e-6`.
     pub fn new(d_k: usize, d_v: usize, causality: Causality) -> Self {
         LinearAttention { d_k, d_v, n_heads: 1, causality, chunk: DEFAULT_CHUNK, eps: T::of_f64(DEFAULT_EPS) }
     }
