@@ -550,3 +550,29 @@ fn workspace_is_independent_of_sequence_length() {
     let att = LinearAttention::<f32>::new(64, 64, Causality::Causal);
     assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (13_408, 22_720));
 }
+
+/// A fixed case of the agreement property, reporting the measured differences: every chunk size
+/// 1..=n+1 against the recurrent form and the naive reference (n = 97, a prime; d_k = 16, d_v = 8).
+#[test]
+fn chunked_recurrent_naive_agreement_fixed_case() {
+    let (n, d_k, d_v) = (97, 16, 8);
+    let (q, k, v) = (input(n * d_k, 31, 2.0), input(n * d_k, 32, 2.0), input(n * d_v, 33, 1.0));
+    let expected = naive_linear_attention(n, d_k, d_v, true, 1e-6, &q, &k, &v);
+    let streamed = stream(d_k, d_v, 1e-6, n, &q, &k, &v);
+    let tol = forward_tolerance(n, d_k, d_v, &v, &expected, f64::EPSILON);
+    let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let (mut vs_stream, mut vs_naive) = (0.0f64, diff(&streamed, &expected));
+    assert!(worst_ratio(&streamed, &expected, &tol) <= 1.0);
+    for chunk in 1..=n + 1 {
+        let out =
+            forward(&LinearAttention::new(d_k, d_v, Causality::Causal).with_chunk(chunk), n, &q, &k, &v);
+        assert!(worst_ratio(&out, &streamed, &tol) <= 1.0, "chunk {chunk}");
+        vs_stream = vs_stream.max(diff(&out, &streamed));
+        vs_naive = vs_naive.max(diff(&out, &expected));
+    }
+    eprintln!(
+        "n {n}: max |chunked - recurrent| over chunks 1..={} = {vs_stream:.2e}, max |any - naive| = {vs_naive:.2e}, max |O| = {:.2}",
+        n + 1,
+        max_abs(&expected)
+    );
+}
