@@ -69,6 +69,7 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 pub use sd_attention::strategies::EDGE_SIZES;
 
 pub mod jacobi;
+pub mod linear;
 #[cfg(feature = "alloc")]
 pub mod model;
 pub mod rounding;

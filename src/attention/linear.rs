@@ -1,1 +1,0 @@
-//! ELU+1 linear attention (SPEC section 6).
