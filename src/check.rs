@@ -183,3 +183,62 @@ pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Res
     let ends = extremes_of_dense(d, symmetric, lanczos_workspace)?;
     Ok(ends.largest + ends.largest_residual)
 }
+
+/// Scratch elements [`causal_recurrent_residual`] needs: the chunked forward's workspace, its
+/// output (`n (h d_v)`), and one recurrent state with its output (`d_k d_v + d_k + d_v`).
+pub fn causal_recurrent_residual_workspace_len<T: Scalar>(
+    attention: &crate::attention::linear::LinearAttention<T>,
+    n_tokens: usize,
+) -> usize {
+    let (d_k, d_v) = (attention.d_k, attention.d_v);
+    attention
+        .forward_workspace_len(n_tokens)
+        .saturating_add(n_tokens.saturating_mul(attention.n_heads.saturating_mul(d_v)))
+        .saturating_add(d_k.saturating_mul(d_v).saturating_add(d_k).saturating_add(d_v))
+}
+
+/// Causal-equals-recurrent residual of ELU+1 linear attention: `max |O_chunked - O_recurrent|`
+/// between the causal chunked forward of `attention` (its causality is taken as causal whatever
+/// it says) and the recurrent form that feeds the tokens one by one through
+/// [`crate::attention::linear::State::step`]. Packed `q`, `k` (`n x (h d_k)`), `v`
+/// (`n x (h d_v)`). Both are weighted averages of the values accumulated over at most
+/// `n_tokens` terms in different orders, so `tolerance_for(n_tokens + d_k, max |v|)` bounds the
+/// residual (weights are positive: no cancellation). NaN inputs give a NaN residual.
+/// `workspace`: [`causal_recurrent_residual_workspace_len`].
+pub fn causal_recurrent_residual<T: Scalar>(
+    attention: &crate::attention::linear::LinearAttention<T>,
+    n_tokens: usize,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    workspace: &mut [T],
+) -> Result<T> {
+    use crate::attention::{linear::State, Causality};
+    let causal = crate::attention::linear::LinearAttention { causality: Causality::Causal, ..*attention };
+    crate::error::check_workspace(
+        workspace.len(),
+        causal_recurrent_residual_workspace_len(&causal, n_tokens),
+    )?;
+    let (d_k, d_v, heads) = (causal.d_k, causal.d_v, causal.n_heads);
+    let (width_k, width_v) = (heads * d_k, heads * d_v);
+    let forward_len = causal.forward_workspace_len(n_tokens);
+    let (forward_workspace, rest) = workspace.split_at_mut(forward_len);
+    let (parallel, rest) = rest.split_at_mut(n_tokens * width_v);
+    let (state_s, rest) = rest.split_at_mut(d_k * d_v);
+    let (state_z, rest) = rest.split_at_mut(d_k);
+    let step_out = &mut rest[..d_v];
+    causal.forward(n_tokens, q, k, v, parallel, forward_workspace)?;
+    let mut worst = T::zero();
+    for head in 0..heads {
+        let mut state = State::new(d_k, d_v, &mut *state_s, &mut *state_z)?;
+        for token in 0..n_tokens {
+            let key_cols = token * width_k + head * d_k..token * width_k + (head + 1) * d_k;
+            let value_cols = token * width_v + head * d_v..token * width_v + (head + 1) * d_v;
+            state.step(&q[key_cols.clone()], &k[key_cols], &v[value_cols.clone()], causal.eps, step_out)?;
+            for (&recurrent, &chunked) in step_out.iter().zip(&parallel[value_cols]) {
+                worst = max_nan(worst, (recurrent - chunked).abs());
+            }
+        }
+    }
+    Ok(worst)
+}

@@ -170,3 +170,29 @@ fn softmax_rows_are_stochastic_within_tolerance() {
         assert!(row_stochasticity_deviation(1, cols, &row).unwrap() <= tolerance_for(cols, 1.0f32));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The linear-attention checker: chunked and recurrent agree within the stated tolerance for
+    /// every chunk size and head count; a NaN input gives a NaN residual.
+    #[test]
+    fn causal_recurrent_residual_is_within_tolerance(
+        inputs in sd_attention::strategies::attention_inputs::<f32>(1..80, 1..24, 2.0),
+        chunk in 1usize..40, heads in 1usize..3,
+    ) {
+        use sd_attention::attention::{linear::LinearAttention, Causality};
+        let n = inputs.n / heads;
+        let (d_k, d_v) = (inputs.d_k, inputs.d_v);
+        prop_assume!(n >= 1);
+        let attention = LinearAttention::new(d_k, d_v, Causality::Causal).with_heads(heads).with_chunk(chunk);
+        let (q, k, v) = (&inputs.q[..n * heads * d_k], &inputs.k[..n * heads * d_k], &inputs.v[..n * heads * d_v]);
+        let mut workspace = vec![0.0f32; causal_recurrent_residual_workspace_len(&attention, n)];
+        let residual = causal_recurrent_residual(&attention, n, q, k, v, &mut workspace).unwrap();
+        let max_v = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        prop_assert!(residual <= tolerance_for(n + d_k, max_v), "residual {} n {} chunk {}", residual, n, chunk);
+        let mut poisoned = v.to_vec();
+        poisoned[0] = f32::NAN;
+        prop_assert!(causal_recurrent_residual(&attention, n, q, k, &poisoned, &mut workspace).unwrap().is_nan());
+    }
+}
