@@ -12,14 +12,16 @@ use crate::{Error, Result, Scalar};
 /// Copies columns `[offset, offset + width)` of the `n x stride` matrix `src` into `n x width` `dst`.
 fn gather<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
     for i in 0..n {
-        dst[i * width..(i + 1) * width].copy_from_slice(&src[i * stride + offset..i * stride + offset + width]);
+        dst[i * width..(i + 1) * width]
+            .copy_from_slice(&src[i * stride + offset..i * stride + offset + width]);
     }
 }
 
 /// The inverse of [`gather`].
 fn scatter<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
     for i in 0..n {
-        dst[i * stride + offset..i * stride + offset + width].copy_from_slice(&src[i * width..(i + 1) * width]);
+        dst[i * stride + offset..i * stride + offset + width]
+            .copy_from_slice(&src[i * width..(i + 1) * width]);
     }
 }
 
@@ -232,9 +234,19 @@ impl<T: Scalar> MultiHead<T> {
         for t in 0..self.n_heads {
             gather(n, out_cols, t * d_v, d_v, out, out_h);
             gather(n, out_cols, t * d_v, d_v, d_out, d_out_h);
-            let head_grads = HeadGrads { d_x: &mut *d_x_h, d_params: &mut grads.d_params[t * p..(t + 1) * p] };
+            let head_grads =
+                HeadGrads { d_x: &mut *d_x_h, d_params: &mut grads.d_params[t * p..(t + 1) * p] };
             let head_params = &params[t * p..(t + 1) * p];
-            self.head.backward(n, x, head_params, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)?;
+            self.head.backward(
+                n,
+                x,
+                head_params,
+                out_h,
+                &lse[t * n..(t + 1) * n],
+                d_out_h,
+                head_grads,
+                rest,
+            )?;
             crate::kernel::axpy(T::one(), d_x_h, grads.d_x);
         }
         Ok(())

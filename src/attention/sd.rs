@@ -96,7 +96,13 @@ impl<T: Scalar> AttentionHead<T> {
     /// A standard head (`W_Q, W_K`: `d_model x d_head`, `W_V`: `d_model x d_v`), scale
     /// `1/sqrt(d_head)`.
     pub fn standard(d_model: usize, d_head: usize, d_v: usize, causality: Causality) -> Self {
-        AttentionHead { kind: HeadKind::Standard { d_head }, d_model, d_v, causality, scale: default_scale(d_head) }
+        AttentionHead {
+            kind: HeadKind::Standard { d_head },
+            d_model,
+            d_v,
+            causality,
+            scale: default_scale(d_head),
+        }
     }
 
     /// An S-D head (`U, V`: `d_model x rank_routing`, `C`: `d_model x rank_filtering`, `W_V`:
@@ -150,20 +156,44 @@ impl<T: Scalar> AttentionHead<T> {
         blocks[..count].iter().copied().find(|b| b.name == name)
     }
 
+    /// Columns of all parameter blocks together: `2 d_head + d_v` or `2r + q + d_v`.
+    fn param_cols(&self) -> Option<usize> {
+        match self.kind {
+            HeadKind::Standard { d_head } => d_head.checked_mul(2)?.checked_add(self.d_v),
+            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
+                rank_routing.checked_mul(2)?.checked_add(rank_filtering)?.checked_add(self.d_v)
+            }
+        }
+    }
+
     /// Total number of parameters: `d_model (2 d_head + d_v)` or `d_model (2r + q + d_v)`.
     pub fn param_len(&self) -> usize {
-        self.d_model * (self.qk_width() + self.d_v)
+        self.d_model * (self.qk_width() + self.d_v + self.n_query_only_cols())
+    }
+
+    /// `d_head` for a standard head (whose queries and keys have separate weights), else 0.
+    fn n_query_only_cols(&self) -> usize {
+        match self.kind {
+            HeadKind::Standard { d_head } => d_head,
+            HeadKind::RoutingFiltering { .. } => 0,
+        }
     }
 
     fn softmax(&self, n_tokens: usize) -> SoftmaxAttention<T> {
-        SoftmaxAttention { n_tokens, d_k: self.qk_width(), d_v: self.d_v, causality: self.causality, scale: self.scale }
+        SoftmaxAttention {
+            n_tokens,
+            d_k: self.qk_width(),
+            d_v: self.d_v,
+            causality: self.causality,
+            scale: self.scale,
+        }
     }
 
     fn check(&self, n_tokens: usize, x: &[T], params: &[T]) -> Result<()> {
         check_matrix("x", x.len(), n_tokens, self.d_model)?;
         let expected = self
-            .d_model
-            .checked_mul(self.qk_width().checked_add(self.d_v).ok_or(Error::DimensionOverflow { what: "params" })?)
+            .param_cols()
+            .and_then(|cols| cols.checked_mul(self.d_model))
             .ok_or(Error::DimensionOverflow { what: "params" })?;
         crate::error::check_len("params", params.len(), expected)?;
         if !self.scale.is_finite() {
@@ -196,12 +226,22 @@ impl<T: Scalar> AttentionHead<T> {
     }
 
     /// Writes `Qh`, `Kh` (`n x w`) and `Vp = X W_V` (`n x d_v`); `proj` is `n x w` scratch (S-D only).
-    fn project(&self, n: usize, x: &[T], params: &[T], qh: &mut [T], kh: &mut [T], vp: &mut [T], proj: &mut [T]) {
+    fn project(
+        &self,
+        n: usize,
+        x: &[T],
+        params: &[T],
+        qh: &mut [T],
+        kh: &mut [T],
+        vp: &mut [T],
+        proj: &mut [T],
+    ) {
         let d = self.d_model;
         let (blocks, _) = self.param_blocks();
         match self.kind {
             HeadKind::Standard { d_head } => {
-                let (w_q, w_k, w_v) = (&params[blocks[0].range()], &params[blocks[1].range()], &params[blocks[2].range()]);
+                let (w_q, w_k, w_v) =
+                    (&params[blocks[0].range()], &params[blocks[1].range()], &params[blocks[2].range()]);
                 kernel::gemm(n, d, d_head, T::one(), x, Transpose::No, w_q, Transpose::No, T::zero(), qh);
                 kernel::gemm(n, d, d_head, T::one(), x, Transpose::No, w_k, Transpose::No, T::zero(), kh);
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
@@ -211,7 +251,18 @@ impl<T: Scalar> AttentionHead<T> {
                 let (xb, xc) = rest.split_at_mut(n * r);
                 for (block, out, cols) in [(0, &mut *xa, r), (1, &mut *xb, r), (2, &mut *xc, q)] {
                     let factor = &params[blocks[block].range()];
-                    kernel::gemm(n, d, cols, T::one(), x, Transpose::No, factor, Transpose::No, T::zero(), out);
+                    kernel::gemm(
+                        n,
+                        d,
+                        cols,
+                        T::one(),
+                        x,
+                        Transpose::No,
+                        factor,
+                        Transpose::No,
+                        T::zero(),
+                        out,
+                    );
                 }
                 sd_assemble(n, r, q, xa, xb, xc, qh, kh);
                 let w_v = &params[blocks[3].range()];
@@ -296,7 +347,17 @@ impl<T: Scalar> AttentionHead<T> {
         let (d_vp, rest) = rest.split_at_mut(n * d_v);
         let (d_proj, rest) = rest.split_at_mut(proj.len());
         self.project(n, x, params, qh, kh, vp, proj);
-        attn.backward(qh, kh, vp, None, out, lse, d_out, SoftmaxGrads { d_q: d_qh, d_k: d_kh, d_v: d_vp }, rest)?;
+        attn.backward(
+            qh,
+            kh,
+            vp,
+            None,
+            out,
+            lse,
+            d_out,
+            SoftmaxGrads { d_q: d_qh, d_k: d_kh, d_v: d_vp },
+            rest,
+        )?;
 
         let HeadGrads { d_x, d_params } = grads;
         let (blocks, count) = self.param_blocks();
@@ -336,7 +397,18 @@ impl<T: Scalar> AttentionHead<T> {
                 T::zero(),
                 &mut d_params[block.range()],
             );
-            kernel::gemm(n, cols, d, T::one(), d_projection, Transpose::No, weight, Transpose::Yes, T::one(), d_x);
+            kernel::gemm(
+                n,
+                cols,
+                d,
+                T::one(),
+                d_projection,
+                Transpose::No,
+                weight,
+                Transpose::Yes,
+                T::one(),
+                d_x,
+            );
         }
         Ok(())
     }
@@ -352,7 +424,18 @@ impl<T: Scalar> AttentionHead<T> {
         let block = |b: usize| &params[blocks[b].range()];
         match self.kind {
             HeadKind::Standard { d_head } => {
-                kernel::gemm(d, d_head, d, T::one(), block(0), Transpose::No, block(1), Transpose::Yes, T::zero(), out);
+                kernel::gemm(
+                    d,
+                    d_head,
+                    d,
+                    T::one(),
+                    block(0),
+                    Transpose::No,
+                    block(1),
+                    Transpose::Yes,
+                    T::zero(),
+                    out,
+                );
             }
             HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
                 let (u, v, c) = (block(0), block(1), block(2));
@@ -428,11 +511,12 @@ pub fn spectrum_check_workspace_len(d: usize) -> usize {
 }
 
 /// A sufficient check that every eigenvalue of the `d x d` matrix `kernel` has real part
-/// `<= tol * ||kernel||_F`: true when `-(K + K^T)/2 + tol ||K||_F I` admits a Cholesky factorization.
+/// `<= tol * max(||kernel||_F, 1)`: true when `-(K + K^T)/2 + tol max(||K||_F, 1) I` admits a Cholesky
+/// factorization.
 ///
 /// Why it suffices (Bendixson): for an eigenpair `K z = lambda z`, `Re(lambda) = Re(z^* K z) / |z|^2
-/// = z^* H z / |z|^2 <= lambda_max(H)` with `H = (K + K^T)/2`; Cholesky of `tol ||K||_F I - H`
-/// succeeds iff `lambda_max(H) < tol ||K||_F`. For an S-D kernel `H = D = -C C^T`, so the check
+/// = z^* H z / |z|^2 <= lambda_max(H)` with `H = (K + K^T)/2`; Cholesky of `tau I - H` succeeds iff
+/// `lambda_max(H) < tau`, with `tau = tol max(||K||_F, 1)`. For an S-D kernel `H = D = -C C^T`, so the check
 /// holds by construction (the test suite also compares with eigenvalues from numpy). `false` can
 /// mean a positive real part, or one within the tolerance that Cholesky cannot certify. `tol` must
 /// be finite and nonnegative (`1e-12` in `f64` and `1e-5` in `f32` absorb rounding for `d` up to a
@@ -444,7 +528,7 @@ pub fn spectrum_is_stable<T: Scalar>(d: usize, kernel: &[T], tol: T, workspace: 
     }
     crate::dense::check_finite("kernel", kernel)?;
     check_workspace(workspace.len(), spectrum_check_workspace_len(d))?;
-    let shift = tol * kernel::norm(kernel);
+    let shift = tol * kernel::norm(kernel).max(T::one());
     let g = &mut workspace[..d * d];
     for i in 0..d {
         for j in 0..d {
@@ -459,7 +543,7 @@ pub fn spectrum_is_stable<T: Scalar>(d: usize, kernel: &[T], tol: T, workspace: 
             pivot -= g[j * d + p] * g[j * d + p];
         }
         if pivot.is_nan() || pivot <= T::zero() {
-            // A zero pivot (e.g. the zero kernel with tol = 0) is not certified: strict by design.
+            // A zero pivot (e.g. a zero kernel with tol = 0) is not certified: strict by design.
             return Ok(false);
         }
         let root = pivot.sqrt();

@@ -372,7 +372,18 @@ fn backward_unchecked<T: Scalar>(
                 &mut d_val[j0 * d_v..(j0 + bk) * d_v],
             );
             // dP = dO_i V_j^T, then dS = P .* (dP - delta) in place of dP.
-            kernel::gemm(bq, d_v, bk, T::one(), d_out_tile, Transpose::No, v_tile, Transpose::Yes, T::zero(), dp);
+            kernel::gemm(
+                bq,
+                d_v,
+                bk,
+                T::one(),
+                d_out_tile,
+                Transpose::No,
+                v_tile,
+                Transpose::Yes,
+                T::zero(),
+                dp,
+            );
             for r in 0..bq {
                 let dr = delta[r];
                 for (ds, &pr) in dp[r * bk..(r + 1) * bk].iter_mut().zip(&p[r * bk..(r + 1) * bk]) {

@@ -80,3 +80,5 @@ pub fn values(len: usize, scale: f64) -> impl Strategy<Value = Vec<f64>> {
 pub fn square_matrix(sizes: std::ops::Range<usize>) -> impl Strategy<Value = (usize, Vec<f64>)> {
     sizes.prop_flat_map(|m| (Just(m), values(m * m, 1.0)))
 }
+
+pub mod attention;
