@@ -66,6 +66,7 @@ pub mod attention;
 pub mod dense;
 pub mod erank;
 mod error;
+mod exp;
 pub mod factored;
 mod kernel;
 pub mod rng;

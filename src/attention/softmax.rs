@@ -263,7 +263,7 @@ fn forward_unchecked<T: Scalar>(
             logit_tile(head, q, k, mask, i0, bq, j0, bk, s);
             for r in 0..bq {
                 let row = &mut s[r * bk..(r + 1) * bk];
-                let tile_max = row.iter().fold(T::neg_infinity(), |m, &a| m.max(a));
+                let tile_max = max_of_row(row);
                 let old_max = row_max[r];
                 let new_max = old_max.max(tile_max);
                 if new_max == T::neg_infinity() {
@@ -300,15 +300,27 @@ fn forward_unchecked<T: Scalar>(
     }
 }
 
+/// Independent accumulators in the row reductions (so that they vectorize without reassociation).
+const LANES: usize = 16;
+
+/// `max_j row_j` (NaN entries are skipped; `-inf` for an empty or fully masked row).
+#[inline]
+fn max_of_row<T: Scalar>(row: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::neg_infinity(), |m, &a| m.max(a));
+    for chunk in chunks {
+        for lane in 0..LANES {
+            acc[lane] = if chunk[lane] > acc[lane] { chunk[lane] } else { acc[lane] };
+        }
+    }
+    acc.iter().fold(tail, |m, &a| m.max(a))
+}
+
 /// `row_j = exp(row_j - shift)`, returning the sum of the new entries.
 #[inline]
 fn exp_shifted<T: Scalar>(row: &mut [T], shift: T) -> T {
-    let mut sum = T::zero();
-    for a in row.iter_mut() {
-        *a = (*a - shift).exp();
-        sum += *a;
-    }
-    sum
+    T::exp_shifted_sum(row, shift)
 }
 
 #[allow(clippy::too_many_arguments)]
