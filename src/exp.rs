@@ -19,7 +19,7 @@ const LANES: usize = 16;
 /// `e^x` of one element (see the module documentation); inlined into each vector loop.
 #[inline(always)]
 fn exp1(input: f32) -> f32 {
-    let clamped = input.max(-86.5).min(88.72);
+    let clamped = input.clamp(-86.5, 88.72); // NaN stays NaN and is selected below
     let shifted = clamped * core::f32::consts::LOG2_E + ROUND_MAGIC;
     let k = shifted - ROUND_MAGIC;
     let k_bits = (shifted.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);

@@ -42,18 +42,20 @@ pub struct MultiHeadSoftmax<T> {
 impl<T: Scalar> MultiHeadSoftmax<T> {
     fn gathered_len(&self) -> usize {
         let h = &self.head;
-        h.n_tokens * (2 * h.d_k + 2 * h.d_v)
+        h.d_k.saturating_add(h.d_v).saturating_mul(2).saturating_mul(h.n_tokens)
     }
 
     /// Workspace elements of [`forward`](Self::forward): `n (2 d_k + 2 d_v)` plus one head's.
     pub fn forward_workspace_len(&self) -> usize {
-        self.gathered_len() + self.head.forward_workspace_len()
+        self.gathered_len().saturating_add(self.head.forward_workspace_len())
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (4 d_k + 5 d_v)` plus one head's.
     pub fn backward_workspace_len(&self) -> usize {
         let h = &self.head;
-        self.gathered_len() + h.n_tokens * (2 * h.d_k + 3 * h.d_v) + h.backward_workspace_len()
+        let grads =
+            h.d_k.saturating_mul(2).saturating_add(h.d_v.saturating_mul(3)).saturating_mul(h.n_tokens);
+        self.gathered_len().saturating_add(grads).saturating_add(h.backward_workspace_len())
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
@@ -158,19 +160,20 @@ pub struct MultiHead<T> {
 }
 
 impl<T: Scalar> MultiHead<T> {
-    /// Total parameters: `h * head.param_len()`.
+    /// Total parameters: `h * head.param_len()` (`usize::MAX` if that overflows).
     pub fn param_len(&self) -> usize {
-        self.n_heads * self.head.param_len()
+        self.n_heads.saturating_mul(self.head.param_len())
     }
 
     /// Workspace elements of [`forward`](Self::forward) for `n_tokens`: `n d_v` plus one head's.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        n_tokens * self.head.d_v + self.head.forward_workspace_len(n_tokens)
+        n_tokens.saturating_mul(self.head.d_v).saturating_add(self.head.forward_workspace_len(n_tokens))
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (2 d_v + d_model)` plus one head's.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        n_tokens * (2 * self.head.d_v + self.head.d_model) + self.head.backward_workspace_len(n_tokens)
+        let own = self.head.d_v.saturating_mul(2).saturating_add(self.head.d_model).saturating_mul(n_tokens);
+        own.saturating_add(self.head.backward_workspace_len(n_tokens))
     }
 
     fn check(&self, params: &[T]) -> Result<usize> {

@@ -62,7 +62,7 @@ pub struct ParamBlock {
 impl ParamBlock {
     /// `offset..offset + rows * cols`.
     pub fn range(&self) -> core::ops::Range<usize> {
-        self.offset..self.offset + self.rows * self.cols
+        self.offset..self.offset.saturating_add(self.rows.saturating_mul(self.cols))
     }
 }
 
@@ -115,7 +115,7 @@ impl<T: Scalar> AttentionHead<T> {
         causality: Causality,
     ) -> Self {
         let kind = HeadKind::RoutingFiltering { rank_routing, rank_filtering };
-        let width = 2 * rank_routing + rank_filtering;
+        let width = rank_routing.saturating_mul(2).saturating_add(rank_filtering);
         AttentionHead { kind, d_model, d_v, causality, scale: default_scale(width) }
     }
 
@@ -124,11 +124,13 @@ impl<T: Scalar> AttentionHead<T> {
         AttentionHead { scale, ..self }
     }
 
-    /// Width of the projected queries and keys: `d_head`, or `2r + q` for S-D.
+    /// Width of the projected queries and keys: `d_head`, or `2r + q` for S-D (saturating).
     pub fn qk_width(&self) -> usize {
         match self.kind {
             HeadKind::Standard { d_head } => d_head,
-            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => 2 * rank_routing + rank_filtering,
+            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
+                rank_routing.saturating_mul(2).saturating_add(rank_filtering)
+            }
         }
     }
 
@@ -143,9 +145,9 @@ impl<T: Scalar> AttentionHead<T> {
         };
         let mut blocks = [ParamBlock { name: "", offset: 0, rows: d, cols: 0 }; 4];
         let mut offset = 0;
-        for b in 0..cols.2 {
-            blocks[b] = ParamBlock { name: cols.0[b], offset, rows: d, cols: cols.1[b] };
-            offset += d * cols.1[b];
+        for (b, block) in blocks.iter_mut().enumerate().take(cols.2) {
+            *block = ParamBlock { name: cols.0[b], offset, rows: d, cols: cols.1[b] };
+            offset = offset.saturating_add(d.saturating_mul(cols.1[b]));
         }
         (blocks, cols.2)
     }
@@ -166,17 +168,10 @@ impl<T: Scalar> AttentionHead<T> {
         }
     }
 
-    /// Total number of parameters: `d_model (2 d_head + d_v)` or `d_model (2r + q + d_v)`.
+    /// Total number of parameters: `d_model (2 d_head + d_v)` or `d_model (2r + q + d_v)`
+    /// (`usize::MAX` if that overflows).
     pub fn param_len(&self) -> usize {
-        self.d_model * (self.qk_width() + self.d_v + self.n_query_only_cols())
-    }
-
-    /// `d_head` for a standard head (whose queries and keys have separate weights), else 0.
-    fn n_query_only_cols(&self) -> usize {
-        match self.kind {
-            HeadKind::Standard { d_head } => d_head,
-            HeadKind::RoutingFiltering { .. } => 0,
-        }
+        self.param_cols().and_then(|cols| cols.checked_mul(self.d_model)).unwrap_or(usize::MAX)
     }
 
     fn softmax(&self, n_tokens: usize) -> SoftmaxAttention<T> {
@@ -210,22 +205,25 @@ impl<T: Scalar> AttentionHead<T> {
             HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { .. } => w,
         };
-        n_tokens * (3 * w + self.d_v + extra)
+        w.saturating_mul(3).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
     }
 
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        self.projection_len(n_tokens) + self.softmax(n_tokens).forward_workspace_len()
+        self.projection_len(n_tokens).saturating_add(self.softmax(n_tokens).forward_workspace_len())
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: twice the projections (values and
     /// their gradients) plus the softmax backward's tile workspace.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        2 * self.projection_len(n_tokens) + self.softmax(n_tokens).backward_workspace_len()
+        self.projection_len(n_tokens)
+            .saturating_mul(2)
+            .saturating_add(self.softmax(n_tokens).backward_workspace_len())
     }
 
     /// Writes `Qh`, `Kh` (`n x w`) and `Vp = X W_V` (`n x d_v`); `proj` is `n x w` scratch (S-D only).
+    #[allow(clippy::too_many_arguments)]
     fn project(
         &self,
         n: usize,
@@ -507,7 +505,7 @@ fn sd_assemble_adjoint<T: Scalar>(
 
 /// Workspace elements [`spectrum_is_stable`] needs for a `d x d` matrix: `d * d`.
 pub fn spectrum_check_workspace_len(d: usize) -> usize {
-    d * d
+    d.saturating_mul(d)
 }
 
 /// A sufficient check that every eigenvalue of the `d x d` matrix `kernel` has real part

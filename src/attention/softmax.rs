@@ -169,24 +169,25 @@ impl<T: Scalar> SoftmaxAttention<T> {
 }
 
 /// Flops of one forward pass (`2 n n_k d_k + 2 n n_k d_v`, with `n_k` the keys each query sees:
-/// about half for causal heads), the figure the benches report.
+/// about half for causal heads), the figure the benches report (saturating).
 pub fn forward_flops(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> u64 {
     let pairs = visible_pairs(n_tokens, causality);
-    2 * pairs * (d_k + d_v) as u64
+    pairs.saturating_mul(2).saturating_mul((d_k as u64).saturating_add(d_v as u64))
 }
 
 /// Flops of one backward pass: five products of the forward's size (`QK^T` recomputed, `P^T dO`,
 /// `dO V^T`, `dS K`, `dS^T Q`).
 pub fn backward_flops(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> u64 {
     let pairs = visible_pairs(n_tokens, causality);
-    2 * pairs * (3 * d_k + 2 * d_v) as u64
+    let width = (d_k as u64).saturating_mul(3).saturating_add((d_v as u64).saturating_mul(2));
+    pairs.saturating_mul(2).saturating_mul(width)
 }
 
 fn visible_pairs(n: usize, causality: Causality) -> u64 {
     let n = n as u64;
     match causality {
-        Causality::Bidirectional => n * n,
-        Causality::Causal => n * (n + 1) / 2,
+        Causality::Bidirectional => n.saturating_mul(n),
+        Causality::Causal => n.saturating_mul(n.saturating_add(1)) / 2,
     }
 }
 
@@ -350,9 +351,9 @@ fn backward_unchecked<T: Scalar>(
         let d_out_tile = &d_out[i0 * d_v..i1 * d_v];
         let q_tile = &q[i0 * d_k..i1 * d_k];
         // delta_i = sum_j P_ij dP_ij = dO_i . O_i.
-        for r in 0..bq {
+        for (r, delta_r) in delta[..bq].iter_mut().enumerate() {
             let row = (i0 + r) * d_v..(i0 + r + 1) * d_v;
-            delta[r] = kernel::dot(&d_out[row.clone()], &out[row]);
+            *delta_r = kernel::dot(&d_out[row.clone()], &out[row]);
         }
         let j_end = key_end(head.causality, n, i1);
         for j0 in (0..j_end).step_by(TILE_K) {
