@@ -86,6 +86,9 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         check_matrix("out", out.len(), n, v_cols)?;
         check_matrix("lse", lse.len(), self.n_heads, n)?;
         check_workspace(workspace.len(), self.forward_workspace_len())?;
+        if n == 0 {
+            return Ok(()); // nothing to compute, whatever the number of heads
+        }
         let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
         let (k_h, rest) = rest.split_at_mut(n * h.d_k);
         let (v_h, rest) = rest.split_at_mut(n * h.d_v);
@@ -124,6 +127,9 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         check_matrix("d_k", grads.d_k.len(), n, qk_cols)?;
         check_matrix("d_v", grads.d_v.len(), n, v_cols)?;
         check_workspace(workspace.len(), self.backward_workspace_len())?;
+        if n == 0 {
+            return Ok(());
+        }
         let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
         let (k_h, rest) = rest.split_at_mut(n * h.d_k);
         let (v_h, rest) = rest.split_at_mut(n * h.d_v);
@@ -198,6 +204,9 @@ impl<T: Scalar> MultiHead<T> {
         check_matrix("out", out.len(), n, out_cols)?;
         check_matrix("lse", lse.len(), self.n_heads, n)?;
         check_workspace(workspace.len(), self.forward_workspace_len(n))?;
+        if n == 0 {
+            return Ok(());
+        }
         let (out_h, rest) = workspace.split_at_mut(n * d_v);
         for t in 0..self.n_heads {
             let head_params = &params[t * p..(t + 1) * p];
@@ -230,10 +239,14 @@ impl<T: Scalar> MultiHead<T> {
         check_matrix("d_x", grads.d_x.len(), n, d)?;
         check_len("d_params", grads.d_params.len(), params.len())?;
         check_workspace(workspace.len(), self.backward_workspace_len(n))?;
+        grads.d_x.fill(T::zero());
+        if n == 0 {
+            grads.d_params.fill(T::zero()); // no tokens: every gradient is zero
+            return Ok(());
+        }
         let (out_h, rest) = workspace.split_at_mut(n * d_v);
         let (d_out_h, rest) = rest.split_at_mut(n * d_v);
         let (d_x_h, rest) = rest.split_at_mut(n * d);
-        grads.d_x.fill(T::zero());
         for t in 0..self.n_heads {
             gather(n, out_cols, t * d_v, d_v, out, out_h);
             gather(n, out_cols, t * d_v, d_v, d_out, d_out_h);

@@ -205,7 +205,7 @@ impl<T: Scalar> AttentionHead<T> {
             HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { .. } => w,
         };
-        w.saturating_mul(3).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
+        w.saturating_mul(2).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
     }
 
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
@@ -332,6 +332,9 @@ impl<T: Scalar> AttentionHead<T> {
     ) -> Result<()> {
         self.check(n_tokens, x, params)?;
         let attn = self.softmax(n_tokens);
+        check_matrix("out", out.len(), n_tokens, self.d_v)?;
+        crate::error::check_len("lse", lse.len(), n_tokens)?;
+        check_matrix("d_out", d_out.len(), n_tokens, self.d_v)?;
         check_matrix("d_x", grads.d_x.len(), n_tokens, self.d_model)?;
         crate::error::check_len("d_params", grads.d_params.len(), params.len())?;
         check_workspace(workspace.len(), self.backward_workspace_len(n_tokens))?;
