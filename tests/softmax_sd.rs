@@ -126,7 +126,7 @@ fn softmax_empty_and_zero_width() {
 #[test]
 fn softmax_huge_logits_and_fully_masked_rows() {
     for causal in [false, true] {
-        let (n, d_k, d_v) = (300usize, 4usize, 3usize);
+        let (n, d_k, d_v) = (TILE_K + 45, 4usize, 3usize); // several query and key tiles
         let mut q = seeded_matrix(n * d_k, 5);
         let k = seeded_matrix(n * d_k, 6);
         let v = seeded_matrix(n * d_v, 7);
@@ -143,9 +143,9 @@ fn softmax_huge_logits_and_fully_masked_rows() {
                 }
             }
         }
-        // Row 299 sees only key 298 (not even itself).
+        // The last row sees only the key before it (not even itself).
         for j in 0..n {
-            mask[299 * n + j] = if j == 298 { 0.0 } else { f64::NEG_INFINITY };
+            mask[(n - 1) * n + j] = if j == n - 2 { 0.0 } else { f64::NEG_INFINITY };
         }
         let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal));
         let (out, lse) = softmax_fwd(&head, &q, &k, &v, Some(&mask));
@@ -156,7 +156,7 @@ fn softmax_huge_logits_and_fully_masked_rows() {
             assert_eq!(lse[i], f64::NEG_INFINITY);
             assert!(out[i * d_v..(i + 1) * d_v].iter().all(|&x| x == 0.0));
         }
-        assert_eq!(&out[299 * d_v..], &v[298 * d_v..299 * d_v]);
+        assert_eq!(&out[(n - 1) * d_v..], &v[(n - 2) * d_v..(n - 1) * d_v]);
         assert!(max_abs_diff(&out, &out_ref) <= 1e-12, "{}", max_abs_diff(&out, &out_ref));
         for (a, b) in lse.iter().zip(&lse_ref) {
             assert!(a == b || (a - b).abs() <= 1e-15 * b.abs().max(1.0), "{a} vs {b}");
@@ -209,8 +209,8 @@ fn softmax_backward_matches_finite_differences() {
     for &(n, d_k, d_v, causal, masked) in &[
         (1usize, 3usize, 2usize, false, false),
         (7, 3, 2, true, false),
-        (70, 3, 2, false, true),
-        (70, 2, 3, true, true),
+        (TILE_Q + 6, 3, 2, false, true),
+        (TILE_Q + 6, 2, 3, true, true),
     ] {
         let q = seeded_matrix(n * d_k, 11);
         let k = seeded_matrix(n * d_k, 12);
@@ -481,7 +481,7 @@ fn heads_reject_bad_input() {
 /// The packed wrappers against single heads run on gathered columns.
 #[test]
 fn multihead_matches_single_heads() {
-    let (n, h, d_k, d_v) = (70usize, 3usize, 5usize, 4usize);
+    let (n, h, d_k, d_v) = (TILE_Q + 6, 3usize, 5usize, 4usize);
     let head = SoftmaxAttention::<f64>::new(n, d_k, d_v, Causality::Causal);
     let multi = MultiHeadSoftmax { n_heads: h, head };
     let q = seeded_matrix(n * h * d_k, 61);

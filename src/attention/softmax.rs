@@ -19,9 +19,9 @@ use crate::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
 /// Query rows per tile.
-pub const TILE_Q: usize = 64;
+pub const TILE_Q: usize = 128;
 /// Key columns per tile.
-pub const TILE_K: usize = 256;
+pub const TILE_K: usize = 512;
 
 /// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
 /// `n_tokens x d_v`, all row-major; the logit of query `i` and key `j` is
