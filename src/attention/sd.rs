@@ -362,17 +362,17 @@ impl<T: Scalar> AttentionHead<T> {
 
         let HeadGrads { d_x, d_params } = grads;
         let (blocks, count) = self.param_blocks();
-        // Gradient of each block's projection `X W_b`, in block order.
-        let (rank_a, rank_b) = match self.kind {
-            HeadKind::Standard { .. } => (0, 0),
+        // Gradient of each block's projection `X W_b`, in block order; for S-D `d_proj` holds
+        // `[d(XU) | d(XV) | d(XC)]`, each `n x r` (or `n x q`) and contiguous.
+        let rank_a = match self.kind {
+            HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
                 let (da, rest) = d_proj.split_at_mut(n * rank_routing);
                 let (db, dc) = rest.split_at_mut(n * rank_routing);
                 sd_assemble_adjoint(n, rank_routing, rank_filtering, d_qh, d_kh, da, db, dc);
-                (rank_routing, rank_filtering)
+                rank_routing
             }
         };
-        let _ = rank_b;
         d_x.fill(T::zero());
         for block in &blocks[..count] {
             let cols = block.cols;
