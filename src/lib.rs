@@ -82,6 +82,7 @@ pub mod check;
 pub mod dense;
 pub mod erank;
 mod error;
+mod exp;
 pub mod factored;
 mod kernel;
 pub mod lanczos;

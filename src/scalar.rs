@@ -48,6 +48,11 @@ pub trait Scalar:
     /// `self` widened to `f64` (exact).
     fn as_f64(self) -> f64;
 
+    /// `x_i = e^{x_i - shift}` over a slice, returning `sum_i x_i`: a vectorized polynomial for
+    /// `f32` (about 2 ulp; results below `2.7e-38` flush to zero), `libm::exp` for `f64`. NaN stays
+    /// NaN, `-inf` gives `0`. The softmax kernels' inner loop.
+    fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self;
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -77,7 +82,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -95,6 +100,10 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn as_f64(self) -> f64 {
                 self as f64
+            }
+            #[inline]
+            fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self {
+                $exp(x, shift)
             }
 
             #[cfg(feature = "alloc")]
@@ -122,5 +131,5 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, matrixmultiply::sgemm, "f32");
-impl_scalar!(f64, matrixmultiply::dgemm, "f64");
+impl_scalar!(f32, matrixmultiply::sgemm, crate::exp::exp_shifted_sum_f32, "f32");
+impl_scalar!(f64, matrixmultiply::dgemm, crate::exp::exp_shifted_sum_f64, "f64");

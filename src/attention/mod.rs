@@ -5,8 +5,10 @@
 //! * [`sd`]: S-D attention (routing `S = U V^T - V U^T`, filtering `D = -C C^T`) and the standard
 //!   `W_Q, W_K` head in the same form.
 //! * [`linear`]: ELU+1 linear attention: parallel, causal (chunked) and recurrent.
+//! * [`multihead`]: softmax and S-D/standard heads over packed multi-head layouts.
 
 pub mod linear;
+pub mod multihead;
 pub mod sd;
 pub mod softmax;
 

@@ -1,1 +1,561 @@
-//! S-D attention (SPEC sections 5 and 8).
+//! S-D attention (SPEC sections 5 and 8), and the standard `W_Q, W_K` head in the same form.
+//!
+//! An [`AttentionHead`] maps tokens `X` (`n x d_model`) to projected queries `Qh`, keys `Kh` and
+//! values `X W_V`, then runs [`SoftmaxAttention`] on them. Its parameters live in one flat slice
+//! whose layout [`AttentionHead::param_blocks`] names, and the backward pass returns gradients in
+//! the same layout, so that a model can hold heads of either kind side by side.
+//!
+//! ## The S-D factorization (SPEC section 8: ours, kept in this one place)
+//! Routing `S = U V^T - V U^T` (`U, V`: `d_model x r`, skew by construction, rank `<= 2r`) and
+//! filtering `D = -C C^T` (`C`: `d_model x q`, negative semidefinite by construction). With
+//! `a = X U`, `b = X V`, `c = X C` (rows `a_i, b_i, c_i`):
+//!
+//! ```text
+//! x_i^T S x_j = a_i . b_j - b_i . a_j        x_i^T D x_j = -c_i . c_j
+//! A_ij = scale * x_i^T (S + D) x_j = scale * [a_i, b_i, c_i] . [b_j, -a_j, -c_j]
+//! ```
+//!
+//! so the logits are a product of `n x (2r + q)` projected queries and keys, computed in
+//! `O(n d_model (r + q))` without forming the `d_model x d_model` kernel, and fed to the tiled
+//! softmax path. The functions [`sd_assemble`] and [`sd_assemble_adjoint`] are the only code that
+//! knows this form (with [`AttentionHead::kernel_dense`]); changing the factorization means changing
+//! them. The default scale of an S-D head is `1/sqrt(2r + q)`, the width of that product (ours too).
+
+use super::softmax::{default_scale, SoftmaxAttention, SoftmaxGrads};
+use super::Causality;
+use crate::error::{check_matrix, check_workspace};
+use crate::kernel::{self, Transpose};
+use crate::{Error, Result, Scalar};
+
+/// How a head turns tokens into queries and keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// Standard attention: `Q = X W_Q`, `K = X W_K` with `W_Q, W_K`: `d_model x d_head`; kernel
+    /// `M = W_Q W_K^T`. Parameters `[W_Q, W_K, W_V]`.
+    Standard {
+        /// Width of queries and keys.
+        d_head: usize,
+    },
+    /// S-D attention: kernel `S + D = (U V^T - V U^T) - C C^T` with `U, V`: `d_model x
+    /// rank_routing`, `C`: `d_model x rank_filtering`. Parameters `[U, V, C, W_V]`.
+    RoutingFiltering {
+        /// `r`, the number of columns of `U` and `V` (rank of `S` at most `2r`).
+        rank_routing: usize,
+        /// `q`, the number of columns of `C` (rank of `D` at most `q`).
+        rank_filtering: usize,
+    },
+}
+
+/// One named block of a head's flat parameter slice: `rows x cols`, row-major, from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamBlock {
+    /// `"w_q"`, `"w_k"`, `"u"`, `"v"`, `"c"` or `"w_v"`.
+    pub name: &'static str,
+    /// First element in the flat slice.
+    pub offset: usize,
+    /// Rows (always `d_model`).
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+}
+
+impl ParamBlock {
+    /// `offset..offset + rows * cols`.
+    pub fn range(&self) -> core::ops::Range<usize> {
+        self.offset..self.offset.saturating_add(self.rows.saturating_mul(self.cols))
+    }
+}
+
+/// An attention head over tokens `X` (`n x d_model`) with value projection `W_V`
+/// (`d_model x d_v`): `out = softmax_row(Qh Kh^T scale [+ causal mask]) X W_V`, with `Qh, Kh` as
+/// its [`HeadKind`] says. The struct holds shapes and options only; parameters are a flat slice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionHead<T> {
+    /// How queries and keys are formed.
+    pub kind: HeadKind,
+    /// Width of the tokens.
+    pub d_model: usize,
+    /// Width of the values and of the output.
+    pub d_v: usize,
+    /// Causal or bidirectional.
+    pub causality: Causality,
+    /// Multiplies the logits; `1/sqrt(qk_width)` unless set.
+    pub scale: T,
+}
+
+/// Gradients of a head: with respect to the tokens and to every parameter.
+#[derive(Debug)]
+pub struct HeadGrads<'a, T> {
+    /// `dL/dX`, `n x d_model` (overwritten).
+    pub d_x: &'a mut [T],
+    /// `dL/dparams`, in the layout of [`AttentionHead::param_blocks`] (overwritten).
+    pub d_params: &'a mut [T],
+}
+
+impl<T: Scalar> AttentionHead<T> {
+    /// A standard head (`W_Q, W_K`: `d_model x d_head`, `W_V`: `d_model x d_v`), scale
+    /// `1/sqrt(d_head)`.
+    pub fn standard(d_model: usize, d_head: usize, d_v: usize, causality: Causality) -> Self {
+        AttentionHead {
+            kind: HeadKind::Standard { d_head },
+            d_model,
+            d_v,
+            causality,
+            scale: default_scale(d_head),
+        }
+    }
+
+    /// An S-D head (`U, V`: `d_model x rank_routing`, `C`: `d_model x rank_filtering`, `W_V`:
+    /// `d_model x d_v`), scale `1/sqrt(2 rank_routing + rank_filtering)`.
+    pub fn routing_filtering(
+        d_model: usize,
+        rank_routing: usize,
+        rank_filtering: usize,
+        d_v: usize,
+        causality: Causality,
+    ) -> Self {
+        let kind = HeadKind::RoutingFiltering { rank_routing, rank_filtering };
+        let width = rank_routing.saturating_mul(2).saturating_add(rank_filtering);
+        AttentionHead { kind, d_model, d_v, causality, scale: default_scale(width) }
+    }
+
+    /// The same head with another scale.
+    pub fn with_scale(self, scale: T) -> Self {
+        AttentionHead { scale, ..self }
+    }
+
+    /// Width of the projected queries and keys: `d_head`, or `2r + q` for S-D (saturating).
+    pub fn qk_width(&self) -> usize {
+        match self.kind {
+            HeadKind::Standard { d_head } => d_head,
+            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
+                rank_routing.saturating_mul(2).saturating_add(rank_filtering)
+            }
+        }
+    }
+
+    /// The parameter blocks in order (`[W_Q, W_K, W_V]` or `[U, V, C, W_V]`) and how many there are.
+    pub fn param_blocks(&self) -> ([ParamBlock; 4], usize) {
+        let d = self.d_model;
+        let cols: ([&'static str; 4], [usize; 4], usize) = match self.kind {
+            HeadKind::Standard { d_head } => (["w_q", "w_k", "w_v", ""], [d_head, d_head, self.d_v, 0], 3),
+            HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
+                (["u", "v", "c", "w_v"], [r, r, q, self.d_v], 4)
+            }
+        };
+        let mut blocks = [ParamBlock { name: "", offset: 0, rows: d, cols: 0 }; 4];
+        let mut offset = 0;
+        for (b, block) in blocks.iter_mut().enumerate().take(cols.2) {
+            *block = ParamBlock { name: cols.0[b], offset, rows: d, cols: cols.1[b] };
+            offset = offset.saturating_add(d.saturating_mul(cols.1[b]));
+        }
+        (blocks, cols.2)
+    }
+
+    /// The block named `name`, if the head has one.
+    pub fn param_block(&self, name: &str) -> Option<ParamBlock> {
+        let (blocks, count) = self.param_blocks();
+        blocks[..count].iter().copied().find(|b| b.name == name)
+    }
+
+    /// Columns of all parameter blocks together: `2 d_head + d_v` or `2r + q + d_v`.
+    fn param_cols(&self) -> Option<usize> {
+        match self.kind {
+            HeadKind::Standard { d_head } => d_head.checked_mul(2)?.checked_add(self.d_v),
+            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
+                rank_routing.checked_mul(2)?.checked_add(rank_filtering)?.checked_add(self.d_v)
+            }
+        }
+    }
+
+    /// Total number of parameters: `d_model (2 d_head + d_v)` or `d_model (2r + q + d_v)`
+    /// (`usize::MAX` if that overflows).
+    pub fn param_len(&self) -> usize {
+        self.param_cols().and_then(|cols| cols.checked_mul(self.d_model)).unwrap_or(usize::MAX)
+    }
+
+    fn softmax(&self, n_tokens: usize) -> SoftmaxAttention<T> {
+        SoftmaxAttention {
+            n_tokens,
+            d_k: self.qk_width(),
+            d_v: self.d_v,
+            causality: self.causality,
+            scale: self.scale,
+        }
+    }
+
+    fn check(&self, n_tokens: usize, x: &[T], params: &[T]) -> Result<()> {
+        check_matrix("x", x.len(), n_tokens, self.d_model)?;
+        let expected = self
+            .param_cols()
+            .and_then(|cols| cols.checked_mul(self.d_model))
+            .ok_or(Error::DimensionOverflow { what: "params" })?;
+        crate::error::check_len("params", params.len(), expected)?;
+        if !self.scale.is_finite() {
+            return Err(Error::InvalidParameter { what: "scale", expected: "finite" });
+        }
+        Ok(())
+    }
+
+    /// Elements of the projection buffers: `Qh`, `Kh` (`n x w` each), `X W_V` (`n x d_v`), and for
+    /// S-D one more `n x w` for `[XU | XV | XC]`.
+    fn projection_len(&self, n_tokens: usize) -> usize {
+        let w = self.qk_width();
+        let extra = match self.kind {
+            HeadKind::Standard { .. } => 0,
+            HeadKind::RoutingFiltering { .. } => w,
+        };
+        w.saturating_mul(2).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
+    }
+
+    /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
+    /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
+    pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.projection_len(n_tokens).saturating_add(self.softmax(n_tokens).forward_workspace_len())
+    }
+
+    /// Workspace elements [`backward`](Self::backward) needs: twice the projections (values and
+    /// their gradients) plus the softmax backward's tile workspace.
+    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.projection_len(n_tokens)
+            .saturating_mul(2)
+            .saturating_add(self.softmax(n_tokens).backward_workspace_len())
+    }
+
+    /// Writes `Qh`, `Kh` (`n x w`) and `Vp = X W_V` (`n x d_v`); `proj` is `n x w` scratch (S-D only).
+    #[allow(clippy::too_many_arguments)]
+    fn project(
+        &self,
+        n: usize,
+        x: &[T],
+        params: &[T],
+        qh: &mut [T],
+        kh: &mut [T],
+        vp: &mut [T],
+        proj: &mut [T],
+    ) {
+        let d = self.d_model;
+        let (blocks, _) = self.param_blocks();
+        match self.kind {
+            HeadKind::Standard { d_head } => {
+                let (w_q, w_k, w_v) =
+                    (&params[blocks[0].range()], &params[blocks[1].range()], &params[blocks[2].range()]);
+                kernel::gemm(n, d, d_head, T::one(), x, Transpose::No, w_q, Transpose::No, T::zero(), qh);
+                kernel::gemm(n, d, d_head, T::one(), x, Transpose::No, w_k, Transpose::No, T::zero(), kh);
+                kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
+            }
+            HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
+                let (xa, rest) = proj.split_at_mut(n * r);
+                let (xb, xc) = rest.split_at_mut(n * r);
+                for (block, out, cols) in [(0, &mut *xa, r), (1, &mut *xb, r), (2, &mut *xc, q)] {
+                    let factor = &params[blocks[block].range()];
+                    kernel::gemm(
+                        n,
+                        d,
+                        cols,
+                        T::one(),
+                        x,
+                        Transpose::No,
+                        factor,
+                        Transpose::No,
+                        T::zero(),
+                        out,
+                    );
+                }
+                sd_assemble(n, r, q, xa, xb, xc, qh, kh);
+                let w_v = &params[blocks[3].range()];
+                kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
+            }
+        }
+    }
+
+    /// `out = softmax_row(Qh Kh^T scale [+ causal]) X W_V` (`n x d_v`) and the per-row log-sum-exp
+    /// `lse` (`n`), for tokens `x` (`n x d_model`) and parameters `params` (layout
+    /// [`param_blocks`](Self::param_blocks)). NaN propagates as in [`SoftmaxAttention::forward`].
+    ///
+    /// ```
+    /// use sd_attention::attention::{sd::AttentionHead, Causality};
+    /// // d_model 2, r = 1, q = 0, d_v = 1: U = e_0, V = e_1, so S = e_0 e_1^T - e_1 e_0^T.
+    /// let head = AttentionHead::<f64>::routing_filtering(2, 1, 0, 1, Causality::Bidirectional);
+    /// let params = [1.0, 0.0, /* V */ 0.0, 1.0, /* W_V */ 1.0, 0.0];
+    /// let x = [1.0, 0.0, 0.0, 1.0]; // two tokens e_0, e_1
+    /// let (mut out, mut lse) = ([0.0; 2], [0.0; 2]);
+    /// let mut workspace = vec![0.0; head.forward_workspace_len(2)];
+    /// head.forward(2, &x, &params, &mut out, &mut lse, &mut workspace)?;
+    /// // Logits scale * x_i^T S x_j: A_01 = s, A_10 = -s, A_00 = A_11 = 0 with s = 1/sqrt(2); values
+    /// // x W_V = (1, 0). Token 0 weighs token 1 by e^s, token 1 weighs itself by e^s: both outputs
+    /// // equal 1 / (1 + e^s).
+    /// let expected = 1.0 / (1.0 + (0.5f64).sqrt().exp());
+    /// assert!((out[0] - expected).abs() < 1e-15 && (out[1] - expected).abs() < 1e-15);
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
+    pub fn forward(
+        &self,
+        n_tokens: usize,
+        x: &[T],
+        params: &[T],
+        out: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.check(n_tokens, x, params)?;
+        let attn = self.softmax(n_tokens);
+        check_matrix("out", out.len(), n_tokens, self.d_v)?;
+        crate::error::check_len("lse", lse.len(), n_tokens)?;
+        check_workspace(workspace.len(), self.forward_workspace_len(n_tokens))?;
+        let (n, w) = (n_tokens, self.qk_width());
+        let (qh, rest) = workspace.split_at_mut(n * w);
+        let (kh, rest) = rest.split_at_mut(n * w);
+        let (vp, rest) = rest.split_at_mut(n * self.d_v);
+        let (proj, rest) = rest.split_at_mut(self.projection_len(n) - n * (2 * w + self.d_v));
+        self.project(n, x, params, qh, kh, vp, proj);
+        attn.forward(qh, kh, vp, None, out, lse, rest)
+    }
+
+    /// Gradients with respect to `x` and every parameter, given `d_out = dL/dout` and the forward's
+    /// `out` and `lse`. Projections are recomputed from `x` (`O(n d_model (w + d_v))`); then the
+    /// softmax backward, then the chain rule through the projections:
+    /// `dW = X^T dQh` (standard), `dU = X^T (dQh_a - dKh_b)`, `dV = X^T (dQh_b + dKh_a)`,
+    /// `dC = X^T (dQh_c - dKh_c)` (S-D), `dW_V = X^T dVp`, and `dX` the sum of the matching
+    /// `d(proj) W^T` terms.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        n_tokens: usize,
+        x: &[T],
+        params: &[T],
+        out: &[T],
+        lse: &[T],
+        d_out: &[T],
+        grads: HeadGrads<'_, T>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.check(n_tokens, x, params)?;
+        let attn = self.softmax(n_tokens);
+        check_matrix("out", out.len(), n_tokens, self.d_v)?;
+        crate::error::check_len("lse", lse.len(), n_tokens)?;
+        check_matrix("d_out", d_out.len(), n_tokens, self.d_v)?;
+        check_matrix("d_x", grads.d_x.len(), n_tokens, self.d_model)?;
+        crate::error::check_len("d_params", grads.d_params.len(), params.len())?;
+        check_workspace(workspace.len(), self.backward_workspace_len(n_tokens))?;
+        let (n, w, d, d_v) = (n_tokens, self.qk_width(), self.d_model, self.d_v);
+        let (qh, rest) = workspace.split_at_mut(n * w);
+        let (kh, rest) = rest.split_at_mut(n * w);
+        let (vp, rest) = rest.split_at_mut(n * d_v);
+        let (proj, rest) = rest.split_at_mut(self.projection_len(n) - n * (2 * w + d_v));
+        let (d_qh, rest) = rest.split_at_mut(n * w);
+        let (d_kh, rest) = rest.split_at_mut(n * w);
+        let (d_vp, rest) = rest.split_at_mut(n * d_v);
+        let (d_proj, rest) = rest.split_at_mut(proj.len());
+        self.project(n, x, params, qh, kh, vp, proj);
+        attn.backward(
+            qh,
+            kh,
+            vp,
+            None,
+            out,
+            lse,
+            d_out,
+            SoftmaxGrads { d_q: d_qh, d_k: d_kh, d_v: d_vp },
+            rest,
+        )?;
+
+        let HeadGrads { d_x, d_params } = grads;
+        let (blocks, count) = self.param_blocks();
+        // Gradient of each block's projection `X W_b`, in block order; for S-D `d_proj` holds
+        // `[d(XU) | d(XV) | d(XC)]`, each `n x r` (or `n x q`) and contiguous.
+        let rank_a = match self.kind {
+            HeadKind::Standard { .. } => 0,
+            HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
+                let (da, rest) = d_proj.split_at_mut(n * rank_routing);
+                let (db, dc) = rest.split_at_mut(n * rank_routing);
+                sd_assemble_adjoint(n, rank_routing, rank_filtering, d_qh, d_kh, da, db, dc);
+                rank_routing
+            }
+        };
+        d_x.fill(T::zero());
+        for block in &blocks[..count] {
+            let cols = block.cols;
+            let d_projection: &[T] = match (self.kind, block.name) {
+                (_, "w_v") => d_vp,
+                (HeadKind::Standard { .. }, "w_q") => d_qh,
+                (HeadKind::Standard { .. }, "w_k") => d_kh,
+                (_, "u") => &d_proj[..n * rank_a],
+                (_, "v") => &d_proj[n * rank_a..2 * n * rank_a],
+                _ => &d_proj[2 * n * rank_a..],
+            };
+            let weight = &params[block.range()];
+            // dW_b = X^T d(X W_b);  dX += d(X W_b) W_b^T.
+            kernel::gemm(
+                d,
+                n,
+                cols,
+                T::one(),
+                x,
+                Transpose::Yes,
+                d_projection,
+                Transpose::No,
+                T::zero(),
+                &mut d_params[block.range()],
+            );
+            kernel::gemm(
+                n,
+                cols,
+                d,
+                T::one(),
+                d_projection,
+                Transpose::No,
+                weight,
+                Transpose::Yes,
+                T::one(),
+                d_x,
+            );
+        }
+        Ok(())
+    }
+
+    /// The head's `d_model x d_model` kernel `M` written to `out`, with `A_ij = scale x_i^T M x_j`:
+    /// `W_Q W_K^T` (standard) or `S + D = U V^T - V U^T - C C^T` (S-D). Costs `O(d_model^2 w)`;
+    /// meant for small `d_model`, tests and inspection (the forward never forms it).
+    pub fn kernel_dense(&self, params: &[T], out: &mut [T]) -> Result<()> {
+        let d = self.d_model;
+        crate::error::check_len("params", params.len(), self.param_len())?;
+        check_matrix("out", out.len(), d, d)?;
+        let (blocks, _) = self.param_blocks();
+        let block = |b: usize| &params[blocks[b].range()];
+        match self.kind {
+            HeadKind::Standard { d_head } => {
+                kernel::gemm(
+                    d,
+                    d_head,
+                    d,
+                    T::one(),
+                    block(0),
+                    Transpose::No,
+                    block(1),
+                    Transpose::Yes,
+                    T::zero(),
+                    out,
+                );
+            }
+            HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
+                let (u, v, c) = (block(0), block(1), block(2));
+                kernel::gemm(d, r, d, T::one(), u, Transpose::No, v, Transpose::Yes, T::zero(), out);
+                kernel::gemm(d, r, d, -T::one(), v, Transpose::No, u, Transpose::Yes, T::one(), out);
+                kernel::gemm(d, q, d, -T::one(), c, Transpose::No, c, Transpose::Yes, T::one(), out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The S-D factorization, forward: query rows `[a_i, b_i, c_i]` and key rows `[b_j, -a_j, -c_j]`
+/// (`n x (2r + q)`) from `a = XU`, `b = XV` (`n x r`) and `c = XC` (`n x q`), so that
+/// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`.
+#[allow(clippy::too_many_arguments)]
+fn sd_assemble<T: Scalar>(
+    n: usize,
+    r: usize,
+    q: usize,
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    qh: &mut [T],
+    kh: &mut [T],
+) {
+    let w = 2 * r + q;
+    for i in 0..n {
+        let (a_i, b_i, c_i) = (&a[i * r..(i + 1) * r], &b[i * r..(i + 1) * r], &c[i * q..(i + 1) * q]);
+        let q_row = &mut qh[i * w..(i + 1) * w];
+        q_row[..r].copy_from_slice(a_i);
+        q_row[r..2 * r].copy_from_slice(b_i);
+        q_row[2 * r..].copy_from_slice(c_i);
+        let k_row = &mut kh[i * w..(i + 1) * w];
+        k_row[..r].copy_from_slice(b_i);
+        for (k, &v) in k_row[r..2 * r].iter_mut().zip(a_i) {
+            *k = -v;
+        }
+        for (k, &v) in k_row[2 * r..].iter_mut().zip(c_i) {
+            *k = -v;
+        }
+    }
+}
+
+/// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`.
+#[allow(clippy::too_many_arguments)]
+fn sd_assemble_adjoint<T: Scalar>(
+    n: usize,
+    r: usize,
+    q: usize,
+    d_qh: &[T],
+    d_kh: &[T],
+    da: &mut [T],
+    db: &mut [T],
+    dc: &mut [T],
+) {
+    let w = 2 * r + q;
+    for i in 0..n {
+        let (dq, dk) = (&d_qh[i * w..(i + 1) * w], &d_kh[i * w..(i + 1) * w]);
+        for t in 0..r {
+            da[i * r + t] = dq[t] - dk[r + t];
+            db[i * r + t] = dq[r + t] + dk[t];
+        }
+        for t in 0..q {
+            dc[i * q + t] = dq[2 * r + t] - dk[2 * r + t];
+        }
+    }
+}
+
+/// Workspace elements [`spectrum_is_stable`] needs for a `d x d` matrix: `d * d`.
+pub fn spectrum_check_workspace_len(d: usize) -> usize {
+    d.saturating_mul(d)
+}
+
+/// A sufficient check that every eigenvalue of the `d x d` matrix `kernel` has real part
+/// `<= tol * max(||kernel||_F, 1)`: true when `-(K + K^T)/2 + tol max(||K||_F, 1) I` admits a Cholesky
+/// factorization.
+///
+/// Why it suffices (Bendixson): for an eigenpair `K z = lambda z`, `Re(lambda) = Re(z^* K z) / |z|^2
+/// = z^* H z / |z|^2 <= lambda_max(H)` with `H = (K + K^T)/2`; Cholesky of `tau I - H` succeeds iff
+/// `lambda_max(H) < tau`, with `tau = tol max(||K||_F, 1)`. For an S-D kernel `H = D = -C C^T`, so the check
+/// holds by construction (the test suite also compares with eigenvalues from numpy). `false` can
+/// mean a positive real part, or one within the tolerance that Cholesky cannot certify. `tol` must
+/// be finite and nonnegative (`1e-12` in `f64` and `1e-5` in `f32` absorb rounding for `d` up to a
+/// few hundred). Errors: wrong length, NaN/infinity in `kernel`, a short workspace. Cost `d^3/3`.
+pub fn spectrum_is_stable<T: Scalar>(d: usize, kernel: &[T], tol: T, workspace: &mut [T]) -> Result<bool> {
+    check_matrix("kernel", kernel.len(), d, d)?;
+    if !(tol >= T::zero() && tol.is_finite()) {
+        return Err(Error::InvalidParameter { what: "tol", expected: "finite and nonnegative" });
+    }
+    crate::dense::check_finite("kernel", kernel)?;
+    check_workspace(workspace.len(), spectrum_check_workspace_len(d))?;
+    let shift = tol * kernel::norm(kernel).max(T::one());
+    let g = &mut workspace[..d * d];
+    for i in 0..d {
+        for j in 0..d {
+            g[i * d + j] = -(kernel[i * d + j] + kernel[j * d + i]) * T::HALF;
+        }
+        g[i * d + i] += shift;
+    }
+    // In-place lower Cholesky of g; fails at the first nonpositive pivot.
+    for j in 0..d {
+        let mut pivot = g[j * d + j];
+        for p in 0..j {
+            pivot -= g[j * d + p] * g[j * d + p];
+        }
+        if pivot.is_nan() || pivot <= T::zero() {
+            // A zero pivot (e.g. a zero kernel with tol = 0) is not certified: strict by design.
+            return Ok(false);
+        }
+        let root = pivot.sqrt();
+        g[j * d + j] = root;
+        for i in j + 1..d {
+            let mut acc = g[i * d + j];
+            for p in 0..j {
+                acc -= g[i * d + p] * g[j * d + p];
+            }
+            g[i * d + j] = acc / root;
+        }
+    }
+    Ok(true)
+}

@@ -1,1 +1,434 @@
-//! Softmax attention (SPEC section 4).
+//! Softmax attention (SPEC section 4): a tiled online-softmax forward that never materializes the
+//! `n x n` matrix of logits, and a flash-style backward that recomputes each tile from the per-row
+//! log-sum-exp saved by the forward.
+//!
+//! ```text
+//! P = softmax_row(Q K^T * scale + mask),  O = P V,  lse_i = ln sum_j exp(A_ij)
+//! dV = P^T dO,  dP = dO V^T,  dS = P .* (dP - rowsum(dO .* O)),  dQ = dS K scale,  dK = dS^T Q scale
+//! ```
+//!
+//! Queries are processed in blocks of [`TILE_Q`] rows against blocks of [`TILE_K`] keys; the
+//! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
+//! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
+//! is one `TILE_Q x TILE_K` tile (two in the backward) plus `O(TILE_Q)` row statistics, whatever `n`.
+//! Products go through [`crate::kernel::gemm`].
+
+use super::Causality;
+use crate::error::{check_len, check_matrix, check_workspace};
+use crate::kernel::{self, Transpose};
+use crate::{Error, Result, Scalar};
+
+/// Query rows per tile.
+pub const TILE_Q: usize = 128;
+/// Key columns per tile.
+pub const TILE_K: usize = 512;
+
+/// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
+/// `n_tokens x d_v`, all row-major; the logit of query `i` and key `j` is
+/// `A_ij = scale * q_i . k_j (+ mask_ij)`, with `A_ij = -inf` for `j > i` when causal.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftmaxAttention<T> {
+    /// Number of positions `n` (queries and keys).
+    pub n_tokens: usize,
+    /// Width of queries and keys.
+    pub d_k: usize,
+    /// Width of values and of the output.
+    pub d_v: usize,
+    /// Whether query `i` sees keys `j > i`.
+    pub causality: Causality,
+    /// Multiplies `q_i . k_j`; [`default_scale`] of `d_k` unless set.
+    pub scale: T,
+}
+
+/// `1 / sqrt(d_k)` (SPEC section 4), and `1` for `d_k = 0` (whose logits are all zero).
+pub fn default_scale<T: Scalar>(d_k: usize) -> T {
+    if d_k == 0 {
+        T::one()
+    } else {
+        T::of_usize(d_k).sqrt().recip()
+    }
+}
+
+/// The gradients of a softmax head with respect to its inputs (all overwritten).
+#[derive(Debug)]
+pub struct SoftmaxGrads<'a, T> {
+    /// `dL/dQ`, `n_tokens x d_k`.
+    pub d_q: &'a mut [T],
+    /// `dL/dK`, `n_tokens x d_k`.
+    pub d_k: &'a mut [T],
+    /// `dL/dV`, `n_tokens x d_v`.
+    pub d_v: &'a mut [T],
+}
+
+impl<T: Scalar> SoftmaxAttention<T> {
+    /// A head with the default scale `1/sqrt(d_k)`.
+    pub fn new(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> Self {
+        SoftmaxAttention { n_tokens, d_k, d_v, causality, scale: default_scale(d_k) }
+    }
+
+    /// The same head with another scale.
+    pub fn with_scale(self, scale: T) -> Self {
+        SoftmaxAttention { scale, ..self }
+    }
+
+    /// Workspace elements [`forward`](Self::forward) needs: one logit tile and two row statistics
+    /// per query of a tile, `TILE_Q * TILE_K + 2 TILE_Q` (independent of `n`).
+    pub fn forward_workspace_len(&self) -> usize {
+        TILE_Q * TILE_K + 2 * TILE_Q
+    }
+
+    /// Workspace elements [`backward`](Self::backward) needs: two tiles and one row statistic per
+    /// query of a tile, `2 TILE_Q * TILE_K + TILE_Q` (independent of `n`).
+    pub fn backward_workspace_len(&self) -> usize {
+        2 * TILE_Q * TILE_K + TILE_Q
+    }
+
+    fn check(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> Result<()> {
+        check_matrix("q", q.len(), self.n_tokens, self.d_k)?;
+        check_matrix("k", k.len(), self.n_tokens, self.d_k)?;
+        check_matrix("v", v.len(), self.n_tokens, self.d_v)?;
+        if !self.scale.is_finite() {
+            return Err(Error::InvalidParameter { what: "scale", expected: "finite" });
+        }
+        if let Some(mask) = mask {
+            check_matrix("mask", mask.len(), self.n_tokens, self.n_tokens)?;
+            if let Some(index) = mask.iter().position(|m| m.is_nan() || *m == T::infinity()) {
+                return Err(Error::InvalidValue { what: "mask", index, expected: "finite or -inf" });
+            }
+        }
+        Ok(())
+    }
+
+    /// `out = softmax_row(Q K^T scale + mask) V` and `lse_i = ln sum_j exp(A_ij)`, tile by tile.
+    ///
+    /// `q, k`: `n x d_k`; `v`, `out`: `n x d_v`; `lse`: `n`; `mask`: optional additive `n x n`
+    /// (row `i` = query), finite or `-inf`. A row whose logits are all `-inf` (fully masked) gets
+    /// `out_i = 0` and `lse_i = -inf`; rows with huge logits (`1e4`) are exact, since each exponent
+    /// is taken relative to the row's running maximum. NaN in `q, k, v` propagates to the affected
+    /// rows. Errors: wrong lengths, a non-finite `scale`, NaN or `+inf` in `mask`, a short workspace.
+    ///
+    /// ```
+    /// use sd_attention::attention::{softmax::SoftmaxAttention, Causality};
+    /// let head = SoftmaxAttention::<f64>::new(2, 1, 1, Causality::Causal);
+    /// let (q, k, v) = ([1.0, 1.0], [0.0, 0.0], [1.0, 3.0]);
+    /// let (mut out, mut lse) = ([0.0; 2], [0.0; 2]);
+    /// let mut workspace = vec![0.0; head.forward_workspace_len()];
+    /// head.forward(&q, &k, &v, None, &mut out, &mut lse, &mut workspace)?;
+    /// assert_eq!(out, [1.0, 2.0]); // equal logits: query 1 averages values 0 and 1
+    /// assert!((lse[1] - 2f64.ln()).abs() < 1e-15);
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.check(q, k, v, mask)?;
+        check_matrix("out", out.len(), self.n_tokens, self.d_v)?;
+        check_len("lse", lse.len(), self.n_tokens)?;
+        check_workspace(workspace.len(), self.forward_workspace_len())?;
+        forward_unchecked(self, q, k, v, mask, out, lse, workspace);
+        Ok(())
+    }
+
+    /// Gradients of `L` with respect to `q, k, v` given `d_out = dL/dO`, the forward's `out` and
+    /// `lse`, recomputing each probability tile as `P_ij = exp(A_ij - lse_i)` (SPEC section 4).
+    ///
+    /// Shapes as in [`forward`](Self::forward); `d_out` is `n x d_v`. Fully masked rows
+    /// (`lse_i = -inf`) contribute nothing. The mask gets no gradient (it is a constant).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &[T],
+        lse: &[T],
+        d_out: &[T],
+        grads: SoftmaxGrads<'_, T>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.check(q, k, v, mask)?;
+        check_matrix("out", out.len(), self.n_tokens, self.d_v)?;
+        check_len("lse", lse.len(), self.n_tokens)?;
+        check_matrix("d_out", d_out.len(), self.n_tokens, self.d_v)?;
+        check_matrix("d_q", grads.d_q.len(), self.n_tokens, self.d_k)?;
+        check_matrix("d_k", grads.d_k.len(), self.n_tokens, self.d_k)?;
+        check_matrix("d_v", grads.d_v.len(), self.n_tokens, self.d_v)?;
+        check_workspace(workspace.len(), self.backward_workspace_len())?;
+        backward_unchecked(self, q, k, v, mask, out, lse, d_out, grads, workspace);
+        Ok(())
+    }
+}
+
+/// Flops of one forward pass (`2 n n_k d_k + 2 n n_k d_v`, with `n_k` the keys each query sees:
+/// about half for causal heads), the figure the benches report (saturating).
+pub fn forward_flops(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> u64 {
+    let pairs = visible_pairs(n_tokens, causality);
+    pairs.saturating_mul(2).saturating_mul((d_k as u64).saturating_add(d_v as u64))
+}
+
+/// Flops of one backward pass: five products of the forward's size (`QK^T` recomputed, `P^T dO`,
+/// `dO V^T`, `dS K`, `dS^T Q`).
+pub fn backward_flops(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> u64 {
+    let pairs = visible_pairs(n_tokens, causality);
+    let width = (d_k as u64).saturating_mul(3).saturating_add((d_v as u64).saturating_mul(2));
+    pairs.saturating_mul(2).saturating_mul(width)
+}
+
+fn visible_pairs(n: usize, causality: Causality) -> u64 {
+    let n = n as u64;
+    match causality {
+        Causality::Bidirectional => n.saturating_mul(n),
+        Causality::Causal => n.saturating_mul(n.saturating_add(1)) / 2,
+    }
+}
+
+/// The keys query tile `[i0, i1)` can see: all, or `[0, i1)` when causal.
+#[inline]
+fn key_end(causality: Causality, n: usize, i1: usize) -> usize {
+    match causality {
+        Causality::Bidirectional => n,
+        Causality::Causal => i1,
+    }
+}
+
+/// Fills the `bq x bk` tile `s` with the logits of queries `[i0, i0 + bq)` against keys
+/// `[j0, j0 + bk)`: `scale q_i . k_j + mask_ij`, and `-inf` where causality hides the key.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn logit_tile<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    mask: Option<&[T]>,
+    i0: usize,
+    bq: usize,
+    j0: usize,
+    bk: usize,
+    s: &mut [T],
+) {
+    let (n, d_k) = (head.n_tokens, head.d_k);
+    let q_tile = &q[i0 * d_k..(i0 + bq) * d_k];
+    let k_tile = &k[j0 * d_k..(j0 + bk) * d_k];
+    kernel::gemm(bq, d_k, bk, head.scale, q_tile, Transpose::No, k_tile, Transpose::Yes, T::zero(), s);
+    for r in 0..bq {
+        let i = i0 + r;
+        let row = &mut s[r * bk..(r + 1) * bk];
+        if let Some(mask) = mask {
+            for (a, &m) in row.iter_mut().zip(&mask[i * n + j0..i * n + j0 + bk]) {
+                *a += m;
+            }
+        }
+        if head.causality == Causality::Causal && j0 + bk > i + 1 {
+            // Keys j > i are hidden: columns from (i + 1 - j0) on.
+            let first_hidden = (i + 1).saturating_sub(j0);
+            row[first_hidden..].fill(T::neg_infinity());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_unchecked<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &mut [T],
+    lse: &mut [T],
+    workspace: &mut [T],
+) {
+    let (n, d_v) = (head.n_tokens, head.d_v);
+    let (tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
+    let (row_max, rest) = rest.split_at_mut(TILE_Q);
+    let row_sum = &mut rest[..TILE_Q];
+    for i0 in (0..n).step_by(TILE_Q) {
+        let i1 = (i0 + TILE_Q).min(n);
+        let bq = i1 - i0;
+        let out_tile = &mut out[i0 * d_v..i1 * d_v];
+        out_tile.fill(T::zero());
+        row_max[..bq].fill(T::neg_infinity());
+        row_sum[..bq].fill(T::zero());
+        let j_end = key_end(head.causality, n, i1);
+        for j0 in (0..j_end).step_by(TILE_K) {
+            let bk = (j0 + TILE_K).min(j_end) - j0;
+            let s = &mut tile[..bq * bk];
+            logit_tile(head, q, k, mask, i0, bq, j0, bk, s);
+            for r in 0..bq {
+                let row = &mut s[r * bk..(r + 1) * bk];
+                let tile_max = max_of_row(row);
+                let old_max = row_max[r];
+                let new_max = old_max.max(tile_max);
+                if new_max == T::neg_infinity() {
+                    // Everything seen so far is masked: no weight, nothing to rescale.
+                    row.fill(T::zero());
+                    continue;
+                }
+                let sum = exp_shifted(row, new_max);
+                if old_max != new_max {
+                    // exp(-inf) = 0 resets an empty accumulator.
+                    let alpha = (old_max - new_max).exp();
+                    row_sum[r] *= alpha;
+                    kernel::scale(alpha, &mut out_tile[r * d_v..(r + 1) * d_v]);
+                }
+                row_sum[r] += sum;
+                row_max[r] = new_max;
+            }
+            let v_tile = &v[j0 * d_v..(j0 + bk) * d_v];
+            kernel::gemm(bq, bk, d_v, T::one(), s, Transpose::No, v_tile, Transpose::No, T::one(), out_tile);
+        }
+        for r in 0..bq {
+            let out_row = &mut out_tile[r * d_v..(r + 1) * d_v];
+            if row_sum[r] > T::zero() {
+                kernel::scale(row_sum[r].recip(), out_row);
+                lse[i0 + r] = row_max[r] + row_sum[r].ln();
+            } else if row_sum[r] == T::zero() {
+                out_row.fill(T::zero());
+                lse[i0 + r] = T::neg_infinity();
+            } else {
+                // NaN from the inputs.
+                lse[i0 + r] = row_sum[r];
+            }
+        }
+    }
+}
+
+/// Independent accumulators in the row reductions (so that they vectorize without reassociation).
+const LANES: usize = 16;
+
+/// `max_j row_j` (NaN entries are skipped; `-inf` for an empty or fully masked row).
+#[inline]
+fn max_of_row<T: Scalar>(row: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::neg_infinity(), |m, &a| m.max(a));
+    for chunk in chunks {
+        for lane in 0..LANES {
+            acc[lane] = if chunk[lane] > acc[lane] { chunk[lane] } else { acc[lane] };
+        }
+    }
+    acc.iter().fold(tail, |m, &a| m.max(a))
+}
+
+/// `row_j = exp(row_j - shift)`, returning the sum of the new entries.
+#[inline]
+fn exp_shifted<T: Scalar>(row: &mut [T], shift: T) -> T {
+    T::exp_shifted_sum(row, shift)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_unchecked<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &[T],
+    lse: &[T],
+    d_out: &[T],
+    grads: SoftmaxGrads<'_, T>,
+    workspace: &mut [T],
+) {
+    let (n, d_k, d_v) = (head.n_tokens, head.d_k, head.d_v);
+    let SoftmaxGrads { d_q, d_k: d_key, d_v: d_val } = grads;
+    d_q.fill(T::zero());
+    d_key.fill(T::zero());
+    d_val.fill(T::zero());
+    let (p_tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
+    let (dp_tile, rest) = rest.split_at_mut(TILE_Q * TILE_K);
+    let delta = &mut rest[..TILE_Q];
+    for i0 in (0..n).step_by(TILE_Q) {
+        let i1 = (i0 + TILE_Q).min(n);
+        let bq = i1 - i0;
+        let d_out_tile = &d_out[i0 * d_v..i1 * d_v];
+        let q_tile = &q[i0 * d_k..i1 * d_k];
+        // delta_i = sum_j P_ij dP_ij = dO_i . O_i.
+        for (r, delta_r) in delta[..bq].iter_mut().enumerate() {
+            let row = (i0 + r) * d_v..(i0 + r + 1) * d_v;
+            *delta_r = kernel::dot(&d_out[row.clone()], &out[row]);
+        }
+        let j_end = key_end(head.causality, n, i1);
+        for j0 in (0..j_end).step_by(TILE_K) {
+            let bk = (j0 + TILE_K).min(j_end) - j0;
+            let p = &mut p_tile[..bq * bk];
+            let dp = &mut dp_tile[..bq * bk];
+            logit_tile(head, q, k, mask, i0, bq, j0, bk, p);
+            for r in 0..bq {
+                let row = &mut p[r * bk..(r + 1) * bk];
+                let row_lse = lse[i0 + r];
+                if row_lse == T::neg_infinity() {
+                    row.fill(T::zero());
+                } else {
+                    exp_shifted(row, row_lse);
+                }
+            }
+            let v_tile = &v[j0 * d_v..(j0 + bk) * d_v];
+            // dV_j += P^T dO_i.
+            kernel::gemm(
+                bk,
+                bq,
+                d_v,
+                T::one(),
+                p,
+                Transpose::Yes,
+                d_out_tile,
+                Transpose::No,
+                T::one(),
+                &mut d_val[j0 * d_v..(j0 + bk) * d_v],
+            );
+            // dP = dO_i V_j^T, then dS = P .* (dP - delta) in place of dP.
+            kernel::gemm(
+                bq,
+                d_v,
+                bk,
+                T::one(),
+                d_out_tile,
+                Transpose::No,
+                v_tile,
+                Transpose::Yes,
+                T::zero(),
+                dp,
+            );
+            for r in 0..bq {
+                let dr = delta[r];
+                for (ds, &pr) in dp[r * bk..(r + 1) * bk].iter_mut().zip(&p[r * bk..(r + 1) * bk]) {
+                    *ds = pr * (*ds - dr);
+                }
+            }
+            let k_tile = &k[j0 * d_k..(j0 + bk) * d_k];
+            // dQ_i += scale dS K_j;  dK_j += scale dS^T Q_i.
+            kernel::gemm(
+                bq,
+                bk,
+                d_k,
+                head.scale,
+                dp,
+                Transpose::No,
+                k_tile,
+                Transpose::No,
+                T::one(),
+                &mut d_q[i0 * d_k..i1 * d_k],
+            );
+            kernel::gemm(
+                bk,
+                bq,
+                d_k,
+                head.scale,
+                dp,
+                Transpose::Yes,
+                q_tile,
+                Transpose::No,
+                T::one(),
+                &mut d_key[j0 * d_k..(j0 + bk) * d_k],
+            );
+        }
+    }
+}

@@ -68,6 +68,7 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 #[allow(unused_imports)]
 pub use sd_attention::strategies::EDGE_SIZES;
 
+pub mod attention;
 pub mod jacobi;
 pub mod linear;
 #[cfg(feature = "alloc")]

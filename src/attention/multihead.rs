@@ -1,0 +1,270 @@
+//! Multi-head wrappers over packed layouts (SPEC sections 4 and 5): `h` heads side by side in the
+//! columns of one row-major matrix, head `t` owning columns `[t w, (t + 1) w)` of an `n x (h w)`
+//! matrix (the layout of a fused `X W` projection). Each head is gathered into contiguous workspace
+//! rows (`O(n w)` copies, against the head's `O(n^2 w)` work), run by the single-head kernel, and
+//! scattered back. Per-row log-sum-exps are stored head-major: `lse[t * n + i]`.
+
+use super::sd::{AttentionHead, HeadGrads};
+use super::softmax::{SoftmaxAttention, SoftmaxGrads};
+use crate::error::{check_len, check_matrix, check_workspace};
+use crate::{Error, Result, Scalar};
+
+/// Copies columns `[offset, offset + width)` of the `n x stride` matrix `src` into `n x width` `dst`.
+fn gather<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
+    for i in 0..n {
+        dst[i * width..(i + 1) * width]
+            .copy_from_slice(&src[i * stride + offset..i * stride + offset + width]);
+    }
+}
+
+/// The inverse of [`gather`].
+fn scatter<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
+    for i in 0..n {
+        dst[i * stride + offset..i * stride + offset + width]
+            .copy_from_slice(&src[i * width..(i + 1) * width]);
+    }
+}
+
+fn packed(what: &'static str, n_heads: usize, width: usize) -> Result<usize> {
+    n_heads.checked_mul(width).ok_or(Error::DimensionOverflow { what })
+}
+
+/// `n_heads` softmax heads of one shape over packed `q, k` (`n x (h d_k)`) and `v` (`n x (h d_v)`),
+/// sharing the optional additive `n x n` mask; output `n x (h d_v)`, `lse` `h x n`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MultiHeadSoftmax<T> {
+    /// Number of heads `h`.
+    pub n_heads: usize,
+    /// The shape and options every head shares.
+    pub head: SoftmaxAttention<T>,
+}
+
+impl<T: Scalar> MultiHeadSoftmax<T> {
+    fn gathered_len(&self) -> usize {
+        let h = &self.head;
+        h.d_k.saturating_add(h.d_v).saturating_mul(2).saturating_mul(h.n_tokens)
+    }
+
+    /// Workspace elements of [`forward`](Self::forward): `n (2 d_k + 2 d_v)` plus one head's.
+    pub fn forward_workspace_len(&self) -> usize {
+        self.gathered_len().saturating_add(self.head.forward_workspace_len())
+    }
+
+    /// Workspace elements of [`backward`](Self::backward): `n (4 d_k + 5 d_v)` plus one head's.
+    pub fn backward_workspace_len(&self) -> usize {
+        let h = &self.head;
+        let grads =
+            h.d_k.saturating_mul(2).saturating_add(h.d_v.saturating_mul(3)).saturating_mul(h.n_tokens);
+        self.gathered_len().saturating_add(grads).saturating_add(h.backward_workspace_len())
+    }
+
+    fn check(&self, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
+        let h = &self.head;
+        let qk_cols = packed("q", self.n_heads, h.d_k)?;
+        let v_cols = packed("v", self.n_heads, h.d_v)?;
+        check_matrix("q", q.len(), h.n_tokens, qk_cols)?;
+        check_matrix("k", k.len(), h.n_tokens, qk_cols)?;
+        check_matrix("v", v.len(), h.n_tokens, v_cols)?;
+        Ok((qk_cols, v_cols))
+    }
+
+    /// Every head's [`SoftmaxAttention::forward`], on its columns of the packed inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (qk_cols, v_cols) = self.check(q, k, v)?;
+        let h = &self.head;
+        let n = h.n_tokens;
+        check_matrix("out", out.len(), n, v_cols)?;
+        check_matrix("lse", lse.len(), self.n_heads, n)?;
+        check_workspace(workspace.len(), self.forward_workspace_len())?;
+        if n == 0 {
+            return Ok(()); // nothing to compute, whatever the number of heads
+        }
+        let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
+        let (k_h, rest) = rest.split_at_mut(n * h.d_k);
+        let (v_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (out_h, rest) = rest.split_at_mut(n * h.d_v);
+        for t in 0..self.n_heads {
+            gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
+            gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
+            gather(n, v_cols, t * h.d_v, h.d_v, v, v_h);
+            h.forward(q_h, k_h, v_h, mask, out_h, &mut lse[t * n..(t + 1) * n], rest)?;
+            scatter(n, v_cols, t * h.d_v, h.d_v, out_h, out);
+        }
+        Ok(())
+    }
+
+    /// Every head's [`SoftmaxAttention::backward`]; gradients packed like their inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &[T],
+        lse: &[T],
+        d_out: &[T],
+        grads: SoftmaxGrads<'_, T>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (qk_cols, v_cols) = self.check(q, k, v)?;
+        let h = &self.head;
+        let n = h.n_tokens;
+        check_matrix("out", out.len(), n, v_cols)?;
+        check_matrix("lse", lse.len(), self.n_heads, n)?;
+        check_matrix("d_out", d_out.len(), n, v_cols)?;
+        check_matrix("d_q", grads.d_q.len(), n, qk_cols)?;
+        check_matrix("d_k", grads.d_k.len(), n, qk_cols)?;
+        check_matrix("d_v", grads.d_v.len(), n, v_cols)?;
+        check_workspace(workspace.len(), self.backward_workspace_len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
+        let (k_h, rest) = rest.split_at_mut(n * h.d_k);
+        let (v_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (out_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (d_out_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (d_q_h, rest) = rest.split_at_mut(n * h.d_k);
+        let (d_k_h, rest) = rest.split_at_mut(n * h.d_k);
+        let (d_v_h, rest) = rest.split_at_mut(n * h.d_v);
+        for t in 0..self.n_heads {
+            gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
+            gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
+            gather(n, v_cols, t * h.d_v, h.d_v, v, v_h);
+            gather(n, v_cols, t * h.d_v, h.d_v, out, out_h);
+            gather(n, v_cols, t * h.d_v, h.d_v, d_out, d_out_h);
+            let head_grads = SoftmaxGrads { d_q: &mut *d_q_h, d_k: &mut *d_k_h, d_v: &mut *d_v_h };
+            h.backward(q_h, k_h, v_h, mask, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)?;
+            scatter(n, qk_cols, t * h.d_k, h.d_k, d_q_h, grads.d_q);
+            scatter(n, qk_cols, t * h.d_k, h.d_k, d_k_h, grads.d_k);
+            scatter(n, v_cols, t * h.d_v, h.d_v, d_v_h, grads.d_v);
+        }
+        Ok(())
+    }
+}
+
+/// `n_heads` [`AttentionHead`]s of one shape (standard or S-D) reading the same tokens `x`
+/// (`n x d_model`); parameters packed head after head (`h * param_len`), output `n x (h d_v)`
+/// (heads side by side), `lse` `h x n`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MultiHead<T> {
+    /// Number of heads `h`.
+    pub n_heads: usize,
+    /// The shape and options every head shares.
+    pub head: AttentionHead<T>,
+}
+
+impl<T: Scalar> MultiHead<T> {
+    /// Total parameters: `h * head.param_len()` (`usize::MAX` if that overflows).
+    pub fn param_len(&self) -> usize {
+        self.n_heads.saturating_mul(self.head.param_len())
+    }
+
+    /// Workspace elements of [`forward`](Self::forward) for `n_tokens`: `n d_v` plus one head's.
+    pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
+        n_tokens.saturating_mul(self.head.d_v).saturating_add(self.head.forward_workspace_len(n_tokens))
+    }
+
+    /// Workspace elements of [`backward`](Self::backward): `n (2 d_v + d_model)` plus one head's.
+    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+        let own = self.head.d_v.saturating_mul(2).saturating_add(self.head.d_model).saturating_mul(n_tokens);
+        own.saturating_add(self.head.backward_workspace_len(n_tokens))
+    }
+
+    fn check(&self, params: &[T]) -> Result<usize> {
+        let p = self.head.param_len();
+        check_matrix("params", params.len(), self.n_heads, p)?;
+        packed("out", self.n_heads, self.head.d_v)
+    }
+
+    /// Every head's [`AttentionHead::forward`] on `x`, outputs side by side.
+    pub fn forward(
+        &self,
+        n_tokens: usize,
+        x: &[T],
+        params: &[T],
+        out: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let out_cols = self.check(params)?;
+        let (n, d_v, p) = (n_tokens, self.head.d_v, self.head.param_len());
+        check_matrix("x", x.len(), n, self.head.d_model)?;
+        check_matrix("out", out.len(), n, out_cols)?;
+        check_matrix("lse", lse.len(), self.n_heads, n)?;
+        check_workspace(workspace.len(), self.forward_workspace_len(n))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (out_h, rest) = workspace.split_at_mut(n * d_v);
+        for t in 0..self.n_heads {
+            let head_params = &params[t * p..(t + 1) * p];
+            self.head.forward(n, x, head_params, out_h, &mut lse[t * n..(t + 1) * n], rest)?;
+            scatter(n, out_cols, t * d_v, d_v, out_h, out);
+        }
+        Ok(())
+    }
+
+    /// Every head's [`AttentionHead::backward`]: `d_x` is the sum over heads, `d_params` packed
+    /// like `params`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        n_tokens: usize,
+        x: &[T],
+        params: &[T],
+        out: &[T],
+        lse: &[T],
+        d_out: &[T],
+        grads: HeadGrads<'_, T>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let out_cols = self.check(params)?;
+        let (n, d_v, p, d) = (n_tokens, self.head.d_v, self.head.param_len(), self.head.d_model);
+        check_matrix("x", x.len(), n, d)?;
+        check_matrix("out", out.len(), n, out_cols)?;
+        check_matrix("lse", lse.len(), self.n_heads, n)?;
+        check_matrix("d_out", d_out.len(), n, out_cols)?;
+        check_matrix("d_x", grads.d_x.len(), n, d)?;
+        check_len("d_params", grads.d_params.len(), params.len())?;
+        check_workspace(workspace.len(), self.backward_workspace_len(n))?;
+        grads.d_x.fill(T::zero());
+        if n == 0 {
+            grads.d_params.fill(T::zero()); // no tokens: every gradient is zero
+            return Ok(());
+        }
+        let (out_h, rest) = workspace.split_at_mut(n * d_v);
+        let (d_out_h, rest) = rest.split_at_mut(n * d_v);
+        let (d_x_h, rest) = rest.split_at_mut(n * d);
+        for t in 0..self.n_heads {
+            gather(n, out_cols, t * d_v, d_v, out, out_h);
+            gather(n, out_cols, t * d_v, d_v, d_out, d_out_h);
+            let head_grads =
+                HeadGrads { d_x: &mut *d_x_h, d_params: &mut grads.d_params[t * p..(t + 1) * p] };
+            let head_params = &params[t * p..(t + 1) * p];
+            self.head.backward(
+                n,
+                x,
+                head_params,
+                out_h,
+                &lse[t * n..(t + 1) * n],
+                d_out_h,
+                head_grads,
+                rest,
+            )?;
+            crate::kernel::axpy(T::one(), d_x_h, grads.d_x);
+        }
+        Ok(())
+    }
+}
