@@ -4,104 +4,98 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 use sd_attention::attention::multihead::{MultiHead, MultiHeadSoftmax};
-use sd_attention::attention::sd::{spectrum_check_workspace_len, spectrum_is_stable, AttentionHead, HeadGrads};
+use sd_attention::attention::sd::{
+    spectrum_check_workspace_len, spectrum_is_stable, AttentionHead, HeadGrads,
+};
 use sd_attention::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use sd_attention::attention::Causality;
 
-/// Takes bytes off the front of the input.
-struct Input<'a>(&'a [u8]);
+/// A slice whose length is usually the one the dimensions imply, sometimes off by a little; its
+/// values are NaN, -inf, 1e4 (huge logits) or smooth values in [-0.5, 0.5).
+fn values(input: &mut Input, wanted: usize) -> Vec<f32> {
+    let len = match input.byte() % 8 {
+        0 => input.byte() as usize,
+        1 => wanted.saturating_add(1),
+        2 => wanted.saturating_sub(1),
+        _ => wanted,
+    }
+    .min(1 << 16);
+    let raw = input.byte();
+    (0..len)
+        .map(|i| match raw {
+            0 => f32::NAN,
+            1 => f32::NEG_INFINITY,
+            2 => 1e4,
+            _ => ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 24) as f32 - 0.5,
+        })
+        .collect()
+}
 
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
-        self.0 = rest;
-        *first
-    }
-    /// A small dimension, with a rare huge one to exercise overflow checks.
-    fn dim(&mut self) -> usize {
-        match self.byte() {
-            255 => usize::MAX / 3,
-            254 => 300, // more than one key tile
-            b => (b % 20) as usize,
-        }
-    }
-    /// A slice whose length is usually the one the dimensions imply, sometimes off by a little.
-    fn values(&mut self, wanted: usize) -> Vec<f32> {
-        let len = match self.byte() % 8 {
-            0 => self.byte() as usize,
-            1 => wanted.saturating_add(1),
-            2 => wanted.saturating_sub(1),
-            _ => wanted,
-        }
-        .min(1 << 16);
-        let raw = self.byte();
-        (0..len)
-            .map(|i| match raw {
-                0 => f32::NAN,
-                1 => f32::NEG_INFINITY,
-                2 => 1e4,
-                _ => ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 24) as f32 - 0.5,
-            })
-            .collect()
-    }
-    fn causality(&mut self) -> Causality {
-        if self.byte() % 2 == 0 {
-            Causality::Causal
-        } else {
-            Causality::Bidirectional
-        }
+fn causality(input: &mut Input) -> Causality {
+    if input.byte() % 2 == 0 {
+        Causality::Causal
+    } else {
+        Causality::Bidirectional
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input(data);
-    let (n, d_k, d_v) = (input.dim(), input.dim(), input.dim());
-    let causality = input.causality();
+    let mut input = Input::new(data);
+    let (n, d_k, d_v) =
+        (input.dim_or_large(20, 300), input.dim_or_large(20, 300), input.dim_or_large(20, 300));
+    let causality = causality(&mut input);
     let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality);
     let nk = n.saturating_mul(d_k);
     let nv = n.saturating_mul(d_v);
-    let (q, k, v) = (input.values(nk), input.values(nk), input.values(nv));
-    let mask = if input.byte() % 2 == 0 { Some(input.values(n.saturating_mul(n))) } else { None };
-    let mut out = input.values(nv);
-    let mut lse = input.values(n);
+    let (q, k, v) = (values(&mut input, nk), values(&mut input, nk), values(&mut input, nv));
+    let mask = if input.byte() % 2 == 0 { Some(values(&mut input, n.saturating_mul(n))) } else { None };
+    let mut out = values(&mut input, nv);
+    let mut lse = values(&mut input, n);
     let ws_len = head.backward_workspace_len().max(head.forward_workspace_len());
     let mut ws = vec![0f32; ws_len - (input.byte() % 2) as usize];
     let _ = head.forward(&q, &k, &v, mask.as_deref(), &mut out, &mut lse, &mut ws);
-    let d_out = input.values(nv);
-    let (mut dq, mut dk, mut dv) = (input.values(nk), input.values(nk), input.values(nv));
+    let d_out = values(&mut input, nv);
+    let (mut dq, mut dk, mut dv) = (values(&mut input, nk), values(&mut input, nk), values(&mut input, nv));
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
     let _ = head.backward(&q, &k, &v, mask.as_deref(), &out, &lse, &d_out, grads, &mut ws);
 
     // Multi-head softmax over packed columns.
-    let n_heads = input.dim();
+    let n_heads = input.dim_or_large(20, 300);
     let multi = MultiHeadSoftmax { n_heads, head };
     let mut ws = vec![0f32; multi.backward_workspace_len().max(multi.forward_workspace_len()).min(1 << 20)];
-    let (qm, km, vm) = (input.values(nk.saturating_mul(n_heads)), input.values(nk.saturating_mul(n_heads)), input.values(nv.saturating_mul(n_heads)));
-    let mut out = input.values(nv.saturating_mul(n_heads));
-    let mut lse = input.values(n.saturating_mul(n_heads));
+    let (qm, km, vm) = (
+        values(&mut input, nk.saturating_mul(n_heads)),
+        values(&mut input, nk.saturating_mul(n_heads)),
+        values(&mut input, nv.saturating_mul(n_heads)),
+    );
+    let mut out = values(&mut input, nv.saturating_mul(n_heads));
+    let mut lse = values(&mut input, n.saturating_mul(n_heads));
     let _ = multi.forward(&qm, &km, &vm, None, &mut out, &mut lse, &mut ws);
 
     // Heads of both kinds, alone and packed.
-    let d_model = input.dim();
+    let d_model = input.dim_or_large(20, 300);
     let kind = input.byte();
-    let (r, q_rank) = (input.dim(), input.dim());
+    let (r, q_rank) = (input.dim_or_large(20, 300), input.dim_or_large(20, 300));
     let attention_head = if kind % 2 == 0 {
         AttentionHead::<f32>::routing_filtering(d_model, r, q_rank, d_v, causality)
     } else {
         AttentionHead::<f32>::standard(d_model, r, d_v, causality)
     };
-    let x = input.values(n.saturating_mul(d_model));
-    let params = input.values(attention_head.param_len());
-    let mut out = input.values(nv);
-    let mut lse = input.values(n);
+    let x = values(&mut input, n.saturating_mul(d_model));
+    let params = values(&mut input, attention_head.param_len());
+    let mut out = values(&mut input, nv);
+    let mut lse = values(&mut input, n);
     let mut ws = vec![0f32; attention_head.backward_workspace_len(n).min(1 << 20)];
     let _ = attention_head.forward(n, &x, &params, &mut out, &mut lse, &mut ws);
-    let d_out = input.values(nv);
-    let (mut d_x, mut d_params) = (input.values(x.len()), input.values(params.len()));
+    let d_out = values(&mut input, nv);
+    let (mut d_x, mut d_params) = (values(&mut input, x.len()), values(&mut input, params.len()));
     let grads = HeadGrads { d_x: &mut d_x, d_params: &mut d_params };
     let _ = attention_head.backward(n, &x, &params, &out, &lse, &d_out, grads, &mut ws);
-    let mut kernel = input.values(d_model.saturating_mul(d_model));
+    let mut kernel = values(&mut input, d_model.saturating_mul(d_model));
     if attention_head.kernel_dense(&params, &mut kernel).is_ok() {
         let mut ws = vec![0f32; spectrum_check_workspace_len(d_model).min(1 << 20)];
         let stable = spectrum_is_stable(d_model, &kernel, 1e-4, &mut ws);
@@ -111,9 +105,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let multi = MultiHead { n_heads, head: attention_head };
-    let params = input.values(multi.param_len());
-    let mut out = input.values(nv.saturating_mul(n_heads));
-    let mut lse = input.values(n.saturating_mul(n_heads));
+    let params = values(&mut input, multi.param_len());
+    let mut out = values(&mut input, nv.saturating_mul(n_heads));
+    let mut lse = values(&mut input, n.saturating_mul(n_heads));
     let mut ws = vec![0f32; multi.forward_workspace_len(n).min(1 << 20)];
     let _ = multi.forward(n, &x, &params, &mut out, &mut lse, &mut ws);
 });

@@ -4,6 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 use sd_attention::dense::Update;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions};
@@ -16,37 +19,11 @@ use sd_attention::model::norm::{norm_backward, norm_forward, NormKind};
 use sd_attention::train::clip::clip_global_norm;
 use sd_attention::train::corpus::Corpus;
 
-/// Takes bytes off the front of the input.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
-        self.0 = rest;
-        *first
-    }
-    /// A small dimension, with a rare huge one to exercise overflow checks.
-    fn dim(&mut self) -> usize {
-        match self.byte() {
-            255 => usize::MAX / 3,
-            b => (b % 12) as usize,
-        }
-    }
-    fn values(&mut self) -> Vec<f32> {
-        let len = self.byte() as usize;
-        (0..len).map(|_| f32::from_le_bytes([self.byte(), self.byte(), 0, self.byte()])).collect()
-    }
-    fn bytes(&mut self) -> Vec<u8> {
-        let len = self.byte() as usize;
-        (0..len).map(|_| self.byte()).collect()
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input(data);
-    let (n, d, e) = (input.dim(), input.dim(), input.dim());
-    let (a, b, c) = (input.values(), input.values(), input.values());
-    let (mut out, mut grad, mut work) = (input.values(), input.values(), input.values());
+    let mut input = Input::new(data);
+    let (n, d, e) = (input.dim(12), input.dim(12), input.dim(12));
+    let (a, b, c) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
+    let (mut out, mut grad, mut work) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
     let tokens = input.bytes();
     let _ = linear_forward(n, d, e, &a, &b, Some(&c), &mut out);
     let _ =
@@ -59,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let mlp = MlpParams { w_1: &a, b_1: &b, w_2: &c, b_2: &a };
     let _ = mlp_forward(n, d, e, mlp, &b, &mut out, &mut work);
-    let mut w1 = input.values();
-    let mut b1 = input.values();
+    let mut w1 = input.f32_vec(1);
+    let mut b1 = input.f32_vec(1);
     let grads = MlpGrads { w_1: &mut w1, b_1: &mut b1, w_2: &mut grad, b_2: &mut work };
     let _ = mlp_backward(n, d, e, mlp, &a, &c, &b, &mut out, Update::Accumulate, grads, &mut []);
     let _ = embed_forward(d, &tokens, &a, Some(&b), &mut out);
@@ -71,14 +48,14 @@ fuzz_target!(|data: &[u8]| {
     let kinds = [
         AttentionKind::Softmax,
         AttentionKind::Linear,
-        AttentionKind::Sd { routing_rank: input.dim(), filtering_rank: input.dim() },
+        AttentionKind::Sd { routing_rank: input.dim(12), filtering_rank: input.dim(12) },
     ];
-    let layers = input.dim();
+    let layers = input.dim(12);
     let config = ModelConfig {
         d_model: d,
         n_layers: layers,
-        n_heads: input.dim(),
-        d_head: input.dim(),
+        n_heads: input.dim(12),
+        d_head: input.dim(12),
         d_mlp: e,
         context_len: n,
         attention: (0..layers.min(16)).map(|l| kinds[l % 3]).collect(),
@@ -89,6 +66,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(layout) = ParamLayout::new(&config) {
         assert_eq!(layout.total, config.param_counts().unwrap().total);
     }
-    let manifest = String::from_utf8_lossy(input.0);
+    let manifest = String::from_utf8_lossy(input.rest());
     let _ = Corpus::new(tokens.clone(), tokens, &manifest);
 });

@@ -5,6 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 use sd_attention::factored::FactoredKernel;
 use sd_attention::lanczos::{extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions};
 use sd_attention::operator::{DenseSymmetric, FnOperator, RoutingGram};
@@ -12,58 +15,29 @@ use sd_attention::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOp
 use sd_attention::spectrum::head_spectrum;
 use sd_attention::tridiagonal::tridiagonal_eigen;
 
-/// Takes bytes off the front of the input.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
-        self.0 = rest;
-        *first
-    }
-    /// A small dimension, with a rare huge one to exercise overflow checks.
-    fn dim(&mut self) -> usize {
-        match self.byte() {
-            255 => usize::MAX / 3,
-            b => (b % 24) as usize,
-        }
-    }
-    /// A vector whose length and values come from the input (bit patterns: NaN and infinities
-    /// appear).
-    fn values(&mut self, len: usize) -> Vec<f64> {
-        (0..len.min(1 << 12))
-            .map(|_| {
-                let b = [self.byte(), self.byte(), 0, 0, 0, 0, self.byte(), self.byte()];
-                f64::from_le_bytes(b)
-            })
-            .collect()
-    }
-    fn len_near(&mut self, exact: usize) -> usize {
-        match self.byte() % 4 {
-            0 => exact.saturating_sub(1),
-            1 => exact.saturating_add(1),
-            _ => exact,
-        }
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input(data);
-    let n = input.dim();
-    let steps = input.dim();
+    let mut input = Input::new(data);
+    let n = input.dim(24);
+    let steps = input.dim(24);
     let seed = input.byte() as u64;
-    let len = input.len_near(n.saturating_mul(n));
-    let matrix = input.values(len);
+    let len = input.len_near(n.saturating_mul(n), 1 << 12);
+    let matrix = input.f64_bits((len).min(1 << 12));
     let work_len = input.byte() as usize * 16;
     let mut workspace = vec![0.0; work_len];
     let mut values = vec![0.0; input.byte() as usize % 32];
     if let Ok(mut op) = DenseSymmetric::new(n, &matrix) {
-        let options = LanczosOptions { max_steps: steps, largest: input.dim() % 3, smallest: input.dim() % 3, tol: 1e-8, seed };
+        let options = LanczosOptions {
+            max_steps: steps,
+            largest: input.dim(24) % 3,
+            smallest: input.dim(24) % 3,
+            tol: 1e-8,
+            seed,
+        };
         if let Ok(info) = lanczos(&mut op, &options, &mut values, None, &mut workspace) {
             assert!(info.steps <= values.len() && info.steps + info.inferred_zeros <= n);
         }
         let _ = extreme_eigenvalues(&mut op, 1e-8, steps, seed, &mut workspace);
-        let slq = SlqOptions { probes: input.dim() % 8, steps, seed };
+        let slq = SlqOptions { probes: input.dim(24) % 8, steps, seed };
         let _ = slq_trace(&mut op, |x| x, &slq, &mut workspace);
         let _ = slq_effective_rank(&mut op, SingularValuesFrom::Eigenvalues, &slq, &mut workspace);
     }
@@ -72,18 +46,23 @@ fuzz_target!(|data: &[u8]| {
             *yi = if i + 1 < x.len() { x[i + 1] } else { 0.0 } - if i > 0 { x[i - 1] } else { 0.0 };
         }
     });
-    let _ = skew_singular_values(&mut skew, &LanczosOptions { max_steps: steps, seed, ..Default::default() }, &mut values, &mut workspace);
+    let _ = skew_singular_values(
+        &mut skew,
+        &LanczosOptions { max_steps: steps, seed, ..Default::default() },
+        &mut values,
+        &mut workspace,
+    );
     // Tridiagonal solver with arbitrary lengths.
-    let mut diag = input.values(n);
-    let off_len = input.len_near(n.saturating_sub(1));
-    let mut offdiag = input.values(off_len);
-    let rows = input.dim() % 3;
-    let mut vectors = vec![0.0; input.len_near(rows.saturating_mul(n)).min(1 << 12)];
+    let mut diag = input.f64_bits((n).min(1 << 12));
+    let off_len = input.len_near(n.saturating_sub(1), 1 << 12);
+    let mut offdiag = input.f64_bits((off_len).min(1 << 12));
+    let rows = input.dim(24) % 3;
+    let mut vectors = vec![0.0; input.len_near(rows.saturating_mul(n), 1 << 12).min(1 << 12)];
     let _ = tridiagonal_eigen(&mut diag, &mut offdiag, &mut vectors, rows);
     // Heads.
-    let d_head = input.dim();
-    let w_len = input.len_near(n.saturating_mul(d_head));
-    let (w_q, w_k) = (input.values(w_len), input.values(w_len));
+    let d_head = input.dim(24);
+    let w_len = input.len_near(n.saturating_mul(d_head), 1 << 12);
+    let (w_q, w_k) = (input.f64_bits((w_len).min(1 << 12)), input.f64_bits((w_len).min(1 << 12)));
     if let Ok(head) = FactoredKernel::new(n, d_head, &w_q, &w_k) {
         let _ = head_spectrum(&head, &mut workspace);
         let mut scratch = vec![0.0; input.byte() as usize * 4];
