@@ -29,6 +29,13 @@ impl Update {
     }
 }
 
+/// The shape contract of [`gemm`]: `a` holds `m k`, `b` `k n`, `c` `m n` elements.
+fn check_gemm_shapes(m: usize, k: usize, n: usize, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
+    check_matrix("a", a_len, m, k)?;
+    check_matrix("b", b_len, k, n)?;
+    check_matrix("c", c_len, m, n)
+}
+
 /// General matrix product `C = alpha * op(A) op(B) + beta * C`.
 ///
 /// `op(A)` is `m x k` and `a` is stored `m x k` (`op_a = No`) or `k x m` (`op_a = Yes`); `op(B)` is
@@ -48,9 +55,7 @@ pub fn gemm<T: Scalar>(
     beta: T,
     c: &mut [T],
 ) -> Result<()> {
-    check_matrix("a", a.len(), m, k)?;
-    check_matrix("b", b.len(), k, n)?;
-    check_matrix("c", c.len(), m, n)?;
+    check_gemm_shapes(m, k, n, a.len(), b.len(), c.len())?;
     kernel::gemm(m, k, n, alpha, a, op_a, b, op_b, beta, c);
     Ok(())
 }
@@ -72,9 +77,7 @@ pub fn gemm_portable<T: Scalar>(
     beta: T,
     c: &mut [T],
 ) -> Result<()> {
-    check_matrix("a", a.len(), m, k)?;
-    check_matrix("b", b.len(), k, n)?;
-    check_matrix("c", c.len(), m, n)?;
+    check_gemm_shapes(m, k, n, a.len(), b.len(), c.len())?;
     kernel::gemm_portable(m, k, n, alpha, a, op_a, b, op_b, beta, c);
     Ok(())
 }
