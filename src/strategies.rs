@@ -78,8 +78,28 @@ pub fn square_matrix<T: Scalar>(size: Range<usize>, scale: f64) -> BoxedStrategy
         .boxed()
 }
 
-/// `rows x cols` column-orthonormal `f64` matrix (`cols <= rows`), by Gram–Schmidt applied twice
-/// to Gaussian columns.
+/// A random `rows x cols` column-orthonormal `f64` matrix (`cols <= rows`) from `seed`: Gram–Schmidt
+/// applied twice to Gaussian columns (orthonormal to a few `rows eps`).
+pub fn random_orthonormal_columns(rows: usize, cols: usize, seed: u64) -> Vec<f64> {
+    orthonormal_columns(rows, cols, &mut SplitMix64::new(seed))
+}
+
+/// `Q diag(values) Q^T` with a random orthogonal `Q` from `seed`: an exactly symmetric
+/// `n x n` matrix (`n = values.len()`) whose spectrum is `values` up to a few `n eps max |value|`.
+pub fn symmetric_with_spectrum(values: &[f64], seed: u64) -> Vec<f64> {
+    let n = values.len();
+    let q = random_orthonormal_columns(n, n, seed);
+    let mut a = std::vec![0.0; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let entry: f64 = (0..n).map(|k| q[i * n + k] * values[k] * q[j * n + k]).sum();
+            a[i * n + j] = entry;
+            a[j * n + i] = entry;
+        }
+    }
+    a
+}
+
 fn orthonormal_columns(rows: usize, cols: usize, rng: &mut SplitMix64) -> Vec<f64> {
     let mut q = gaussian(rows * cols, 1.0, rng);
     for j in 0..cols {

@@ -102,56 +102,10 @@ pub fn jacobi_singular_values(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
     sigma
 }
 
-/// A random orthogonal `n x n` matrix (rows orthonormal): modified Gram–Schmidt, twice, on
-/// normal rows.
-pub fn random_orthogonal(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = sd_attention::rng::SplitMix64::new(seed);
-    let mut q: Vec<f64> = (0..n * n).map(|_| rng.normal()).collect();
-    for i in 0..n {
-        for _pass in 0..2 {
-            for j in 0..i {
-                let dot: f64 = (0..n).map(|k| q[i * n + k] * q[j * n + k]).sum();
-                for k in 0..n {
-                    q[i * n + k] -= dot * q[j * n + k];
-                }
-            }
-        }
-        let norm: f64 = (0..n).map(|k| q[i * n + k] * q[i * n + k]).sum::<f64>().sqrt();
-        for k in 0..n {
-            q[i * n + k] /= norm;
-        }
-    }
-    q
-}
-
-/// `Q^T diag(values) Q` with a random orthogonal `Q`: symmetric with exactly the given spectrum
-/// (up to rounding, a few `n eps max|value|`).
-pub fn symmetric_with_spectrum(values: &[f64], seed: u64) -> Vec<f64> {
-    let n = values.len();
-    let q = random_orthogonal(n, seed);
-    let mut a = vec![0.0; n * n];
-    for (r, &lambda) in values.iter().enumerate() {
-        if lambda == 0.0 {
-            continue;
-        }
-        let row = &q[r * n..(r + 1) * n];
-        for i in 0..n {
-            let li = lambda * row[i];
-            for j in 0..n {
-                a[i * n + j] += li * row[j];
-            }
-        }
-    }
-    // Exact symmetry.
-    for i in 0..n {
-        for j in i + 1..n {
-            let mean = 0.5 * (a[i * n + j] + a[j * n + i]);
-            a[i * n + j] = mean;
-            a[j * n + i] = mean;
-        }
-    }
-    a
-}
+/// Symmetric matrices with a prescribed spectrum come from the public strategies module, the one
+/// generator of structured matrices in the crate.
+#[allow(unused_imports)]
+pub use sd_attention::strategies::symmetric_with_spectrum;
 
 /// The spectra the Lanczos tests run on, for size `n`: (name, values).
 pub fn test_spectra(n: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
