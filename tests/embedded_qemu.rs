@@ -311,8 +311,8 @@ fn bounded_sd_forward(sequence: &SequenceInputs) -> (Vec<Bounded>, Vec<Bounded>)
     }
     let scale = Bounded::exact(1.0).div(Bounded::exact((2 * r + q) as f32).sqrt());
     let (mut out, mut lse) = (Vec::new(), Vec::new());
-    for i in 0..N_TOKENS {
-        let logits: Vec<Bounded> = (0..=i).map(|j| dot(&qh[i], &kh[j]).mul(scale)).collect();
+    for (i, q_i) in qh.iter().enumerate() {
+        let logits: Vec<Bounded> = kh[..=i].iter().map(|k_j| dot(q_i, k_j).mul(scale)).collect();
         let row_max = logits.iter().skip(1).fold(logits[0], |m, &a| m.max(a));
         // The exp bound holds for arguments in [-86.5, 0]; these are far inside.
         assert!(logits.iter().all(|a| a.v - row_max.v - a.e - row_max.e > -86.5));
@@ -321,7 +321,7 @@ fn bounded_sd_forward(sequence: &SequenceInputs) -> (Vec<Bounded>, Vec<Bounded>)
         let row_sum = sum(weights.iter().copied());
         let inverse = Bounded::exact(1.0).div(row_sum);
         for t in 0..D_V {
-            let column: Vec<Bounded> = (0..=i).map(|j| vp[j][t]).collect();
+            let column: Vec<Bounded> = vp[..=i].iter().map(|v_j| v_j[t]).collect();
             out.push(dot(&weights, &column).mul(inverse));
         }
         lse.push(row_max.add(row_sum.ln()));
