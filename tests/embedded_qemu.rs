@@ -27,20 +27,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::rounding::{dot, exact, sum, Bounded};
+use common::jacobi::jacobi_singular_values;
+use common::rounding::{dot, exact, gamma, sum, Bounded, CRATE_EXP_F32_REL, U32};
 use inputs::{
-    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, D_HEAD, D_MODEL, KNOWN_SPECTRUM, TAG,
+    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, SequenceInputs, D_HEAD, D_K, D_MODEL,
+    D_V, KNOWN_SPECTRUM, N_TOKENS, RANK_FILTERING, RANK_ROUTING, TAG,
 };
-use sd_attention::erank::{default_rank_tolerance, effective_ranks};
+use sd_attention::attention::linear::State;
+use sd_attention::attention::sd::AttentionHead;
+use sd_attention::attention::softmax::forward_flops;
+use sd_attention::attention::Causality;
+use sd_attention::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
 use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
 use sd_attention::split::energies;
 
-/// The firmware's sections that are still placeholders (`SDA pending <section>`) until their
-/// kernels land. When one lands, remove it here, add `check_<section>` below and call it from
-/// `firmware_matches_the_host`; a section that prints results without a check fails the test.
-const PENDING_SECTIONS: [&str; 3] = ["sd_forward", "linear_stream", "routing_spectrum"];
-/// Sections with results checked here.
-const CHECKED_SECTIONS: [&str; 3] = ["split", "routing", "erank"];
+/// Sections with results checked here; a section that prints results without a check fails the
+/// test (as does a `SDA pending <section>` placeholder: every section of issue 6 has landed).
+const CHECKED_SECTIONS: [&str; 6] =
+    ["split", "routing", "erank", "sd_forward", "linear_stream", "routing_spectrum"];
+/// `eps` of the firmware's linear-attention stream (`LINEAR_EPS` in main.rs): the same `f32` value on
+/// both sides, taken as exact.
+const LINEAR_EPS: f32 = 1e-6;
 /// Seconds the emulated run may take (it takes well under one).
 const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -237,13 +245,29 @@ fn bounded_products(
 /// `p_k = (sigma_k/l)/t`: entropy `exp(-sum p ln p)`, participation `(sum r)^2 / sum r^2` with
 /// `r_k = (sigma_k/l)^2`, stable `sum r`.
 fn bounded_eranks(sigma: &[f32]) -> [Bounded; 3] {
-    let largest = sigma.iter().fold(0.0f32, |m, &s| m.max(s));
-    let largest = Bounded::exact(largest);
-    let scaled: Vec<Bounded> = sigma.iter().map(|&s| Bounded::exact(s).div(largest)).collect();
+    bounded_eranks_of(&exact(sigma))
+}
+
+/// [`bounded_eranks`] of values that carry errors themselves. A value whose bound does not exclude
+/// zero (`v <= e`, e.g. a singular value that is zero in exact arithmetic) may be computed as `0`
+/// (the crate skips `p = 0` in the entropy) or as a tiny positive `p`: its term `-p ln p` then lies
+/// in `[0, p_max |ln p_max|]` (increasing on `[0, 1/e]`), with `p_max` the bound on the computed `p`.
+fn bounded_eranks_of(sigma: &[Bounded]) -> [Bounded; 3] {
+    let largest = sigma.iter().fold(Bounded::exact(0.0), |m, &s| m.max(s));
+    let scaled: Vec<Bounded> = sigma.iter().map(|s| s.div(largest)).collect();
     let total = sum(scaled.iter().copied());
-    let entropy = sum(scaled.iter().filter(|s| s.v > 0.0).map(|s| {
-        let p = s.div(total);
-        p.mul(p.ln())
+    let entropy = sum(scaled.iter().map(|s| {
+        if s.mag() == 0.0 {
+            // An exact zero: skipped by the crate.
+            Bounded::exact(0.0)
+        } else if s.v > s.e {
+            let p = s.div(total);
+            p.mul(p.ln())
+        } else {
+            let p_max = Bounded { v: 0.0, e: s.e }.div(total).mag();
+            assert!(p_max < (-1.0f64).exp(), "p_max {p_max} too large for the monotone bound");
+            Bounded { v: 0.0, e: p_max * p_max.ln().abs() }
+        }
     }));
     // exp(-entropy); the crate clamps the entropy at 0 first (a no-op here: entropy > 0 by far).
     let entropy_rank = Bounded { v: -entropy.v, e: entropy.e }.exp();
@@ -251,6 +275,125 @@ fn bounded_eranks(sigma: &[f32]) -> [Bounded; 3] {
     let second = sum(squares.iter().copied());
     let fourth = sum(squares.iter().map(|r| r.mul(*r)));
     [entropy_rank, second.mul(second).div(fourth), second]
+}
+
+/// The S-D head forward (`AttentionHead::routing_filtering`, causal) as the crate computes it, with
+/// `x_j` the tokens and `U, V, C, W_V` the parameters:
+/// * projections `a = X U`, `b = X V`, `c = X C`, `Vp = X W_V`: dots of length `d_model` of exact
+///   inputs; `Qh = [a, b, c]`, `Kh = [b, -a, -c]` (copies and negations, exact);
+/// * `scale = 1 / sqrt(2r + q)` in `f32` (`sqrt` and reciprocal both round);
+/// * logits `A_ij = scale (Qh_i . Kh_j)` for `j <= i` (gemm with `alpha = scale`: the dot, then one
+///   product);
+/// * one tile holds all 8 keys, so the online softmax is one pass: `m_i = max_j A_ij` (no rounding:
+///   a computed maximum is off by at most the largest error), `p_ij = exp(A_ij - m_i)` through the
+///   crate's own `f32` exp ([`CRATE_EXP_F32_REL`]), `s_i = sum_j p_ij` (the rescaling by
+///   `exp(-inf) = 0` of the empty accumulator is exact), `acc_i = sum_j p_ij Vp_j`;
+/// * `out_i = acc_i * (1 / s_i)` (reciprocal, then product), `lse_i = m_i + ln s_i`.
+fn bounded_sd_forward(sequence: &SequenceInputs) -> (Vec<Bounded>, Vec<Bounded>) {
+    let (d, r, q) = (D_MODEL, RANK_ROUTING, RANK_FILTERING);
+    let params = exact(&sequence.sd_params);
+    let x = exact(&sequence.x);
+    // Blocks [U (d x r), V (d x r), C (d x q), W_V (d x d_v)], row-major.
+    let offsets = [0, d * r, 2 * d * r, d * (2 * r + q)];
+    let project = |block: usize, cols: usize, i: usize, col: usize| {
+        let column: Vec<Bounded> = (0..d).map(|row| params[offsets[block] + row * cols + col]).collect();
+        dot(&x[i * d..(i + 1) * d], &column)
+    };
+    let negate = |b: Bounded| Bounded { v: -b.v, e: b.e };
+    let (mut qh, mut kh, mut vp) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..N_TOKENS {
+        let a: Vec<Bounded> = (0..r).map(|t| project(0, r, i, t)).collect();
+        let b: Vec<Bounded> = (0..r).map(|t| project(1, r, i, t)).collect();
+        let c: Vec<Bounded> = (0..q).map(|t| project(2, q, i, t)).collect();
+        qh.push([a.clone(), b.clone(), c.clone()].concat());
+        kh.push([b, a.into_iter().map(negate).collect(), c.into_iter().map(negate).collect()].concat());
+        vp.push((0..D_V).map(|t| project(3, D_V, i, t)).collect::<Vec<_>>());
+    }
+    let scale = Bounded::exact(1.0).div(Bounded::exact((2 * r + q) as f32).sqrt());
+    let (mut out, mut lse) = (Vec::new(), Vec::new());
+    for (i, q_i) in qh.iter().enumerate() {
+        let logits: Vec<Bounded> = kh[..=i].iter().map(|k_j| dot(q_i, k_j).mul(scale)).collect();
+        let row_max = logits.iter().skip(1).fold(logits[0], |m, &a| m.max(a));
+        // The exp bound holds for arguments in [-86.5, 0]; these are far inside.
+        assert!(logits.iter().all(|a| a.v - row_max.v - a.e - row_max.e > -86.5));
+        let weights: Vec<Bounded> =
+            logits.iter().map(|a| a.sub(row_max).exp_with_relative_error(CRATE_EXP_F32_REL)).collect();
+        let row_sum = sum(weights.iter().copied());
+        let inverse = Bounded::exact(1.0).div(row_sum);
+        for t in 0..D_V {
+            let column: Vec<Bounded> = vp[..=i].iter().map(|v_j| v_j[t]).collect();
+            out.push(dot(&weights, &column).mul(inverse));
+        }
+        lse.push(row_max.add(row_sum.ln()));
+    }
+    (out, lse)
+}
+
+/// `phi(x) = elu(x) + 1`: `x + 1` (one addition) for `x > 0`, else `expf(x)` (libm).
+fn bounded_phi(x: f32) -> Bounded {
+    if x > 0.0 {
+        Bounded::exact(x).add(Bounded::exact(1.0))
+    } else {
+        Bounded::exact(x).exp()
+    }
+}
+
+/// The recurrent stream (`State::step`, SPEC section 6) operation by operation: per token,
+/// `z_p += phi(k_p)`, `S_pv += phi(k_p) v_v`, `den = sum_p phi(q_p) z_p + eps`,
+/// `out_v = (sum_p phi(q_p) S_pv) / den`. The state's errors carry from token to token.
+fn bounded_linear_stream(sequence: &SequenceInputs) -> Vec<Bounded> {
+    let zero = Bounded::exact(0.0);
+    let (mut s, mut z) = (vec![zero; D_K * D_V], vec![zero; D_K]);
+    let mut out = Vec::new();
+    for t in 0..N_TOKENS {
+        let (q, k, v) = (
+            &sequence.q[t * D_K..(t + 1) * D_K],
+            &sequence.k[t * D_K..(t + 1) * D_K],
+            &sequence.v[t * D_V..(t + 1) * D_V],
+        );
+        let (mut den_terms, mut num_terms) = (Vec::new(), vec![Vec::new(); D_V]);
+        for p in 0..D_K {
+            let (weight_k, weight_q) = (bounded_phi(k[p]), bounded_phi(q[p]));
+            z[p] = z[p].add(weight_k);
+            den_terms.push(weight_q.mul(z[p]));
+            for c in 0..D_V {
+                s[p * D_V + c] = s[p * D_V + c].add(weight_k.mul(Bounded::exact(v[c])));
+                num_terms[c].push(weight_q.mul(s[p * D_V + c]));
+            }
+        }
+        let den = sum(den_terms).add(Bounded::exact(LINEAR_EPS));
+        out.extend(num_terms.into_iter().map(|terms| sum(terms).div(den)));
+    }
+    out
+}
+
+/// Absolute bound on the error of each singular value of routing `S` from the crate's Lanczos
+/// (`routing_singular_values`) in `f32`, and the dense `f64` singular values of `S` it applies to.
+///
+/// Weyl: if the computed values are the exact singular values of `S + E`, each is within `||E||_2`
+/// of the matching (sorted) exact one. `E` has two parts:
+/// * the products `y = S x` from the factors: `u = W_K^T x` has `|u' - u| <= gamma(d) |W_K|^T |x|`,
+///   then `W_Q u'` adds `gamma(h)`: `|(W_Q u)' - W_Q u| <= gamma(d + h) |W_Q| |W_K|^T |x|`; the
+///   difference of the two terms rounds once more and the halving is exact, so
+///   `|y' - y| <= gamma(d + h + 1) (|W_Q||W_K|^T + |W_K||W_Q|^T) |x| / 2`, in norm at most
+///   `gamma(d + h + 1) ||W_Q||_F ||W_K||_F ||x||` (`|| |A| ||_2 <= ||A||_F`);
+/// * the Lanczos recurrence itself (full reorthogonalization, two Gram-Schmidt passes, the
+///   tridiagonal eigensolver): its computed Ritz values are those of a perturbation of norm of the
+///   level at which the crate declares breakdown, `8 sqrt(n) eps ||S||_2` (the model behind
+///   src/lanczos.rs's breakdown test and the f32-vs-f64 checks of tests/lanczos.rs and
+///   tests/spectrum.rs; `eps = 2u`). Unlike the others, this term is the standard model for
+///   Lanczos with full reorthogonalization, not an operation-by-operation worst case.
+fn routing_spectrum_reference(inputs: &inputs::HeadInputs) -> (Vec<f64>, f64) {
+    let (w_q, w_k) = (common::widen(&inputs.w_q), common::widen(&inputs.w_k));
+    let head = FactoredKernel::new(D_MODEL, D_HEAD, &w_q, &w_k).unwrap();
+    let mut s = vec![0.0; D_MODEL * D_MODEL];
+    head.to_dense(Part::Routing, &mut s).unwrap();
+    let mut sigma = jacobi_singular_values(D_MODEL, D_MODEL, &s);
+    sigma.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    let frobenius = |w: &[f64]| w.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let products = gamma(D_MODEL + D_HEAD + 1) * frobenius(&w_q) * frobenius(&w_k);
+    let lanczos = 8.0 * (D_MODEL as f64).sqrt() * (2.0 * U32) * sigma[0];
+    (sigma, products + lanczos)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,20 +502,20 @@ fn check_printed(printed: &Printed) {
     check_split(printed, &inputs);
     check_routing(printed, &inputs);
     check_erank(printed);
+    let sequence = sequence_inputs();
+    check_sd_forward(printed, &sequence);
+    check_linear_stream(printed, &sequence);
+    check_routing_spectrum(printed, &inputs);
 
     for section in printed.sections() {
-        let known = ["begin", "input", "stack", "heap", "pending", "end"].contains(&section)
+        let known = ["begin", "input", "stack", "heap", "end"].contains(&section)
             || CHECKED_SECTIONS.contains(&section);
         assert!(known, "the firmware printed section `{section}`, which this test does not check");
     }
-    for section in PENDING_SECTIONS {
-        assert!(printed.has("pending", section), "section {section} is neither pending nor checked");
-        println!("  {section:<34} pending: its kernel has not landed on this branch");
-    }
     for section in CHECKED_SECTIONS.iter().chain(&["total"]) {
         let bytes = printed.integer("stack", section);
-        // The firmware itself fails when a part reaches the bottom of its 256 KiB painted window.
-        assert!(bytes > 0 && bytes < 256 * 1024, "stack {section}: {bytes} bytes");
+        // The firmware itself fails when a part reaches the bottom of its 1 MiB painted window.
+        assert!(bytes > 0 && bytes < 1024 * 1024, "stack {section}: {bytes} bytes");
         println!("  peak stack {section:<23} {bytes} bytes");
     }
     assert_eq!(printed.integer("heap", "total"), 0, "the firmware has no allocator");
@@ -412,8 +555,23 @@ fn host_output() -> String {
         format!("erank known_spectrum {}", join(&[ranks.entropy, ranks.participation_ratio, ranks.stable])),
         format!("erank numerical_rank {}", ranks.numerical),
     ];
-    lines.extend(["split", "routing", "erank", "total"].map(|s| format!("stack {s} 100")));
-    lines.extend(PENDING_SECTIONS.map(|s| format!("pending {s}")));
+    let sequence = sequence_inputs();
+    let (out, lse) = host_sd_forward::<f32>(&sequence);
+    lines.push(format!("sd_forward out {}", join(&out)));
+    lines.push(format!("sd_forward lse {}", join(&lse)));
+    lines.push(format!("sd_forward workspace {}", sd_head::<f32>().forward_workspace_len(N_TOKENS)));
+    lines.push(format!("sd_forward flops {}", sd_forward_flops()));
+    lines.push(format!("linear_stream out {}", join(&host_linear_stream::<f32>(&sequence))));
+    lines.push(format!("linear_stream state_bytes {}", 4 * (D_K * D_V + D_K)));
+    lines.push(format!("linear_stream flops {}", linear_stream_flops()));
+    let spectrum = host_routing_spectrum::<f32>(&inputs.w_q, &inputs.w_k);
+    lines.push(format!("routing_spectrum sigma {}", join(&spectrum.sigma[..spectrum.steps])));
+    lines.push(format!("routing_spectrum steps {} {}", spectrum.steps, spectrum.inferred_zeros));
+    let r = &spectrum.ranks;
+    lines.push(format!("routing_spectrum erank {}", join(&[r.entropy, r.participation_ratio, r.stable])));
+    lines.push(format!("routing_spectrum numerical_rank {}", r.numerical));
+    lines.push(format!("routing_spectrum workspace {}", head_values_workspace_len(D_MODEL, D_HEAD)));
+    lines.extend(CHECKED_SECTIONS.iter().chain(&["total"]).map(|s| format!("stack {s} 100")));
     lines.extend(["heap total 0".to_string(), "end ok".to_string()]);
     lines.iter().map(|l| format!("{TAG} {l}\n")).collect()
 }
@@ -423,14 +581,43 @@ fn checks_accept_the_host_f32_output() {
     check_printed(&Printed::parse(&host_output()));
 }
 
+/// The host output with the first value of `SDA <section> <name>` moved by `delta`.
+fn host_output_moved(section: &str, name: &str, delta: f32) -> String {
+    let text = host_output();
+    let prefix = format!("{TAG} {section} {name} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+    let first = line[prefix.len()..].split(' ').next().unwrap();
+    let moved =
+        format!("{prefix}{:e}{}", first.parse::<f32>().unwrap() + delta, &line[prefix.len() + first.len()..]);
+    text.replace(line, &moved)
+}
+
 #[test]
 #[should_panic(expected = "differs from the f64 reference")]
 fn checks_reject_a_value_outside_its_bound() {
     // rho of the dense split is about 0.46 with a bound of about 1.5e-5: 1e-4 is outside.
-    let text = host_output();
-    let rho = text.lines().find(|l| l.contains("rho_dense")).unwrap().split(' ').nth(3).unwrap();
-    let moved = rho.parse::<f32>().unwrap() + 1e-4;
-    check_printed(&Printed::parse(&text.replace(rho, &format!("{moved:e}"))));
+    check_printed(&Printed::parse(&host_output_moved("split", "rho_dense", 1e-4)));
+}
+
+#[test]
+#[should_panic(expected = "S-D out[0]: 6.1")]
+fn checks_reject_an_sd_forward_output_outside_its_bound() {
+    // out[0] is about 0.61 with a bound of a few 1e-5: 1e-3 is outside.
+    check_printed(&Printed::parse(&host_output_moved("sd_forward", "out", 1e-3)));
+}
+
+#[test]
+#[should_panic(expected = "linear out[0]: 1.7")]
+fn checks_reject_a_linear_stream_output_outside_its_bound() {
+    // out[0] is about 0.17 with a bound below 1e-6: 1e-5 is outside.
+    check_printed(&Printed::parse(&host_output_moved("linear_stream", "out", 1e-5)));
+}
+
+#[test]
+#[should_panic(expected = "sigma(S)[0]: 7.6")]
+fn checks_reject_a_singular_value_outside_its_bound() {
+    // sigma_1 is about 0.76 with a bound of about 8e-6: 1e-4 is outside.
+    check_printed(&Printed::parse(&host_output_moved("routing_spectrum", "sigma", 1e-4)));
 }
 
 fn check_split(printed: &Printed, inputs: &inputs::HeadInputs) {
@@ -554,5 +741,204 @@ proptest::proptest! {
         let scaled = Bounded::exact(positive).div(Bounded::exact(25.0));
         let exp = scaled.exp();
         proptest::prop_assert!(((positive / 25.0).exp() as f64 - exp.v).abs() <= exp.tolerance());
+        let root = p.sqrt();
+        proptest::prop_assert!((positive.sqrt() as f64 - root.v).abs() <= root.tolerance());
+        // The crate's own f32 exp (softmax path) on arguments in [-86.5, 0], the domain of its bound
+        // (the softmax kernels shift by the row maximum; below -86.5 results flush to zero).
+        let shift_f32 = 4.0 + positive * 0.78; // in [4, 82]: arguments in [-86, 0]
+        let shift = Bounded::exact(shift_f32);
+        let mut shifted = a.clone();
+        <f32 as sd_attention::Scalar>::exp_shifted_sum(&mut shifted, shift_f32);
+        for (&x, &y) in a.iter().zip(&shifted) {
+            let bound = Bounded::exact(x).sub(shift).exp_with_relative_error(CRATE_EXP_F32_REL);
+            proptest::prop_assert!((y as f64 - bound.v).abs() <= bound.tolerance(), "exp({x} - {shift:?})");
+        }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parts (a), (b), (c): the crate on the host, the bounded references, and the checks.
+
+/// The firmware's S-D head: causal, `d_model = 16`, `r = q = 2`, `d_v = 4`.
+fn sd_head<T: sd_attention::Scalar>() -> AttentionHead<T> {
+    AttentionHead::routing_filtering(D_MODEL, RANK_ROUTING, RANK_FILTERING, D_V, Causality::Causal)
+}
+
+/// Projections `2 n d_model (2r + q + d_v)` plus the softmax forward's count (as the firmware).
+fn sd_forward_flops() -> u64 {
+    let width = 2 * RANK_ROUTING + RANK_FILTERING;
+    (2 * N_TOKENS * D_MODEL * (width + D_V)) as u64 + forward_flops(N_TOKENS, width, D_V, Causality::Causal)
+}
+
+/// `State::step`'s `4 d_k d_v + 4 d_k` per token plus `d_v` divisions (as the firmware).
+fn linear_stream_flops() -> u64 {
+    (N_TOKENS * (4 * D_K * D_V + 4 * D_K + D_V)) as u64
+}
+
+/// `(out, lse)` of the S-D head forward on the host in precision `T`.
+fn host_sd_forward<T: sd_attention::Scalar>(sequence: &SequenceInputs) -> (Vec<T>, Vec<T>) {
+    let cast = |v: &[f32]| v.iter().map(|&x| T::from(x).unwrap()).collect::<Vec<T>>();
+    let head = sd_head::<T>();
+    let (mut out, mut lse) = (vec![T::zero(); N_TOKENS * D_V], vec![T::zero(); N_TOKENS]);
+    let mut workspace = vec![T::zero(); head.forward_workspace_len(N_TOKENS)];
+    head.forward(
+        N_TOKENS,
+        &cast(&sequence.x),
+        &cast(&sequence.sd_params),
+        &mut out,
+        &mut lse,
+        &mut workspace,
+    )
+    .unwrap();
+    (out, lse)
+}
+
+/// The outputs of the recurrent stream on the host in precision `T`, one `State::step` per token.
+fn host_linear_stream<T: sd_attention::Scalar>(sequence: &SequenceInputs) -> Vec<T> {
+    let cast = |v: &[f32]| v.iter().map(|&x| T::from(x).unwrap()).collect::<Vec<T>>();
+    let (q, k, v) = (cast(&sequence.q), cast(&sequence.k), cast(&sequence.v));
+    let (mut s, mut z) = (vec![T::zero(); D_K * D_V], vec![T::zero(); D_K]);
+    let mut state = State::new(D_K, D_V, &mut s, &mut z).unwrap();
+    let mut out = vec![T::zero(); N_TOKENS * D_V];
+    let eps = T::from(LINEAR_EPS).unwrap();
+    for t in 0..N_TOKENS {
+        let (q_t, k_t, v_t) =
+            (&q[t * D_K..(t + 1) * D_K], &k[t * D_K..(t + 1) * D_K], &v[t * D_V..(t + 1) * D_V]);
+        state.step(q_t, k_t, v_t, eps, &mut out[t * D_V..(t + 1) * D_V]).unwrap();
+    }
+    out
+}
+
+struct HostSpectrum<T> {
+    sigma: Vec<T>,
+    steps: usize,
+    inferred_zeros: usize,
+    ranks: EffectiveRanks<T>,
+}
+
+/// Lanczos singular values of the head's routing part and their effective ranks (as the firmware).
+fn host_routing_spectrum<T: sd_attention::Scalar>(w_q: &[T], w_k: &[T]) -> HostSpectrum<T> {
+    let head = FactoredKernel::new(D_MODEL, D_HEAD, w_q, w_k).unwrap();
+    let mut sigma = vec![T::zero(); head_spectrum_steps(D_MODEL, D_HEAD)];
+    let mut workspace = vec![T::zero(); head_values_workspace_len(D_MODEL, D_HEAD)];
+    let info = routing_singular_values(&head, &mut sigma, &mut workspace).unwrap();
+    let ranks = effective_ranks(&sigma[..info.steps], default_rank_tolerance::<T>(D_MODEL, D_MODEL)).unwrap();
+    HostSpectrum { sigma, steps: info.steps, inferred_zeros: info.inferred_zeros, ranks }
+}
+
+/// `|a - b| <= 1e-12 max(|b|, 1)` for every pair: the bounded reference (the formula in `f64`) and
+/// the crate's own `f64` result agree to rounding.
+fn assert_f64_agrees(what: &str, reference: &[Bounded], crate_f64: &[f64]) {
+    assert_eq!(reference.len(), crate_f64.len(), "{what}");
+    for (i, (r, &c)) in reference.iter().zip(crate_f64).enumerate() {
+        assert!(
+            (r.v - c).abs() <= 1e-12 * c.abs().max(1.0),
+            "{what}[{i}]: f64 reference {} vs crate f64 {c}",
+            r.v
+        );
+    }
+}
+
+fn check_sd_forward(printed: &Printed, sequence: &SequenceInputs) {
+    let (out, lse) = bounded_sd_forward(sequence);
+    let (out64, lse64) = host_sd_forward::<f64>(sequence);
+    assert_f64_agrees("sd_forward out", &out, &out64);
+    assert_f64_agrees("sd_forward lse", &lse, &lse64);
+    let (out32, lse32) = host_sd_forward::<f32>(sequence);
+    let (mut vs_f64, mut vs_host) = (Worst::default(), Worst::default());
+    compare("S-D out", &printed.floats("sd_forward", "out"), &out32, &out, &mut vs_f64, &mut vs_host);
+    compare("S-D lse", &printed.floats("sd_forward", "lse"), &lse32, &lse, &mut vs_f64, &mut vs_host);
+    assert_eq!(
+        printed.integer("sd_forward", "workspace") as usize,
+        sd_head::<f32>().forward_workspace_len(N_TOKENS)
+    );
+    assert_eq!(printed.integer("sd_forward", "flops"), sd_forward_flops());
+    vs_f64.report("sd_forward vs f64");
+    vs_host.report("sd_forward vs host f32");
+}
+
+fn check_linear_stream(printed: &Printed, sequence: &SequenceInputs) {
+    let reference = bounded_linear_stream(sequence);
+    assert_f64_agrees("linear_stream out", &reference, &host_linear_stream::<f64>(sequence));
+    let host = host_linear_stream::<f32>(sequence);
+    let (mut vs_f64, mut vs_host) = (Worst::default(), Worst::default());
+    compare(
+        "linear out",
+        &printed.floats("linear_stream", "out"),
+        &host,
+        &reference,
+        &mut vs_f64,
+        &mut vs_host,
+    );
+    // The state: S (d_k x d_v) and z (d_k) in f32, nothing else.
+    assert_eq!(printed.integer("linear_stream", "state_bytes") as usize, 4 * (D_K * D_V + D_K));
+    assert_eq!(printed.integer("linear_stream", "flops"), linear_stream_flops());
+    vs_f64.report("linear_stream vs f64");
+    vs_host.report("linear_stream vs host f32");
+}
+
+fn check_routing_spectrum(printed: &Printed, inputs: &inputs::HeadInputs) {
+    let (dense, tau) = routing_spectrum_reference(inputs);
+    // The crate's f64 Lanczos agrees with the dense one-sided Jacobi reference.
+    let (w_q64, w_k64) = (common::widen(&inputs.w_q), common::widen(&inputs.w_k));
+    let host64 = host_routing_spectrum::<f64>(&w_q64, &w_k64);
+    let mut sigma64 = host64.sigma[..host64.steps].to_vec();
+    sigma64.resize(D_MODEL, 0.0);
+    for (k, (a, b)) in sigma64.iter().zip(&dense).enumerate() {
+        assert!((a - b).abs() <= 1e-12 * dense[0], "f64 Lanczos sigma_{k} {a} vs dense Jacobi {b}");
+    }
+    // The whole singular spectrum: the printed Ritz values, then the inferred zeros.
+    let words = printed.words("routing_spectrum", "steps");
+    let (steps, zeros): (usize, usize) = (words[0].parse().unwrap(), words[1].parse().unwrap());
+    assert_eq!(steps + zeros, D_MODEL, "Ritz values and inferred zeros make the whole spectrum");
+    let mut firmware = printed.floats("routing_spectrum", "sigma");
+    assert_eq!(firmware.len(), steps);
+    firmware.resize(D_MODEL, 0.0);
+    let host32 = host_routing_spectrum::<f32>(&inputs.w_q, &inputs.w_k);
+    let mut host = host32.sigma[..host32.steps].to_vec();
+    host.resize(D_MODEL, 0.0);
+    let reference: Vec<Bounded> = dense.iter().map(|&v| Bounded { v, e: tau }).collect();
+    let (mut vs_f64, mut vs_host) = (Worst::default(), Worst::default());
+    compare("sigma(S)", &firmware, &host, &reference, &mut vs_f64, &mut vs_host);
+    vs_f64.report("routing_spectrum sigma vs f64");
+    vs_host.report("routing_spectrum sigma vs host f32");
+
+    // Effective ranks of the values the firmware used (its Ritz values; the inferred zeros add
+    // nothing), each within tau of the dense value, then the crate's formulas with their rounding.
+    let ranks = bounded_eranks_of(&reference[..steps]);
+    let ranks64 = effective_ranks(&dense[..steps], default_rank_tolerance::<f64>(D_MODEL, D_MODEL)).unwrap();
+    let crate64 = [ranks64.entropy, ranks64.participation_ratio, ranks64.stable];
+    for (r, c) in ranks.iter().zip(crate64) {
+        assert!((r.v - c).abs() <= 1e-12 * c, "erank reference {} vs crate f64 {c}", r.v);
+    }
+    let r32 = &host32.ranks;
+    let (mut vs_f64, mut vs_host) = (Worst::default(), Worst::default());
+    compare(
+        "erank(S) (entropy, participation, stable)",
+        &printed.floats("routing_spectrum", "erank"),
+        &[r32.entropy, r32.participation_ratio, r32.stable],
+        &ranks,
+        &mut vs_f64,
+        &mut vs_host,
+    );
+    vs_f64.report("routing_spectrum erank vs f64");
+    vs_host.report("routing_spectrum erank vs host f32");
+    // Numerical rank #{sigma > tol sigma_max}: every dense value farther than the bounds from the
+    // threshold is counted (or not) with certainty; values within them may go either way.
+    let threshold = default_rank_tolerance::<f32>(D_MODEL, D_MODEL) as f64 * dense[0];
+    let threshold_error = default_rank_tolerance::<f32>(D_MODEL, D_MODEL) as f64 * tau + U32 * threshold;
+    let margin = tau + threshold_error;
+    let surely = dense.iter().filter(|&&s| s > threshold + margin).count();
+    let maybe = dense.iter().filter(|&&s| s > threshold - margin).count();
+    let numerical = printed.integer("routing_spectrum", "numerical_rank") as usize;
+    assert!((surely..=maybe).contains(&numerical), "numerical rank {numerical} outside {surely}..={maybe}");
+    assert_eq!(ranks64.numerical, 2 * D_HEAD, "rank(S) = 2 d_head for generic factors");
+    println!(
+        "  routing_spectrum numerical rank     {numerical} (certain bounds {surely}..={maybe}; f64: {})",
+        ranks64.numerical
+    );
+    assert_eq!(
+        printed.integer("routing_spectrum", "workspace") as usize,
+        head_values_workspace_len(D_MODEL, D_HEAD)
+    );
 }

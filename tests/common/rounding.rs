@@ -14,6 +14,10 @@
 //!   the computed quotient.
 //! * `ln`, `exp` (libm's `logf`/`expf`, documented below 1 ulp, so within `2 u` relative): the
 //!   propagated error by the mean value theorem plus `2 u` of the bound on the result.
+//! * the crate's own `f32` exponential over slices (`Scalar::exp_shifted_sum`, src/exp.rs, used by
+//!   the softmax kernels): relative error at most [`CRATE_EXP_F32_REL`] (derivation there).
+//! * `sqrt` (IEEE, correctly rounded): `|sqrt(a') - sqrt(a)| <= e_a / (sqrt(v_a - e_a) + sqrt(v_a))`,
+//!   plus `u` of the bound on the result.
 //! * halving is exact (no underflow at the magnitudes used).
 //!
 //! The `f64` reference itself rounds too, with the same bounds at `u64 = 2^-53`; [`Bounded::tolerance`]
@@ -24,6 +28,22 @@
 pub const U32: f64 = 1.0 / (1u64 << 24) as f64;
 /// Unit roundoff of `f64`.
 pub const U64: f64 = 1.0 / (1u64 << 53) as f64;
+
+/// Relative error bound of the crate's `f32` `exp` over slices (src/exp.rs, `exp1`) for arguments in
+/// `[-86.5, 0]` (the softmax kernels shift by the row maximum, so their arguments are `<= 0`):
+/// * reduction `x = k ln2 + r`: `k LN2_HI` is exact (17-bit constant, `|k| <= 125`); the two
+///   subtractions and `k LN2_LO` round, and `LN2_LO` is `ln2 - LN2_HI` to `u` relative: `|r' - r|
+///   <= u (|r| + |x - k LN2_HI|) + 3 u |k LN2_LO| <= u` for `|r| <= 0.35` (`|k| 1.43e-6 <= 1.8e-4`),
+///   which moves `e^r` by at most `(e^u - 1) <= 1.01 u` relative;
+/// * Horner on the degree-7 Taylor polynomial with coefficients rounded to `f32` (one more relative
+///   `u` each): `|p' - p(r)| <= gamma(15) sum |c_i| |r|^i <= gamma(15) e^|r|` (Higham, Thm 5.1),
+///   relative to `p(r) >= e^-|r|` that is `gamma(15) e^(2 |r|) <= 2.014 gamma(15) = 30.2 u`;
+/// * truncation `|r|^8 / 8! e^|r|`, relative `<= 0.35^8 / 40320 e^0.7 = 1.1e-8 = 0.19 u`;
+/// * the scaling by `2^k` is exact (results stay normal above `e^-86.5 = 2.7e-38`).
+///
+/// Total `31.4 u`, rounded up to `32 u`. (Fused multiply-adds only remove roundings. The crate's own
+/// test measures below `6 u` on a dense grid: the bound is a worst case.)
+pub const CRATE_EXP_F32_REL: f64 = 32.0 * U32;
 
 /// `gamma(k) = k u / (1 - k u)` for `f32`.
 pub fn gamma(k: usize) -> f64 {
@@ -89,9 +109,23 @@ impl Bounded {
 
     /// `exp a` through `expf`.
     pub fn exp(self) -> Self {
+        self.exp_with_relative_error(2.0 * U32)
+    }
+
+    /// `exp a` through an implementation with relative error at most `relative` (e.g.
+    /// [`CRATE_EXP_F32_REL`]).
+    pub fn exp_with_relative_error(self, relative: f64) -> Self {
         let r = self.v.exp();
         let propagated = r * self.e.exp_m1();
-        Bounded { v: r, e: propagated + 2.0 * U32 * (r + propagated) }
+        Bounded { v: r, e: propagated + relative * (r + propagated) }
+    }
+
+    /// `sqrt a` (`a >= 0` within its bound).
+    pub fn sqrt(self) -> Self {
+        assert!(self.v >= self.e, "square root of {self:?} may be of a negative number");
+        let r = self.v.sqrt();
+        let propagated = if self.e == 0.0 { 0.0 } else { self.e / ((self.v - self.e).sqrt() + r) };
+        Bounded { v: r, e: propagated + U32 * (r + propagated) }
     }
 
     /// `max(a, b)` (no rounding; the error is at most the larger of the two).

@@ -38,7 +38,7 @@ pub const RANK_ROUTING: usize = 2;
 /// Filtering rank `q` of the S-D head of part (a): `D = -C C^T`, `C`: `D_MODEL x q`.
 pub const RANK_FILTERING: usize = 2;
 /// Parameters of that S-D head, `U, V, C, W_V`: `D_MODEL (2 r + q + D_V)` (the firmware checks this
-/// against the head's own `param_len()` once it exists).
+/// against the head's own `param_len()`).
 pub const SD_PARAM_LEN: usize = D_MODEL * (2 * RANK_ROUTING + RANK_FILTERING + D_V);
 /// Key width of the linear-attention stream of part (b).
 pub const D_K: usize = 4;
@@ -66,7 +66,7 @@ pub fn head_inputs() -> HeadInputs {
     inputs
 }
 
-/// Inputs of the parts still to come: a sequence `x` (`N_TOKENS x D_MODEL`) with the parameters of
+/// Inputs of the attention parts: a sequence `x` (`N_TOKENS x D_MODEL`) with the parameters of
 /// an S-D head (part (a)), and queries, keys, values (`N_TOKENS x D_K`, `x D_K`, `x D_V`) streamed one
 /// token at a time through recurrent ELU+1 linear attention (part (b)).
 pub struct SequenceInputs {

@@ -7,14 +7,15 @@
 //! run ends with `SDA end ok` and a zero exit status, or `SDA end fail` / `SDA panic` and a nonzero
 //! one (QEMU's exit status).
 //!
-//! Parts still to come, each where its `pending(...)` call stands in `main` now (see the comments
-//! there): (a) S-D head forward (`sd_attention::attention::sd`), (b) recurrent ELU+1 linear
-//! attention, one token at a time (`sd_attention::attention::linear`), (c) Lanczos singular values
-//! and erank of the routing part of the fixed head. Each is one `#[inline(never)] fn <section>_part
-//! (...) -> Result<Report, Error>` on fixed-size arrays (workspace lengths as constants, checked
-//! against the kernel's `*_workspace_len` so a mismatch is an error, not an overflow), one
-//! `report_<section>` printing `SDA <section> <name> <values>`, and one `run(...)` line; the host test
-//! gets the matching `check_<section>`.
+//! Parts: the routing/filtering split, matrix-free products and effective ranks of a fixed head;
+//! (a) an S-D head forward on a fixed sequence (`sd_attention::attention::sd`); (b) recurrent ELU+1
+//! linear attention, one token at a time (`sd_attention::attention::linear::State`); (c) Lanczos
+//! singular values of the fixed head's routing part and their effective ranks
+//! (`sd_attention::spectrum`). Each is one `#[inline(never)] fn <section>_part(...) -> Result<Report,
+//! Error>` on fixed-size arrays (workspace lengths as constants, checked against the kernel's
+//! `*_workspace_len` so a mismatch is an error, not an overflow), one `report_<section>` printing
+//! `SDA <section> <name> <values>`, and one `run(...)` line; the host test has the matching
+//! `check_<section>`.
 
 #![no_std]
 #![no_main]
@@ -27,14 +28,19 @@ use core::panic::PanicInfo;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};
+use sd_attention::attention::linear::State;
+use sd_attention::attention::sd::AttentionHead;
+use sd_attention::attention::softmax::{forward_flops, TILE_K, TILE_Q};
+use sd_attention::attention::Causality;
 use sd_attention::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
 use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
 use sd_attention::split::{energies, split, Energies};
 use sd_attention::{dense, Error};
 
 use inputs::{
-    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, HeadInputs, D_HEAD, D_MODEL,
-    KNOWN_SPECTRUM, TAG,
+    fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, HeadInputs, SequenceInputs, D_HEAD, D_K,
+    D_MODEL, D_V, KNOWN_SPECTRUM, N_TOKENS, RANK_FILTERING, RANK_ROUTING, SD_PARAM_LEN, TAG,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -86,8 +92,8 @@ fn floats<'a>(values: &'a [f32]) -> impl FnOnce(&mut Line) -> core::fmt::Result 
 /// The pattern painted over free stack.
 const PAINT: u32 = 0x5DA5_5DA5;
 /// How far below the current stack pointer is painted (and so the largest use that can be seen;
-/// a part that reaches the bottom fails the run). Painting 256 KiB takes QEMU a few milliseconds.
-const STACK_WINDOW: usize = 256 * 1024;
+/// a part that reaches the bottom fails the run). The S-D forward alone takes about 260 KiB.
+const STACK_WINDOW: usize = 1024 * 1024;
 /// Bytes left unpainted just below the painting function's own stack pointer.
 const PAINT_MARGIN: usize = 16;
 
@@ -263,17 +269,159 @@ fn report_erank(r: &EffectiveRanks<f32>) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Part 4: S-D head forward on a fixed sequence (SPEC section 5).
+
+/// Width `2r + q` of the S-D head's projected queries and keys.
+const SD_QK_WIDTH: usize = 2 * RANK_ROUTING + RANK_FILTERING;
+/// Workspace of `AttentionHead::forward` for `N_TOKENS` tokens, as its documentation gives it:
+/// projections `n (3 w + d_v)` (S-D) plus the softmax forward's tile workspace, `TILE_Q TILE_K +
+/// 2 TILE_Q` whatever `n` is. Checked against `forward_workspace_len` at run time (a mismatch is an
+/// error). When the tiles adapt to `n`, this constant (and the part's stack) shrinks with them.
+const SD_FORWARD_WORKSPACE: usize = N_TOKENS * (3 * SD_QK_WIDTH + D_V) + TILE_Q * TILE_K + 2 * TILE_Q;
+
+struct SdForwardReport {
+    /// `softmax_row(Qh Kh^T scale + causal mask) X W_V`, `N_TOKENS x D_V`.
+    out: [f32; N_TOKENS * D_V],
+    /// Per-row log-sum-exp of the logits.
+    lse: [f32; N_TOKENS],
+    /// Workspace elements the kernel asked for.
+    workspace: usize,
+}
+
+#[inline(never)]
+fn sd_forward_part(sequence: &SequenceInputs) -> Result<SdForwardReport, Error> {
+    let head = AttentionHead::<f32>::routing_filtering(
+        D_MODEL,
+        RANK_ROUTING,
+        RANK_FILTERING,
+        D_V,
+        Causality::Causal,
+    );
+    if head.param_len() != SD_PARAM_LEN {
+        return Err(Error::ShapeMismatch {
+            what: "sd_params",
+            expected: head.param_len(),
+            got: SD_PARAM_LEN,
+        });
+    }
+    let needed = head.forward_workspace_len(N_TOKENS);
+    if needed != SD_FORWARD_WORKSPACE {
+        return Err(Error::WorkspaceTooSmall { needed, got: SD_FORWARD_WORKSPACE });
+    }
+    let mut workspace = [0.0f32; SD_FORWARD_WORKSPACE];
+    let mut report = SdForwardReport { out: [0.0; N_TOKENS * D_V], lse: [0.0; N_TOKENS], workspace: needed };
+    head.forward(
+        N_TOKENS,
+        &sequence.x,
+        &sequence.sd_params,
+        &mut report.out,
+        &mut report.lse,
+        &mut workspace,
+    )?;
+    Ok(report)
+}
+
+fn report_sd_forward(r: &SdForwardReport) -> bool {
+    // Projections X U, X V, X C, X W_V (2 n d_model each column), then the softmax head's own count
+    // (logits and P V over the n (n + 1) / 2 visible pairs).
+    let (n, d) = (N_TOKENS as u64, D_MODEL as u64);
+    let flops =
+        2 * n * d * (SD_QK_WIDTH + D_V) as u64 + forward_flops(N_TOKENS, SD_QK_WIDTH, D_V, Causality::Causal);
+    emit("sd_forward", "out", floats(&r.out))
+        & emit("sd_forward", "lse", floats(&r.lse))
+        & emit("sd_forward", "workspace", |l| write!(l, " {}", r.workspace))
+        & emit("sd_forward", "flops", |l| write!(l, " {flops}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 5: ELU+1 linear attention, recurrent, one token at a time (SPEC section 6).
+
+/// `eps` of the denominator `phi(q)^T z + eps` (the SPEC's default).
+const LINEAR_EPS: f32 = 1e-6;
+
+struct LinearStreamReport {
+    /// Output of each token as it arrives, `N_TOKENS x D_V`.
+    out: [f32; N_TOKENS * D_V],
+    /// Bytes of the state after the stream: `S` (`D_K x D_V`) and `z` (`D_K`).
+    state_bytes: usize,
+}
+
+#[inline(never)]
+fn linear_stream_part(sequence: &SequenceInputs) -> Result<LinearStreamReport, Error> {
+    // The whole state of the stream: nothing else survives from one token to the next.
+    let (mut s, mut z) = ([0.0f32; D_K * D_V], [0.0f32; D_K]);
+    let state_bytes = core::mem::size_of_val(&s) + core::mem::size_of_val(&z);
+    let mut state = State::new(D_K, D_V, &mut s, &mut z)?;
+    let mut out = [0.0f32; N_TOKENS * D_V];
+    for t in 0..N_TOKENS {
+        let (q, k) = (&sequence.q[t * D_K..(t + 1) * D_K], &sequence.k[t * D_K..(t + 1) * D_K]);
+        let v = &sequence.v[t * D_V..(t + 1) * D_V];
+        state.step(q, k, v, LINEAR_EPS, &mut out[t * D_V..(t + 1) * D_V])?;
+    }
+    Ok(LinearStreamReport { out, state_bytes })
+}
+
+fn report_linear_stream(r: &LinearStreamReport) -> bool {
+    // Per token (State::step): 4 d_k d_v + 4 d_k, and d_v divisions (phi not counted).
+    let flops = (N_TOKENS * (4 * D_K * D_V + 4 * D_K + D_V)) as u64;
+    emit("linear_stream", "out", floats(&r.out))
+        & emit("linear_stream", "state_bytes", |l| write!(l, " {}", r.state_bytes))
+        & emit("linear_stream", "flops", |l| write!(l, " {flops}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 6: Lanczos singular values of the fixed head's routing part and their erank (SPEC 2, 3).
+
+/// `head_spectrum_steps(D_MODEL, D_HEAD) = min(d_model, 2 d_head + 8)`.
+const SPECTRUM_STEPS: usize = if D_MODEL < 2 * D_HEAD + 8 { D_MODEL } else { 2 * D_HEAD + 8 };
+/// `head_values_workspace_len(D_MODEL, D_HEAD)`: the Lanczos basis and tridiagonal for
+/// `SPECTRUM_STEPS = m` steps (`lanczos_workspace_len`: `(m + 1) d_model + 6 m`) plus `2 d_head` for
+/// the products. Checked at run
+/// time.
+const SPECTRUM_WORKSPACE: usize = (SPECTRUM_STEPS + 1) * D_MODEL + 6 * SPECTRUM_STEPS + 2 * D_HEAD;
+
+struct RoutingSpectrumReport {
+    /// Singular values of `S`, descending, `sigma[..steps]` (the other `D_MODEL - steps` are zero).
+    sigma: [f32; SPECTRUM_STEPS],
+    steps: usize,
+    inferred_zeros: usize,
+    ranks: EffectiveRanks<f32>,
+}
+
+#[inline(never)]
+fn routing_spectrum_part(inputs: &HeadInputs) -> Result<RoutingSpectrumReport, Error> {
+    let head = FactoredKernel::new(D_MODEL, D_HEAD, &inputs.w_q, &inputs.w_k)?;
+    let steps_needed = head_spectrum_steps(D_MODEL, D_HEAD);
+    if steps_needed != SPECTRUM_STEPS {
+        return Err(Error::ShapeMismatch { what: "sigma", expected: steps_needed, got: SPECTRUM_STEPS });
+    }
+    let needed = head_values_workspace_len(D_MODEL, D_HEAD);
+    if needed != SPECTRUM_WORKSPACE {
+        return Err(Error::WorkspaceTooSmall { needed, got: SPECTRUM_WORKSPACE });
+    }
+    let mut workspace = [0.0f32; SPECTRUM_WORKSPACE];
+    let mut sigma = [0.0f32; SPECTRUM_STEPS];
+    let info = routing_singular_values(&head, &mut sigma, &mut workspace)?;
+    let ranks = effective_ranks(&sigma[..info.steps], default_rank_tolerance::<f32>(D_MODEL, D_MODEL))?;
+    Ok(RoutingSpectrumReport { sigma, steps: info.steps, inferred_zeros: info.inferred_zeros, ranks })
+}
+
+fn report_routing_spectrum(r: &RoutingSpectrumReport) -> bool {
+    let ranks = &r.ranks;
+    emit("routing_spectrum", "sigma", floats(&r.sigma[..r.steps]))
+        & emit("routing_spectrum", "steps", |l| write!(l, " {} {}", r.steps, r.inferred_zeros))
+        & emit("routing_spectrum", "erank", floats(&[ranks.entropy, ranks.participation_ratio, ranks.stable]))
+        & emit("routing_spectrum", "numerical_rank", |l| write!(l, " {}", ranks.numerical))
+        & emit("routing_spectrum", "workspace", |l| write!(l, " {SPECTRUM_WORKSPACE}"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Driver.
 
 /// Prints `SDA error <section> <error>` for a part that returned an error.
 fn report_error(section: &str, error: &Error) -> bool {
     emit("error", section, |l| write!(l, " {error:?}"));
     false
-}
-
-/// Placeholder line for a part whose kernel has not landed yet.
-fn pending(section: &str) -> bool {
-    emit("pending", section, |_| Ok(()))
 }
 
 fn report_stack(section: &str, bytes: usize) -> bool {
@@ -310,32 +458,9 @@ fn main() -> ! {
     ok &= run(&mut meter, "split", || split_part(&inputs), report_split);
     ok &= run(&mut meter, "routing", || routing_part(&inputs), report_routing);
     ok &= run(&mut meter, "erank", erank_part, report_erank);
-    // (a) S-D head forward, lands with src/attention/sd.rs (branch softmax-sd). Replace the line by
-    //     `ok &= run(&mut meter, "sd_forward", || sd_forward_part(&sequence), report_sd_forward);`
-    //     where `sd_forward_part` builds `AttentionHead::<f32>::routing_filtering(D_MODEL,
-    //     RANK_ROUTING, RANK_FILTERING, D_V, Causality::Causal)`, checks `param_len() == SD_PARAM_LEN`,
-    //     and runs `forward(N_TOKENS, &sequence.x, &sequence.sd_params, &mut out, &mut lse, &mut ws)`
-    //     on arrays `[f32; N_TOKENS * D_V]`, `[f32; N_TOKENS]`, `[f32; SD_FORWARD_WORKSPACE]`;
-    //     `report_sd_forward` prints `SDA sd_forward out ...` and `SDA sd_forward lse ...`.
-    //     Tried on a scratch merge of the three branches: it runs, but the softmax forward's tile
-    //     workspace is fixed at TILE_Q * TILE_K + 2 TILE_Q elements whatever `n` is (16,736 f32 with
-    //     the projections for 8 tokens: 67,680 B of peak stack).
-    ok &= pending("sd_forward");
-    // (b) ELU+1 linear attention streamed one token at a time, lands with src/attention/linear
-    //     (branch linear). Replace by `ok &= run(&mut meter, "linear_stream", || linear_stream_part(
-    //     &sequence), report_linear_stream);` where `linear_stream_part` keeps the state in
-    //     `[f32; D_K * D_V]` and `[f32; D_K]` (`State::new(D_K, D_V, &mut s, &mut z)`) and calls
-    //     `state.step(q_t, k_t, v_t, 1e-6, out_t)` for t = 0..N_TOKENS; `report_linear_stream` prints
-    //     `SDA linear_stream out ...` (N_TOKENS * D_V values) and `SDA linear_stream state_bytes
-    //     <4 (D_K D_V + D_K)>`.
-    ok &= pending("linear_stream");
-    // (c) Lanczos singular values of the routing part of the fixed head and their erank, lands with
-    //     src/spectrum.rs (branch spectra). Replace by `ok &= run(&mut meter, "routing_spectrum", ||
-    //     routing_spectrum_part(&inputs), report_routing_spectrum);` where the part calls
-    //     `routing_singular_values(&head, &mut sigma, &mut ws)` with `sigma: [f32; SPECTRUM_STEPS]`
-    //     (`head_spectrum_steps(D_MODEL, D_HEAD)`) and then `effective_ranks(&sigma[..steps], ...)`;
-    //     the report prints `SDA routing_spectrum sigma ...` and `SDA routing_spectrum erank ...`.
-    ok &= pending("routing_spectrum");
+    ok &= run(&mut meter, "sd_forward", || sd_forward_part(&sequence), report_sd_forward);
+    ok &= run(&mut meter, "linear_stream", || linear_stream_part(&sequence), report_linear_stream);
+    ok &= run(&mut meter, "routing_spectrum", || routing_spectrum_part(&inputs), report_routing_spectrum);
 
     // Deepest stack of the whole run below the reset stack pointer (includes `main` and printing).
     meter.lowest_touched();
