@@ -98,7 +98,7 @@ proptest! {
 
 #[test]
 fn softmax_matches_naive_at_edge_sizes() {
-    // One, primes, tile boundaries (TILE_Q = 64, TILE_K = 256) and not multiples of them.
+    // One, primes, tile boundaries (TILE_Q = 128, TILE_K = 512) and not multiples of them.
     for &n in &[1usize, 2, 7, 13, TILE_Q - 1, TILE_Q, TILE_Q + 1, 97, TILE_K - 1, TILE_K, TILE_K + 1, 299] {
         for &(d_k, d_v) in &[(1usize, 1usize), (5, 3), (64, 64), (95, 17)] {
             for causal in [false, true] {
@@ -118,6 +118,43 @@ fn softmax_empty_and_zero_width() {
     let (out, lse) = softmax_fwd(&head, &[], &[], &[3.0, 6.0, 9.0], None);
     assert_eq!(out, [3.0, 4.5, 6.0]);
     assert_eq!(lse[2], 3f64.ln());
+}
+
+/// Tiles shrink to the sequence: a head on `n <= TILE_Q` tokens needs `n^2 + 2n` elements forward
+/// and `2 n^2 + n` backward (`O(n^2)`, no fixed tile), and long sequences stay at the
+/// `TILE_Q x TILE_K` bound whatever `n`. An S-D head adds its `O(n d)` projections only.
+#[test]
+fn workspace_is_small_for_short_sequences() {
+    for n in [0usize, 1, 2, 8, 13, TILE_Q - 1, TILE_Q] {
+        for causal in [false, true] {
+            let head = SoftmaxAttention::<f32>::new(n, 16, 16, causality(causal));
+            assert_eq!(head.forward_workspace_len(), n * n + 2 * n, "n = {n}");
+            assert_eq!(head.backward_workspace_len(), 2 * n * n + n, "n = {n}");
+        }
+    }
+    // Between the tile sizes only the key tile grows with n.
+    let head = SoftmaxAttention::<f32>::new(300, 16, 16, Causality::Causal);
+    assert_eq!(head.forward_workspace_len(), TILE_Q * 300 + 2 * TILE_Q);
+    for n in [TILE_K, 4096, 1 << 20] {
+        let head = SoftmaxAttention::<f32>::new(n, 64, 64, Causality::Bidirectional);
+        assert_eq!(head.forward_workspace_len(), TILE_Q * TILE_K + 2 * TILE_Q);
+        assert_eq!(head.backward_workspace_len(), 2 * TILE_Q * TILE_K + TILE_Q);
+    }
+    // S-D head, d_model = d_v = 16, r = q = 2 (w = 6), on 8 tokens: projections n (3w + d_v), the
+    // backward twice that, plus the softmax tiles.
+    let sd = AttentionHead::<f32>::routing_filtering(16, 2, 2, 16, Causality::Causal);
+    let (n, w) = (8usize, sd.qk_width());
+    let projections = n * (3 * w + 16);
+    assert_eq!(sd.forward_workspace_len(n), projections + n * n + 2 * n);
+    assert_eq!(sd.backward_workspace_len(n), 2 * projections + 2 * n * n + n);
+    // The forward runs in exactly that much.
+    let x: Vec<f32> = narrow(&seeded_matrix(n * 16, 71));
+    let params: Vec<f32> = narrow(&seeded_matrix(sd.param_len(), 72));
+    let (mut out, mut lse) = (vec![0f32; n * 16], vec![0f32; n]);
+    let mut ws = vec![0f32; sd.forward_workspace_len(n)];
+    sd.forward(n, &x, &params, &mut out, &mut lse, &mut ws).unwrap();
+    assert!(out.iter().chain(&lse).all(|v| v.is_finite()));
+    assert!(sd.forward(n, &x, &params, &mut out, &mut lse, &mut ws[1..]).is_err());
 }
 
 /// Logits of size 1e4 (differences of 1e4 between keys) and fully masked prefix rows, with a mask,

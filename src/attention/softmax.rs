@@ -7,10 +7,12 @@
 //! dV = P^T dO,  dP = dO V^T,  dS = P .* (dP - rowsum(dO .* O)),  dQ = dS K scale,  dK = dS^T Q scale
 //! ```
 //!
-//! Queries are processed in blocks of [`TILE_Q`] rows against blocks of [`TILE_K`] keys; the
+//! Queries are processed in blocks of `tile_q = min(TILE_Q, n)` rows against blocks of
+//! `tile_k = min(TILE_K, n)` keys ([`SoftmaxAttention::tile_q`], [`SoftmaxAttention::tile_k`]); the
 //! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
 //! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
-//! is one `TILE_Q x TILE_K` tile (two in the backward) plus `O(TILE_Q)` row statistics, whatever `n`.
+//! is one `tile_q x tile_k` tile (two in the backward) plus `O(tile_q)` row statistics: `O(n^2)` for
+//! short sequences (80 elements forward for `n = 8`), bounded by `TILE_Q x TILE_K` whatever `n`.
 //! Products go through [`crate::kernel::gemm`].
 
 use super::Causality;
@@ -18,9 +20,9 @@ use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
-/// Query rows per tile.
+/// Query rows per tile at most (a head uses `min(TILE_Q, n_tokens)`).
 pub const TILE_Q: usize = 128;
-/// Key columns per tile.
+/// Key columns per tile at most (a head uses `min(TILE_K, n_tokens)`).
 pub const TILE_K: usize = 512;
 
 /// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
@@ -71,16 +73,29 @@ impl<T: Scalar> SoftmaxAttention<T> {
         SoftmaxAttention { scale, ..self }
     }
 
+    /// Query rows per tile: `min(TILE_Q, n_tokens)`.
+    pub fn tile_q(&self) -> usize {
+        TILE_Q.min(self.n_tokens)
+    }
+
+    /// Key columns per tile: `min(TILE_K, n_tokens)`.
+    pub fn tile_k(&self) -> usize {
+        TILE_K.min(self.n_tokens)
+    }
+
     /// Workspace elements [`forward`](Self::forward) needs: one logit tile and two row statistics
-    /// per query of a tile, `TILE_Q * TILE_K + 2 TILE_Q` (independent of `n`).
+    /// per query of a tile, `tile_q tile_k + 2 tile_q` (at most `TILE_Q TILE_K + 2 TILE_Q`, whatever
+    /// `n`; `n^2 + 2n` for `n <= TILE_Q`).
     pub fn forward_workspace_len(&self) -> usize {
-        TILE_Q * TILE_K + 2 * TILE_Q
+        let (tq, tk) = (self.tile_q(), self.tile_k());
+        tq * tk + 2 * tq
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: two tiles and one row statistic per
-    /// query of a tile, `2 TILE_Q * TILE_K + TILE_Q` (independent of `n`).
+    /// query of a tile, `2 tile_q tile_k + tile_q` (at most `2 TILE_Q TILE_K + TILE_Q`).
     pub fn backward_workspace_len(&self) -> usize {
-        2 * TILE_Q * TILE_K + TILE_Q
+        let (tq, tk) = (self.tile_q(), self.tile_k());
+        2 * tq * tk + tq
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> Result<()> {
@@ -247,19 +262,23 @@ fn forward_unchecked<T: Scalar>(
     workspace: &mut [T],
 ) {
     let (n, d_v) = (head.n_tokens, head.d_v);
-    let (tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
-    let (row_max, rest) = rest.split_at_mut(TILE_Q);
-    let row_sum = &mut rest[..TILE_Q];
-    for i0 in (0..n).step_by(TILE_Q) {
-        let i1 = (i0 + TILE_Q).min(n);
+    if n == 0 {
+        return;
+    }
+    let (tile_q, tile_k) = (head.tile_q(), head.tile_k());
+    let (tile, rest) = workspace.split_at_mut(tile_q * tile_k);
+    let (row_max, rest) = rest.split_at_mut(tile_q);
+    let row_sum = &mut rest[..tile_q];
+    for i0 in (0..n).step_by(tile_q) {
+        let i1 = (i0 + tile_q).min(n);
         let bq = i1 - i0;
         let out_tile = &mut out[i0 * d_v..i1 * d_v];
         out_tile.fill(T::zero());
         row_max[..bq].fill(T::neg_infinity());
         row_sum[..bq].fill(T::zero());
         let j_end = key_end(head.causality, n, i1);
-        for j0 in (0..j_end).step_by(TILE_K) {
-            let bk = (j0 + TILE_K).min(j_end) - j0;
+        for j0 in (0..j_end).step_by(tile_k) {
+            let bk = (j0 + tile_k).min(j_end) - j0;
             let s = &mut tile[..bq * bk];
             logit_tile(head, q, k, mask, i0, bq, j0, bk, s);
             for r in 0..bq {
@@ -342,11 +361,15 @@ fn backward_unchecked<T: Scalar>(
     d_q.fill(T::zero());
     d_key.fill(T::zero());
     d_val.fill(T::zero());
-    let (p_tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
-    let (dp_tile, rest) = rest.split_at_mut(TILE_Q * TILE_K);
-    let delta = &mut rest[..TILE_Q];
-    for i0 in (0..n).step_by(TILE_Q) {
-        let i1 = (i0 + TILE_Q).min(n);
+    if n == 0 {
+        return;
+    }
+    let (tile_q, tile_k) = (head.tile_q(), head.tile_k());
+    let (p_tile, rest) = workspace.split_at_mut(tile_q * tile_k);
+    let (dp_tile, rest) = rest.split_at_mut(tile_q * tile_k);
+    let delta = &mut rest[..tile_q];
+    for i0 in (0..n).step_by(tile_q) {
+        let i1 = (i0 + tile_q).min(n);
         let bq = i1 - i0;
         let d_out_tile = &d_out[i0 * d_v..i1 * d_v];
         let q_tile = &q[i0 * d_k..i1 * d_k];
@@ -356,8 +379,8 @@ fn backward_unchecked<T: Scalar>(
             *delta_r = kernel::dot(&d_out[row.clone()], &out[row]);
         }
         let j_end = key_end(head.causality, n, i1);
-        for j0 in (0..j_end).step_by(TILE_K) {
-            let bk = (j0 + TILE_K).min(j_end) - j0;
+        for j0 in (0..j_end).step_by(tile_k) {
+            let bk = (j0 + tile_k).min(j_end) - j0;
             let p = &mut p_tile[..bq * bk];
             let dp = &mut dp_tile[..bq * bk];
             logit_tile(head, q, k, mask, i0, bq, j0, bk, p);
