@@ -12,7 +12,7 @@
 //! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
 //! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
 //! is one `tile_q x tile_k` tile (two in the backward) plus `O(tile_q)` row statistics: `O(n^2)` for
-//! short sequences (80 elements forward for `n = 8`), bounded by `TILE_Q x TILE_K` whatever `n`.
+//! short sequences (88 elements forward for `n = 8`), bounded by `TILE_Q x TILE_K` whatever `n`.
 //! Products go through [`crate::kernel::gemm`].
 
 use super::Causality;
@@ -83,19 +83,20 @@ impl<T: Scalar> SoftmaxAttention<T> {
         TILE_K.min(self.n_tokens)
     }
 
-    /// Workspace elements [`forward`](Self::forward) needs: one logit tile and two row statistics
-    /// per query of a tile, `tile_q tile_k + 2 tile_q` (at most `TILE_Q TILE_K + 2 TILE_Q`, whatever
-    /// `n`; `n^2 + 2n` for `n <= TILE_Q`).
+    /// Workspace elements [`forward`](Self::forward) needs: one logit tile and three row
+    /// statistics per query of a tile, `tile_q tile_k + 3 tile_q` (at most
+    /// `TILE_Q TILE_K + 3 TILE_Q`, whatever `n`; `n^2 + 3n` for `n <= TILE_Q`).
     pub fn forward_workspace_len(&self) -> usize {
         let (tq, tk) = (self.tile_q(), self.tile_k());
-        tq * tk + 2 * tq
+        tq * tk + 3 * tq
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: two tiles and one row statistic per
-    /// query of a tile, `2 tile_q tile_k + tile_q` (at most `2 TILE_Q TILE_K + TILE_Q`).
+    /// query of a tile, plus two spare rows so that a buffer of this length also serves
+    /// [`forward`](Self::forward): `2 tile_q tile_k + 3 tile_q` (at most `2 TILE_Q TILE_K + 3 TILE_Q`).
     pub fn backward_workspace_len(&self) -> usize {
         let (tq, tk) = (self.tile_q(), self.tile_k());
-        2 * tq * tk + tq
+        2 * tq * tk + 3 * tq
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> Result<()> {
@@ -250,6 +251,44 @@ fn logit_tile<T: Scalar>(
     }
 }
 
+/// Fills the `bk x bq` tile `s_t` with the *transposed* logits of queries `[i0, i0 + bq)` against
+/// keys `[j0, j0 + bk)`: row `jr` holds key `j0 + jr` against every query of the block,
+/// `scale k_j . q_i + mask_ij`, and `-inf` where causality hides the key (`j > i`). The forward
+/// keeps its tile in this layout so that the value product `P V` reads `P` as a transposed
+/// operand, which `matrixmultiply` packs by contiguous copies instead of element by element.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn logit_tile_transposed<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    mask: Option<&[T]>,
+    i0: usize,
+    bq: usize,
+    j0: usize,
+    bk: usize,
+    s_t: &mut [T],
+) {
+    let (n, d_k) = (head.n_tokens, head.d_k);
+    let q_tile = &q[i0 * d_k..(i0 + bq) * d_k];
+    let k_tile = &k[j0 * d_k..(j0 + bk) * d_k];
+    kernel::gemm(bk, d_k, bq, head.scale, k_tile, Transpose::No, q_tile, Transpose::Yes, T::zero(), s_t);
+    for jr in 0..bk {
+        let j = j0 + jr;
+        let row = &mut s_t[jr * bq..(jr + 1) * bq];
+        if let Some(mask) = mask {
+            for (ir, a) in row.iter_mut().enumerate() {
+                *a += mask[(i0 + ir) * n + j];
+            }
+        }
+        if head.causality == Causality::Causal && j > i0 {
+            // Queries i < j do not see key j: columns [0, j - i0).
+            let hidden = (j - i0).min(bq);
+            row[..hidden].fill(T::neg_infinity());
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_unchecked<T: Scalar>(
     head: &SoftmaxAttention<T>,
@@ -268,7 +307,8 @@ fn forward_unchecked<T: Scalar>(
     let (tile_q, tile_k) = (head.tile_q(), head.tile_k());
     let (tile, rest) = workspace.split_at_mut(tile_q * tile_k);
     let (row_max, rest) = rest.split_at_mut(tile_q);
-    let row_sum = &mut rest[..tile_q];
+    let (row_sum, rest) = rest.split_at_mut(tile_q);
+    let shift = &mut rest[..tile_q];
     for i0 in (0..n).step_by(tile_q) {
         let i1 = (i0 + tile_q).min(n);
         let bq = i1 - i0;
@@ -279,30 +319,49 @@ fn forward_unchecked<T: Scalar>(
         let j_end = key_end(head.causality, n, i1);
         for j0 in (0..j_end).step_by(tile_k) {
             let bk = (j0 + tile_k).min(j_end) - j0;
-            let s = &mut tile[..bq * bk];
-            logit_tile(head, q, k, mask, i0, bq, j0, bk, s);
-            for r in 0..bq {
-                let row = &mut s[r * bk..(r + 1) * bk];
-                let tile_max = max_of_row(row);
-                let old_max = row_max[r];
-                let new_max = old_max.max(tile_max);
-                if new_max == T::neg_infinity() {
-                    // Everything seen so far is masked: no weight, nothing to rescale.
-                    row.fill(T::zero());
-                    continue;
+            let s_t = &mut tile[..bk * bq];
+            logit_tile_transposed(head, q, k, mask, i0, bq, j0, bk, s_t);
+            // Column (query) maxima of the tile, NaN skipped, merged with the running maxima.
+            let shift = &mut shift[..bq];
+            shift.copy_from_slice(&row_max[..bq]);
+            for row in s_t.chunks_exact(bq) {
+                for (m, &a) in shift.iter_mut().zip(row) {
+                    *m = if a > *m { a } else { *m };
                 }
-                let sum = exp_shifted(row, new_max);
+            }
+            for r in 0..bq {
+                let (old_max, new_max) = (row_max[r], shift[r]);
                 if old_max != new_max {
                     // exp(-inf) = 0 resets an empty accumulator.
                     let alpha = (old_max - new_max).exp();
                     row_sum[r] *= alpha;
                     kernel::scale(alpha, &mut out_tile[r * d_v..(r + 1) * d_v]);
+                    row_max[r] = new_max;
                 }
-                row_sum[r] += sum;
-                row_max[r] = new_max;
+                if new_max == T::neg_infinity() {
+                    // Everything seen so far is masked: every entry of the column is -inf, and
+                    // exp(-inf - 0) = 0 gives it no weight.
+                    shift[r] = T::zero();
+                }
+            }
+            // P^T = exp(S^T - shift), its column sums added to the (rescaled) running sums.
+            for row in s_t.chunks_exact_mut(bq) {
+                T::exp_sub_accumulate(row, shift, &mut row_sum[..bq]);
             }
             let v_tile = &v[j0 * d_v..(j0 + bk) * d_v];
-            kernel::gemm(bq, bk, d_v, T::one(), s, Transpose::No, v_tile, Transpose::No, T::one(), out_tile);
+            // out += P V, with P^T the stored tile.
+            kernel::gemm(
+                bq,
+                bk,
+                d_v,
+                T::one(),
+                s_t,
+                Transpose::Yes,
+                v_tile,
+                Transpose::No,
+                T::one(),
+                out_tile,
+            );
         }
         for r in 0..bq {
             let out_row = &mut out_tile[r * d_v..(r + 1) * d_v];
@@ -318,23 +377,6 @@ fn forward_unchecked<T: Scalar>(
             }
         }
     }
-}
-
-/// Independent accumulators in the row reductions (so that they vectorize without reassociation).
-const LANES: usize = 16;
-
-/// `max_j row_j` (NaN entries are skipped; `-inf` for an empty or fully masked row).
-#[inline]
-fn max_of_row<T: Scalar>(row: &[T]) -> T {
-    let mut acc = [T::neg_infinity(); LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(T::neg_infinity(), |m, &a| m.max(a));
-    for chunk in chunks {
-        for lane in 0..LANES {
-            acc[lane] = if chunk[lane] > acc[lane] { chunk[lane] } else { acc[lane] };
-        }
-    }
-    acc.iter().fold(tail, |m, &a| m.max(a))
 }
 
 /// `row_j = exp(row_j - shift)`, returning the sum of the new entries.
