@@ -120,34 +120,40 @@ fn softmax_empty_and_zero_width() {
     assert_eq!(lse[2], 3f64.ln());
 }
 
-/// Tiles shrink to the sequence: a head on `n <= TILE_Q` tokens needs `n^2 + 3n` elements forward
-/// and `2 n^2 + 3n` backward (`O(n^2)`, no fixed tile), and long sequences stay at the
-/// `TILE_Q x TILE_K` bound whatever `n`. An S-D head adds its `O(n d)` projections only.
+/// Tiles shrink to the sequence: a head on `n <= TILE_Q` tokens needs `n^2 + 3n + 2 n d_k` elements
+/// forward (the tile, row statistics, transposed keys and queries) and `2 n^2 + 3n + 2 n (d_k + d_v)`
+/// backward (`O(n d + n^2)`, no fixed tile); long sequences need `O(n d)` plus the
+/// `TILE_Q x TILE_K` tiles. An S-D head adds its `O(n d)` projections only.
 #[test]
 fn workspace_is_small_for_short_sequences() {
+    let (d_k, d_v) = (16usize, 16usize);
     for n in [0usize, 1, 2, 8, 13, TILE_Q - 1, TILE_Q] {
         for causal in [false, true] {
-            let head = SoftmaxAttention::<f32>::new(n, 16, 16, causality(causal));
-            assert_eq!(head.forward_workspace_len(), n * n + 3 * n, "n = {n}");
-            assert_eq!(head.backward_workspace_len(), 2 * n * n + 3 * n, "n = {n}");
+            let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality(causal));
+            assert_eq!(head.forward_workspace_len(), n * n + 3 * n + 2 * n * d_k, "n = {n}");
+            assert_eq!(head.backward_workspace_len(), 2 * n * n + 3 * n + 2 * n * (d_k + d_v), "n = {n}");
             assert!(head.backward_workspace_len() >= head.forward_workspace_len());
         }
     }
+    // n = 8, d = 16: 344 elements forward (1376 bytes in f32), 664 backward (2656 bytes).
+    let head = SoftmaxAttention::<f32>::new(8, d_k, d_v, Causality::Causal);
+    assert_eq!((head.forward_workspace_len(), head.backward_workspace_len()), (344, 664));
     // Between the tile sizes only the key tile grows with n.
-    let head = SoftmaxAttention::<f32>::new(300, 16, 16, Causality::Causal);
-    assert_eq!(head.forward_workspace_len(), TILE_Q * 300 + 3 * TILE_Q);
+    let n = 300;
+    let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
+    assert_eq!(head.forward_workspace_len(), TILE_Q * (n + 3 + d_k) + n * d_k);
     for n in [TILE_K, 4096, 1 << 20] {
         let head = SoftmaxAttention::<f32>::new(n, 64, 64, Causality::Bidirectional);
-        assert_eq!(head.forward_workspace_len(), TILE_Q * TILE_K + 3 * TILE_Q);
-        assert_eq!(head.backward_workspace_len(), 2 * TILE_Q * TILE_K + 3 * TILE_Q);
+        assert_eq!(head.forward_workspace_len(), TILE_Q * (TILE_K + 3 + 64) + n * 64);
+        assert_eq!(head.backward_workspace_len(), TILE_Q * (2 * TILE_K + 3 + 128) + n * 128);
     }
     // S-D head, d_model = d_v = 16, r = q = 2 (w = 6), on 8 tokens: projections n (3w + d_v), the
     // backward twice that, plus the softmax tiles.
     let sd = AttentionHead::<f32>::routing_filtering(16, 2, 2, 16, Causality::Causal);
     let (n, w) = (8usize, sd.qk_width());
     let projections = n * (3 * w + 16);
-    assert_eq!(sd.forward_workspace_len(n), projections + n * n + 3 * n);
-    assert_eq!(sd.backward_workspace_len(n), 2 * projections + 2 * n * n + 3 * n);
+    assert_eq!(sd.forward_workspace_len(n), projections + n * n + 3 * n + 2 * n * w);
+    assert_eq!(sd.backward_workspace_len(n), 2 * projections + 2 * n * n + 3 * n + 2 * n * (w + 16));
     // The forward runs in exactly that much.
     let x: Vec<f32> = narrow(&seeded_matrix(n * 16, 71));
     let params: Vec<f32> = narrow(&seeded_matrix(sd.param_len(), 72));
