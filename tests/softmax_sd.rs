@@ -98,7 +98,7 @@ proptest! {
 
 #[test]
 fn softmax_matches_naive_at_edge_sizes() {
-    // One, primes, tile boundaries (TILE_Q = 128, TILE_K = 512) and not multiples of them.
+    // One, primes, tile boundaries (TILE_Q = 256, TILE_K = 512) and not multiples of them.
     for &n in &[1usize, 2, 7, 13, TILE_Q - 1, TILE_Q, TILE_Q + 1, 97, TILE_K - 1, TILE_K, TILE_K + 1, 299] {
         for &(d_k, d_v) in &[(1usize, 1usize), (5, 3), (64, 64), (95, 17)] {
             for causal in [false, true] {

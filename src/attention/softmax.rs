@@ -21,7 +21,7 @@ use crate::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
 /// Query rows per tile at most (a head uses `min(TILE_Q, n_tokens)`).
-pub const TILE_Q: usize = 128;
+pub const TILE_Q: usize = 256;
 /// Key columns per tile at most (a head uses `min(TILE_K, n_tokens)`).
 pub const TILE_K: usize = 512;
 
