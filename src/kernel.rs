@@ -131,9 +131,8 @@ pub(crate) fn transpose<T: Scalar>(rows: usize, cols: usize, a: &[T], out: &mut 
             }
             for c in 0..BLOCK {
                 let start = (col0 + c) * rows + row0;
-                let out_row = &mut out[start..start + BLOCK];
-                for (r, o) in out_row.iter_mut().enumerate() {
-                    *o = block[r][c];
+                for (o, block_row) in out[start..start + BLOCK].iter_mut().zip(&block) {
+                    *o = block_row[c];
                 }
             }
         }

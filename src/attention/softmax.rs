@@ -11,8 +11,12 @@
 //! `tile_k = min(TILE_K, n)` keys ([`SoftmaxAttention::tile_q`], [`SoftmaxAttention::tile_k`]); the
 //! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
 //! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
-//! is one `tile_q x tile_k` tile (two in the backward) plus `O(tile_q)` row statistics: `O(n^2)` for
-//! short sequences (88 elements forward for `n = 8`), bounded by `TILE_Q x TILE_K` whatever `n`.
+//! is one `tile_q x tile_k` tile (two in the backward), `O(tile_q)` row statistics, the keys (and,
+//! backward, values) transposed once per call and one transposed query (and `dO`) block:
+//! `O(n d + tile_q tile_k)`, e.g. 344 elements forward for `n = 8, d = 16` (no fixed tile).
+//! The forward keeps its tile transposed (keys x queries) and every operand of a tile product is
+//! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
+//! cannot be: `dK = dS^T Q` needs the other orientation).
 //! Products go through [`crate::kernel::gemm`].
 
 use super::Causality;
