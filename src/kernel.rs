@@ -116,18 +116,32 @@ pub(crate) fn norm<T: Scalar>(x: &[T]) -> T {
 }
 
 /// Writes the transpose of the row-major `rows x cols` matrix `a` into `out` (`cols x rows`),
-/// in square tiles so that both sides stay in cache.
+/// in square blocks of 8 so that both sides stay in cache: each block is read row by row into
+/// registers and written out column by column, with every slice bound checked once per block row.
 pub(crate) fn transpose<T: Scalar>(rows: usize, cols: usize, a: &[T], out: &mut [T]) {
-    const TILE: usize = 32;
-    for row0 in (0..rows).step_by(TILE) {
-        let row1 = (row0 + TILE).min(rows);
-        for col0 in (0..cols).step_by(TILE) {
-            let col1 = (col0 + TILE).min(cols);
-            for i in row0..row1 {
-                for j in col0..col1 {
-                    out[j * rows + i] = a[i * cols + j];
+    const BLOCK: usize = 8;
+    let (a, out) = (&a[..rows * cols], &mut out[..rows * cols]);
+    let (full_rows, full_cols) = (rows - rows % BLOCK, cols - cols % BLOCK);
+    for row0 in (0..full_rows).step_by(BLOCK) {
+        for col0 in (0..full_cols).step_by(BLOCK) {
+            let mut block = [[T::zero(); BLOCK]; BLOCK];
+            for (r, block_row) in block.iter_mut().enumerate() {
+                let start = (row0 + r) * cols + col0;
+                block_row.copy_from_slice(&a[start..start + BLOCK]);
+            }
+            for c in 0..BLOCK {
+                let start = (col0 + c) * rows + row0;
+                for (o, block_row) in out[start..start + BLOCK].iter_mut().zip(&block) {
+                    *o = block_row[c];
                 }
             }
+        }
+    }
+    // The ragged right and bottom edges, element by element.
+    for i in 0..rows {
+        let first_col = if i < full_rows { full_cols } else { 0 };
+        for j in first_col..cols {
+            out[j * rows + i] = a[i * cols + j];
         }
     }
 }

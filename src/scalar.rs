@@ -53,6 +53,11 @@ pub trait Scalar:
     /// NaN, `-inf` gives `0`. The softmax kernels' inner loop.
     fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self;
 
+    /// `x_i = e^{x_i - shift_i}` and `sum_i += x_i` over the common length of the three slices
+    /// (same accuracy and special values as [`Scalar::exp_shifted_sum`]): one row of a transposed
+    /// logit tile, whose columns carry their own shifts and running sums.
+    fn exp_sub_accumulate(x: &mut [Self], shift: &[Self], sum: &mut [Self]);
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -82,7 +87,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -104,6 +109,10 @@ macro_rules! impl_scalar {
             #[inline]
             fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self {
                 $exp(x, shift)
+            }
+            #[inline]
+            fn exp_sub_accumulate(x: &mut [Self], shift: &[Self], sum: &mut [Self]) {
+                $exp_columns(x, shift, sum)
             }
 
             #[cfg(feature = "alloc")]
@@ -131,5 +140,17 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, matrixmultiply::sgemm, crate::exp::exp_shifted_sum_f32, "f32");
-impl_scalar!(f64, matrixmultiply::dgemm, crate::exp::exp_shifted_sum_f64, "f64");
+impl_scalar!(
+    f32,
+    matrixmultiply::sgemm,
+    crate::exp::exp_shifted_sum_f32,
+    crate::exp::exp_sub_accumulate_f32,
+    "f32"
+);
+impl_scalar!(
+    f64,
+    matrixmultiply::dgemm,
+    crate::exp::exp_shifted_sum_f64,
+    crate::exp::exp_sub_accumulate_f64,
+    "f64"
+);

@@ -7,11 +7,10 @@ use common::attention::*;
 use common::*;
 use proptest::prelude::*;
 use sd_attention::attention::multihead::{MultiHead, MultiHeadSoftmax};
-use sd_attention::attention::sd::{
-    spectrum_check_workspace_len, spectrum_is_stable, AttentionHead, HeadGrads,
-};
+use sd_attention::attention::sd::{AttentionHead, HeadGrads};
 use sd_attention::attention::softmax::{SoftmaxAttention, SoftmaxGrads, TILE_K, TILE_Q};
 use sd_attention::attention::Causality;
+use sd_attention::check::tolerance_for;
 use sd_attention::Error;
 
 fn causality(causal: bool) -> Causality {
@@ -98,7 +97,7 @@ proptest! {
 
 #[test]
 fn softmax_matches_naive_at_edge_sizes() {
-    // One, primes, tile boundaries (TILE_Q = 64, TILE_K = 256) and not multiples of them.
+    // One, primes, tile boundaries (TILE_Q = 256, TILE_K = 512) and not multiples of them.
     for &n in &[1usize, 2, 7, 13, TILE_Q - 1, TILE_Q, TILE_Q + 1, 97, TILE_K - 1, TILE_K, TILE_K + 1, 299] {
         for &(d_k, d_v) in &[(1usize, 1usize), (5, 3), (64, 64), (95, 17)] {
             for causal in [false, true] {
@@ -118,6 +117,53 @@ fn softmax_empty_and_zero_width() {
     let (out, lse) = softmax_fwd(&head, &[], &[], &[3.0, 6.0, 9.0], None);
     assert_eq!(out, [3.0, 4.5, 6.0]);
     assert_eq!(lse[2], 3f64.ln());
+}
+
+/// Tiles shrink to the sequence: a head on `n <= TILE_Q` tokens needs `n^2 + 3n + 2 n d_k` elements
+/// forward (the tile, row statistics, transposed keys and queries) and `2 n^2 + 3n + 2 n (d_k + d_v)`
+/// backward (`O(n d + n^2)`, no fixed tile); long sequences need `O(n d)` plus the
+/// `TILE_Q x TILE_K` tiles. An S-D head adds its `O(n d)` projections only.
+#[test]
+fn workspace_is_small_for_short_sequences() {
+    let (d_k, d_v) = (16usize, 16usize);
+    for n in [0usize, 1, 2, 8, 13, TILE_Q - 1, TILE_Q] {
+        for causal in [false, true] {
+            let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality(causal));
+            assert_eq!(head.forward_workspace_len(), n * n + 3 * n + 2 * n * d_k, "n = {n}");
+            assert_eq!(head.backward_workspace_len(), 2 * n * n + 3 * n + 2 * n * (d_k + d_v), "n = {n}");
+            assert!(head.backward_workspace_len() >= head.forward_workspace_len());
+        }
+    }
+    // n = 8, d = 16: 344 elements forward (1376 bytes in f32), 664 backward (2656 bytes).
+    let head = SoftmaxAttention::<f32>::new(8, d_k, d_v, Causality::Causal);
+    assert_eq!((head.forward_workspace_len(), head.backward_workspace_len()), (344, 664));
+    // Between the tile sizes only the key tile grows with n.
+    let n = 300;
+    let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
+    assert_eq!(head.forward_workspace_len(), TILE_Q * (n + 3 + d_k) + n * d_k);
+    for n in [TILE_K, 4096, 1 << 20] {
+        let head = SoftmaxAttention::<f32>::new(n, 64, 64, Causality::Bidirectional);
+        assert_eq!(head.forward_workspace_len(), TILE_Q * (TILE_K + 3 + 64) + n * 64);
+        assert_eq!(head.backward_workspace_len(), TILE_Q * (2 * TILE_K + 3 + 128) + n * 128);
+    }
+    // n = 4096, d = 64 (the README's figures): 1.57 MiB forward, 3.13 MiB backward in f32.
+    let head = SoftmaxAttention::<f32>::new(4096, 64, 64, Causality::Bidirectional);
+    assert_eq!((head.forward_workspace_len(), head.backward_workspace_len()), (410_368, 819_968));
+    // S-D head, d_model = d_v = 16, r = q = 2 (w = 6), on 8 tokens: projections n (3w + d_v), the
+    // backward twice that, plus the softmax tiles.
+    let sd = AttentionHead::<f32>::routing_filtering(16, 2, 2, 16, Causality::Causal);
+    let (n, w) = (8usize, sd.qk_width());
+    let projections = n * (3 * w + 16);
+    assert_eq!(sd.forward_workspace_len(n), projections + n * n + 3 * n + 2 * n * w);
+    assert_eq!(sd.backward_workspace_len(n), 2 * projections + 2 * n * n + 3 * n + 2 * n * (w + 16));
+    // The forward runs in exactly that much.
+    let x: Vec<f32> = narrow(&seeded_matrix(n * 16, 71));
+    let params: Vec<f32> = narrow(&seeded_matrix(sd.param_len(), 72));
+    let (mut out, mut lse) = (vec![0f32; n * 16], vec![0f32; n]);
+    let mut ws = vec![0f32; sd.forward_workspace_len(n)];
+    sd.forward(n, &x, &params, &mut out, &mut lse, &mut ws).unwrap();
+    assert!(out.iter().chain(&lse).all(|v| v.is_finite()));
+    assert!(sd.forward(n, &x, &params, &mut out, &mut lse, &mut ws[1..]).is_err());
 }
 
 /// Logits of size 1e4 (differences of 1e4 between keys) and fully masked prefix rows, with a mask,
@@ -428,7 +474,9 @@ fn heads_f32_match_f64() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     /// SPEC section 5: `x_i^T S x_j = -x_j^T S x_i` (routing logits antisymmetric),
-    /// `x^T (S + D) x = -|C^T x|^2 <= 0`, and the spectrum check certifies `Re(lambda) <= 0`.
+    /// `x^T (S + D) x = -|C^T x|^2 <= 0`, and the head's stability bound (Lanczos on the symmetric
+    /// part) gives `Re(lambda) <= 0` within `tolerance_for(d, ||S + D||_F)`, the rounding of
+    /// forming `D` and of the Lanczos residual (see `check::stability_bound`).
     #[test]
     fn sd_kernel_invariants(d in 1usize..24, r in 0usize..6, q in 0usize..6, seed in 0u64..1000) {
         let head = AttentionHead::<f64>::routing_filtering(d, r, q, 1, Causality::Bidirectional);
@@ -446,21 +494,59 @@ proptest! {
         prop_assert!((bilinear(&routing_only, xi, xj) + bilinear(&routing_only, xj, xi)).abs() <= 1e-13 * scale);
         let quad = bilinear(&kernel, xi, xi);
         prop_assert!(quad <= 1e-13 * scale, "x^T (S + D) x = {}", quad);
-        let mut ws = vec![0.0; spectrum_check_workspace_len(d)];
-        prop_assert!(spectrum_is_stable(d, &kernel, 1e-12, &mut ws).unwrap());
+        let mut ws = vec![0.0; head.stability_bound_workspace_len()];
+        let bound = head.stability_bound(&params, &mut ws).unwrap();
+        let norm = kernel.iter().map(|x| x * x).sum::<f64>().sqrt();
+        prop_assert!(bound <= tolerance_for(d, norm), "bound {} > {}", bound, tolerance_for(d, norm));
+        // With filtering, D = -C C^T has C^T's rank; when C has full column rank q >= d, D is
+        // negative definite and the bound is strictly negative: -lambda_min(C C^T) up to rounding.
+        if q == 0 {
+            prop_assert!(bound.abs() <= tolerance_for(d, norm), "pure routing: bound {}", bound);
+        }
     }
 }
 
+/// The stability bound tells stable from unstable kernels: a standard head with
+/// `W_Q = W_K = (1, 0)^T` has `M = e_0 e_0^T`, eigenvalue 1; a pure-routing S-D head (`q = 0`) has a
+/// skew kernel, real parts exactly 0; filtering pushes the bound below 0 (here `D = -diag(4, 0)`
+/// with `C = (2, 0)^T`, so the symmetric part has largest eigenvalue 0, and with `C` spanning both
+/// axes `-1`). Bad input gives errors.
 #[test]
-fn spectrum_check_rejects_a_positive_real_part() {
-    // [[0.1, 1], [-1, 0]]: eigenvalues 0.05 +- i sqrt(1 - 0.0025), real part 0.05 > 0.
-    let mut ws = [0.0; 4];
-    assert!(!spectrum_is_stable(2, &[0.1, 1.0, -1.0, 0.0], 1e-12, &mut ws).unwrap());
-    // A pure rotation (real part 0) passes with a tolerance, fails without one.
-    assert!(spectrum_is_stable(2, &[0.0, 1.0, -1.0, 0.0], 1e-12, &mut ws).unwrap());
-    assert!(!spectrum_is_stable(2, &[0.0, 1.0, -1.0, 0.0], 0.0, &mut ws).unwrap());
-    assert!(spectrum_is_stable(2, &[f64::NAN, 1.0, -1.0, 0.0], 1e-12, &mut ws).is_err());
-    assert!(spectrum_is_stable(2, &[0.0; 4], -1.0, &mut ws).is_err());
+fn stability_bound_separates_kernels() {
+    let tol = tolerance_for::<f64>(2, 10.0);
+    let standard = AttentionHead::<f64>::standard(2, 1, 1, Causality::Causal);
+    let mut ws = vec![0.0; standard.stability_bound_workspace_len()];
+    let bound = standard.stability_bound(&[1.0, 0.0, 1.0, 0.0, 0.5, 0.5], &mut ws).unwrap();
+    assert!((bound - 1.0).abs() <= tol, "{bound}");
+    // U = e_0, V = e_1: S = e_0 e_1^T - e_1 e_0^T, a rotation generator (eigenvalues +-i).
+    let routing = AttentionHead::<f64>::routing_filtering(2, 1, 0, 1, Causality::Causal);
+    let mut ws = vec![0.0; routing.stability_bound_workspace_len()];
+    let bound = routing.stability_bound(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &mut ws).unwrap();
+    assert!(bound.abs() <= tol, "{bound}");
+    let sd = AttentionHead::<f64>::routing_filtering(2, 1, 1, 1, Causality::Causal);
+    let mut ws = vec![0.0; sd.stability_bound_workspace_len()];
+    // U = e_0, V = e_1, C = 2 e_0: symmetric part -diag(4, 0).
+    let bound = sd.stability_bound(&[1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 1.0, 1.0], &mut ws).unwrap();
+    assert!(bound.abs() <= tol, "{bound}");
+    // d = 2, q = 2 with C = I: symmetric part -I, bound -1.
+    let definite = AttentionHead::<f64>::routing_filtering(2, 1, 2, 1, Causality::Causal);
+    let mut ws = vec![0.0; definite.stability_bound_workspace_len()];
+    let params = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    let bound = definite.stability_bound(&params, &mut ws).unwrap();
+    assert!((bound + 1.0).abs() <= tol, "{bound}");
+    // Errors: NaN in the factors, wrong lengths, a short workspace.
+    let mut bad = params;
+    bad[4] = f64::NAN;
+    assert!(matches!(definite.stability_bound(&bad, &mut ws), Err(Error::NonFinite { .. })));
+    assert!(definite.stability_bound(&params[1..], &mut ws).is_err());
+    let short = definite.stability_bound_workspace_len() - 1;
+    assert!(matches!(
+        definite.stability_bound(&params, &mut ws[..short]),
+        Err(Error::WorkspaceTooSmall { .. })
+    ));
+    // d_model = 0: no eigenvalues.
+    let empty = AttentionHead::<f64>::routing_filtering(0, 1, 1, 1, Causality::Causal);
+    assert_eq!(empty.stability_bound(&[], &mut []).unwrap(), f64::NEG_INFINITY);
 }
 
 #[test]

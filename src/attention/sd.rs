@@ -20,6 +20,9 @@
 //! softmax path. The functions [`sd_assemble`] and [`sd_assemble_adjoint`] are the only code that
 //! knows this form (with [`AttentionHead::kernel_dense`]); changing the factorization means changing
 //! them. The default scale of an S-D head is `1/sqrt(2r + q)`, the width of that product (ours too).
+//!
+//! The spectrum check (`Re(lambda) <= 0` for `S + D`) is [`AttentionHead::stability_bound`], which
+//! forms the kernel and runs the crate's general checker [`crate::check::stability_bound`].
 
 use super::softmax::{default_scale, SoftmaxAttention, SoftmaxGrads};
 use super::Causality;
@@ -447,6 +450,43 @@ impl<T: Scalar> AttentionHead<T> {
         }
         Ok(())
     }
+
+    /// Workspace elements [`stability_bound`](Self::stability_bound) needs: the
+    /// `d_model x d_model` kernel and [`crate::check::stability_bound_workspace_len`]`(d_model)`.
+    pub fn stability_bound_workspace_len(&self) -> usize {
+        let d = self.d_model;
+        d.saturating_mul(d).saturating_add(crate::check::stability_bound_workspace_len(d))
+    }
+
+    /// Upper bound on `max Re(lambda)` over the eigenvalues of the head's kernel `M`
+    /// ([`kernel_dense`](Self::kernel_dense)): `M` is formed in the workspace and handed to the
+    /// crate's checker [`crate::check::stability_bound`] (Lanczos on the symmetric part; Bendixson:
+    /// no eigenvalue of `M` has a larger real part). For an S-D head the symmetric part is
+    /// `D = -C C^T`, so the bound is `<= 0` up to rounding: compare with
+    /// [`crate::check::tolerance_for`]`(d_model, ||M||_F)` (SPEC section 5, `Re(lambda) <= 0`). A
+    /// standard head has no such guarantee. `-inf` for `d_model = 0`. Errors: wrong `params`
+    /// length, a short workspace, NaN or infinity in the kernel ([`Error::NonFinite`]).
+    /// Cost `O(d_model^2 (w + d_model))`; meant for inspection and tests, like `kernel_dense`.
+    ///
+    /// ```
+    /// use sd_attention::attention::{sd::AttentionHead, Causality};
+    /// use sd_attention::check::tolerance_for;
+    /// let head = AttentionHead::<f64>::routing_filtering(3, 1, 1, 1, Causality::Causal);
+    /// let params: Vec<f64> = (0..head.param_len()).map(|i| (i as f64 * 0.7).sin()).collect();
+    /// let mut workspace = vec![0.0; head.stability_bound_workspace_len()];
+    /// let bound = head.stability_bound(&params, &mut workspace)?;
+    /// assert!(bound <= tolerance_for(3, 10.0)); // ||S + D||_F < 10 here
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
+    pub fn stability_bound(&self, params: &[T], workspace: &mut [T]) -> Result<T> {
+        let d = self.d_model;
+        crate::error::check_len("params", params.len(), self.param_len())?;
+        check_workspace(workspace.len(), self.stability_bound_workspace_len())?;
+        let (kernel, rest) = workspace.split_at_mut(d * d);
+        self.kernel_dense(params, kernel)?;
+        crate::dense::check_finite("kernel", kernel)?;
+        crate::check::stability_bound(d, kernel, rest)
+    }
 }
 
 /// The S-D factorization, forward: query rows `[a_i, b_i, c_i]` and key rows `[b_j, -a_j, -c_j]`
@@ -504,58 +544,4 @@ fn sd_assemble_adjoint<T: Scalar>(
             dc[i * q + t] = dq[2 * r + t] - dk[2 * r + t];
         }
     }
-}
-
-/// Workspace elements [`spectrum_is_stable`] needs for a `d x d` matrix: `d * d`.
-pub fn spectrum_check_workspace_len(d: usize) -> usize {
-    d.saturating_mul(d)
-}
-
-/// A sufficient check that every eigenvalue of the `d x d` matrix `kernel` has real part
-/// `<= tol * max(||kernel||_F, 1)`: true when `-(K + K^T)/2 + tol max(||K||_F, 1) I` admits a Cholesky
-/// factorization.
-///
-/// Why it suffices (Bendixson): for an eigenpair `K z = lambda z`, `Re(lambda) = Re(z^* K z) / |z|^2
-/// = z^* H z / |z|^2 <= lambda_max(H)` with `H = (K + K^T)/2`; Cholesky of `tau I - H` succeeds iff
-/// `lambda_max(H) < tau`, with `tau = tol max(||K||_F, 1)`. For an S-D kernel `H = D = -C C^T`, so the check
-/// holds by construction (the test suite also compares with eigenvalues from numpy). `false` can
-/// mean a positive real part, or one within the tolerance that Cholesky cannot certify. `tol` must
-/// be finite and nonnegative (`1e-12` in `f64` and `1e-5` in `f32` absorb rounding for `d` up to a
-/// few hundred). Errors: wrong length, NaN/infinity in `kernel`, a short workspace. Cost `d^3/3`.
-pub fn spectrum_is_stable<T: Scalar>(d: usize, kernel: &[T], tol: T, workspace: &mut [T]) -> Result<bool> {
-    check_matrix("kernel", kernel.len(), d, d)?;
-    if !(tol >= T::zero() && tol.is_finite()) {
-        return Err(Error::InvalidParameter { what: "tol", expected: "finite and nonnegative" });
-    }
-    crate::dense::check_finite("kernel", kernel)?;
-    check_workspace(workspace.len(), spectrum_check_workspace_len(d))?;
-    let shift = tol * kernel::norm(kernel).max(T::one());
-    let g = &mut workspace[..d * d];
-    for i in 0..d {
-        for j in 0..d {
-            g[i * d + j] = -(kernel[i * d + j] + kernel[j * d + i]) * T::HALF;
-        }
-        g[i * d + i] += shift;
-    }
-    // In-place lower Cholesky of g; fails at the first nonpositive pivot.
-    for j in 0..d {
-        let mut pivot = g[j * d + j];
-        for p in 0..j {
-            pivot -= g[j * d + p] * g[j * d + p];
-        }
-        if pivot.is_nan() || pivot <= T::zero() {
-            // A zero pivot (e.g. a zero kernel with tol = 0) is not certified: strict by design.
-            return Ok(false);
-        }
-        let root = pivot.sqrt();
-        g[j * d + j] = root;
-        for i in j + 1..d {
-            let mut acc = g[i * d + j];
-            for p in 0..j {
-                acc -= g[i * d + p] * g[j * d + p];
-            }
-            g[i * d + j] = acc / root;
-        }
-    }
-    Ok(true)
 }

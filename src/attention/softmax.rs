@@ -7,10 +7,16 @@
 //! dV = P^T dO,  dP = dO V^T,  dS = P .* (dP - rowsum(dO .* O)),  dQ = dS K scale,  dK = dS^T Q scale
 //! ```
 //!
-//! Queries are processed in blocks of [`TILE_Q`] rows against blocks of [`TILE_K`] keys; the
+//! Queries are processed in blocks of `tile_q = min(TILE_Q, n)` rows against blocks of
+//! `tile_k = min(TILE_K, n)` keys ([`SoftmaxAttention::tile_q`], [`SoftmaxAttention::tile_k`]); the
 //! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
 //! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
-//! is one `TILE_Q x TILE_K` tile (two in the backward) plus `O(TILE_Q)` row statistics, whatever `n`.
+//! is one `tile_q x tile_k` tile (two in the backward), `O(tile_q)` row statistics, the keys (and,
+//! backward, values) transposed once per call and one transposed query (and `dO`) block:
+//! `O(n d + tile_q tile_k)`, e.g. 344 elements forward for `n = 8, d = 16` (no fixed tile).
+//! The forward keeps its tile transposed (keys x queries) and every operand of a tile product is
+//! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
+//! cannot be: `dK = dS^T Q` needs the other orientation).
 //! Products go through [`crate::kernel::gemm`].
 
 use super::Causality;
@@ -18,9 +24,9 @@ use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
-/// Query rows per tile.
-pub const TILE_Q: usize = 128;
-/// Key columns per tile.
+/// Query rows per tile at most (a head uses `min(TILE_Q, n_tokens)`).
+pub const TILE_Q: usize = 256;
+/// Key columns per tile at most (a head uses `min(TILE_K, n_tokens)`).
 pub const TILE_K: usize = 512;
 
 /// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
@@ -71,16 +77,36 @@ impl<T: Scalar> SoftmaxAttention<T> {
         SoftmaxAttention { scale, ..self }
     }
 
-    /// Workspace elements [`forward`](Self::forward) needs: one logit tile and two row statistics
-    /// per query of a tile, `TILE_Q * TILE_K + 2 TILE_Q` (independent of `n`).
+    /// Query rows per tile: `min(TILE_Q, n_tokens)`.
+    pub fn tile_q(&self) -> usize {
+        TILE_Q.min(self.n_tokens)
+    }
+
+    /// Key columns per tile: `min(TILE_K, n_tokens)`.
+    pub fn tile_k(&self) -> usize {
+        TILE_K.min(self.n_tokens)
+    }
+
+    /// Workspace elements [`forward`](Self::forward) needs: one logit tile, three row statistics per
+    /// query of a tile, the keys transposed once per call (`n d_k`) and one transposed query block
+    /// (`tile_q d_k`): `tile_q (tile_k + 3 + d_k) + n d_k`, i.e. `O(n d_k + TILE_Q TILE_K)`
+    /// (`n^2 + n (3 + 2 d_k)` for `n <= TILE_Q`).
     pub fn forward_workspace_len(&self) -> usize {
-        TILE_Q * TILE_K + 2 * TILE_Q
+        let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
+        let tiles = tq.saturating_mul(tk.saturating_add(3).saturating_add(self.d_k));
+        tiles.saturating_add(n.saturating_mul(self.d_k))
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: two tiles and one row statistic per
-    /// query of a tile, `2 TILE_Q * TILE_K + TILE_Q` (independent of `n`).
+    /// query of a tile (plus two spare, so that a buffer of this length also serves
+    /// [`forward`](Self::forward)), keys and values transposed once per call (`n (d_k + d_v)`) and
+    /// one transposed block of queries and of `dO` (`tile_q (d_k + d_v)`):
+    /// `tile_q (2 tile_k + 3 + d_k + d_v) + n (d_k + d_v)`, i.e. `O(n d + TILE_Q TILE_K)`.
     pub fn backward_workspace_len(&self) -> usize {
-        2 * TILE_Q * TILE_K + TILE_Q
+        let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
+        let widths = self.d_k.saturating_add(self.d_v);
+        let tiles = tq.saturating_mul(tk.saturating_mul(2).saturating_add(3).saturating_add(widths));
+        tiles.saturating_add(n.saturating_mul(widths))
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> Result<()> {
@@ -202,12 +228,14 @@ fn key_end(causality: Causality, n: usize, i1: usize) -> usize {
 
 /// Fills the `bq x bk` tile `s` with the logits of queries `[i0, i0 + bq)` against keys
 /// `[j0, j0 + bk)`: `scale q_i . k_j + mask_ij`, and `-inf` where causality hides the key.
+/// `q_t`: the query block transposed (`d_k x bq`); `k_t`: the keys by [`transpose_tiles`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn logit_tile<T: Scalar>(
     head: &SoftmaxAttention<T>,
-    q: &[T],
+    q_t: &[T],
     k: &[T],
+    k_t: &[T],
     mask: Option<&[T]>,
     i0: usize,
     bq: usize,
@@ -216,9 +244,8 @@ fn logit_tile<T: Scalar>(
     s: &mut [T],
 ) {
     let (n, d_k) = (head.n_tokens, head.d_k);
-    let q_tile = &q[i0 * d_k..(i0 + bq) * d_k];
-    let k_tile = &k[j0 * d_k..(j0 + bk) * d_k];
-    kernel::gemm(bq, d_k, bk, head.scale, q_tile, Transpose::No, k_tile, Transpose::Yes, T::zero(), s);
+    let (k_op, op) = key_operand(k, k_t, n, d_k, head.tile_k(), j0, bk, Transpose::No);
+    kernel::gemm(bq, d_k, bk, head.scale, q_t, Transpose::Yes, k_op, op, T::zero(), s);
     for r in 0..bq {
         let i = i0 + r;
         let row = &mut s[r * bk..(r + 1) * bk];
@@ -235,6 +262,85 @@ fn logit_tile<T: Scalar>(
     }
 }
 
+/// Writes the rows of `x` (`n x width`) transposed tile by tile: the tile of rows
+/// `[j0, j0 + w)` (`j0` a multiple of `tile`, `w = min(tile, n - j0)`) becomes the `width x w`
+/// matrix at `panels[j0 width..(j0 + w) width]`. Done once per call, so that every tile product
+/// reads keys and values as contiguous operands, which `matrixmultiply` packs by copies.
+fn transpose_tiles<T: Scalar>(n: usize, width: usize, tile: usize, x: &[T], panels: &mut [T]) {
+    for j0 in (0..n).step_by(tile) {
+        let w = tile.min(n - j0);
+        let range = j0 * width..(j0 + w) * width;
+        kernel::transpose(w, width, &x[range.clone()], &mut panels[range]);
+    }
+}
+
+/// Operand `op(X)` of key/value rows `[j0, j0 + bk)` for a tile product: the pre-transposed panel
+/// (`width x bk`, read transposed or not as `panel_op` says) when the tile is a whole panel, else
+/// the rows themselves (`bk x width`; the last, partial key tile of a causal query block).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn key_operand<'a, T: Scalar>(
+    x: &'a [T],
+    panels: &'a [T],
+    n: usize,
+    width: usize,
+    tile: usize,
+    j0: usize,
+    bk: usize,
+    panel_op: Transpose,
+) -> (&'a [T], Transpose) {
+    let range = j0 * width..(j0 + bk) * width;
+    if bk == tile.min(n - j0) {
+        (&panels[range], panel_op)
+    } else {
+        let rows_op = match panel_op {
+            Transpose::No => Transpose::Yes,
+            Transpose::Yes => Transpose::No,
+        };
+        (&x[range], rows_op)
+    }
+}
+
+/// Fills the `bk x bq` tile `s_t` with the *transposed* logits of queries `[i0, i0 + bq)` against
+/// keys `[j0, j0 + bk)`: row `jr` holds key `j0 + jr` against every query of the block,
+/// `scale k_j . q_i + mask_ij`, and `-inf` where causality hides the key (`j > i`). The forward
+/// keeps its tile in this layout so that the value product `P V` reads `P` as a transposed
+/// operand, which `matrixmultiply` packs by contiguous copies instead of element by element.
+/// `q_t`: the query block transposed (`d_k x bq`); `k_t`: the keys by [`transpose_tiles`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn logit_tile_transposed<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q_t: &[T],
+    k: &[T],
+    k_t: &[T],
+    mask: Option<&[T]>,
+    i0: usize,
+    bq: usize,
+    j0: usize,
+    bk: usize,
+    s_t: &mut [T],
+) {
+    let (n, d_k) = (head.n_tokens, head.d_k);
+    // S^T = K_j Q_i^T, with Q_i^T (d_k x bq) transposed once per query block.
+    let (k_op, op) = key_operand(k, k_t, n, d_k, head.tile_k(), j0, bk, Transpose::Yes);
+    kernel::gemm(bk, d_k, bq, head.scale, k_op, op, q_t, Transpose::No, T::zero(), s_t);
+    for jr in 0..bk {
+        let j = j0 + jr;
+        let row = &mut s_t[jr * bq..(jr + 1) * bq];
+        if let Some(mask) = mask {
+            for (ir, a) in row.iter_mut().enumerate() {
+                *a += mask[(i0 + ir) * n + j];
+            }
+        }
+        if head.causality == Causality::Causal && j > i0 {
+            // Queries i < j do not see key j: columns [0, j - i0).
+            let hidden = (j - i0).min(bq);
+            row[..hidden].fill(T::neg_infinity());
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_unchecked<T: Scalar>(
     head: &SoftmaxAttention<T>,
@@ -247,43 +353,73 @@ fn forward_unchecked<T: Scalar>(
     workspace: &mut [T],
 ) {
     let (n, d_v) = (head.n_tokens, head.d_v);
-    let (tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
-    let (row_max, rest) = rest.split_at_mut(TILE_Q);
-    let row_sum = &mut rest[..TILE_Q];
-    for i0 in (0..n).step_by(TILE_Q) {
-        let i1 = (i0 + TILE_Q).min(n);
+    if n == 0 {
+        return;
+    }
+    let (tile_q, tile_k, d_k) = (head.tile_q(), head.tile_k(), head.d_k);
+    let (tile, rest) = workspace.split_at_mut(tile_q * tile_k);
+    let (row_max, rest) = rest.split_at_mut(tile_q);
+    let (row_sum, rest) = rest.split_at_mut(tile_q);
+    let (shift, rest) = rest.split_at_mut(tile_q);
+    let (k_t, rest) = rest.split_at_mut(n * d_k);
+    let q_t_block = &mut rest[..tile_q * d_k];
+    transpose_tiles(n, d_k, tile_k, k, k_t);
+    for i0 in (0..n).step_by(tile_q) {
+        let i1 = (i0 + tile_q).min(n);
         let bq = i1 - i0;
+        let q_t = &mut q_t_block[..bq * d_k];
+        kernel::transpose(bq, d_k, &q[i0 * d_k..i1 * d_k], q_t);
+        let q_t = &*q_t;
         let out_tile = &mut out[i0 * d_v..i1 * d_v];
         out_tile.fill(T::zero());
         row_max[..bq].fill(T::neg_infinity());
         row_sum[..bq].fill(T::zero());
         let j_end = key_end(head.causality, n, i1);
-        for j0 in (0..j_end).step_by(TILE_K) {
-            let bk = (j0 + TILE_K).min(j_end) - j0;
-            let s = &mut tile[..bq * bk];
-            logit_tile(head, q, k, mask, i0, bq, j0, bk, s);
-            for r in 0..bq {
-                let row = &mut s[r * bk..(r + 1) * bk];
-                let tile_max = max_of_row(row);
-                let old_max = row_max[r];
-                let new_max = old_max.max(tile_max);
-                if new_max == T::neg_infinity() {
-                    // Everything seen so far is masked: no weight, nothing to rescale.
-                    row.fill(T::zero());
-                    continue;
+        for j0 in (0..j_end).step_by(tile_k) {
+            let bk = (j0 + tile_k).min(j_end) - j0;
+            let s_t = &mut tile[..bk * bq];
+            logit_tile_transposed(head, q_t, k, k_t, mask, i0, bq, j0, bk, s_t);
+            // Column (query) maxima of the tile, NaN skipped, merged with the running maxima.
+            let shift = &mut shift[..bq];
+            shift.copy_from_slice(&row_max[..bq]);
+            for row in s_t.chunks_exact(bq) {
+                for (m, &a) in shift.iter_mut().zip(row) {
+                    *m = if a > *m { a } else { *m };
                 }
-                let sum = exp_shifted(row, new_max);
+            }
+            for r in 0..bq {
+                let (old_max, new_max) = (row_max[r], shift[r]);
                 if old_max != new_max {
                     // exp(-inf) = 0 resets an empty accumulator.
                     let alpha = (old_max - new_max).exp();
                     row_sum[r] *= alpha;
                     kernel::scale(alpha, &mut out_tile[r * d_v..(r + 1) * d_v]);
+                    row_max[r] = new_max;
                 }
-                row_sum[r] += sum;
-                row_max[r] = new_max;
+                if new_max == T::neg_infinity() {
+                    // Everything seen so far is masked: every entry of the column is -inf, and
+                    // exp(-inf - 0) = 0 gives it no weight.
+                    shift[r] = T::zero();
+                }
+            }
+            // P^T = exp(S^T - shift), its column sums added to the (rescaled) running sums.
+            for row in s_t.chunks_exact_mut(bq) {
+                T::exp_sub_accumulate(row, shift, &mut row_sum[..bq]);
             }
             let v_tile = &v[j0 * d_v..(j0 + bk) * d_v];
-            kernel::gemm(bq, bk, d_v, T::one(), s, Transpose::No, v_tile, Transpose::No, T::one(), out_tile);
+            // out += P V, with P^T the stored tile.
+            kernel::gemm(
+                bq,
+                bk,
+                d_v,
+                T::one(),
+                s_t,
+                Transpose::Yes,
+                v_tile,
+                Transpose::No,
+                T::one(),
+                out_tile,
+            );
         }
         for r in 0..bq {
             let out_row = &mut out_tile[r * d_v..(r + 1) * d_v];
@@ -299,23 +435,6 @@ fn forward_unchecked<T: Scalar>(
             }
         }
     }
-}
-
-/// Independent accumulators in the row reductions (so that they vectorize without reassociation).
-const LANES: usize = 16;
-
-/// `max_j row_j` (NaN entries are skipped; `-inf` for an empty or fully masked row).
-#[inline]
-fn max_of_row<T: Scalar>(row: &[T]) -> T {
-    let mut acc = [T::neg_infinity(); LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(T::neg_infinity(), |m, &a| m.max(a));
-    for chunk in chunks {
-        for lane in 0..LANES {
-            acc[lane] = if chunk[lane] > acc[lane] { chunk[lane] } else { acc[lane] };
-        }
-    }
-    acc.iter().fold(tail, |m, &a| m.max(a))
 }
 
 /// `row_j = exp(row_j - shift)`, returning the sum of the new entries.
@@ -342,25 +461,42 @@ fn backward_unchecked<T: Scalar>(
     d_q.fill(T::zero());
     d_key.fill(T::zero());
     d_val.fill(T::zero());
-    let (p_tile, rest) = workspace.split_at_mut(TILE_Q * TILE_K);
-    let (dp_tile, rest) = rest.split_at_mut(TILE_Q * TILE_K);
-    let delta = &mut rest[..TILE_Q];
-    for i0 in (0..n).step_by(TILE_Q) {
-        let i1 = (i0 + TILE_Q).min(n);
+    if n == 0 {
+        return;
+    }
+    let (tile_q, tile_k) = (head.tile_q(), head.tile_k());
+    let (p_tile, rest) = workspace.split_at_mut(tile_q * tile_k);
+    let (dp_tile, rest) = rest.split_at_mut(tile_q * tile_k);
+    let (delta, rest) = rest.split_at_mut(tile_q);
+    let rest = &mut rest[2 * tile_q..]; // the forward's extra row statistics
+    let (k_t, rest) = rest.split_at_mut(n * d_k);
+    let (v_t, rest) = rest.split_at_mut(n * d_v);
+    let (q_t_block, rest) = rest.split_at_mut(tile_q * d_k);
+    let d_out_t_block = &mut rest[..tile_q * d_v];
+    transpose_tiles(n, d_k, tile_k, k, k_t);
+    transpose_tiles(n, d_v, tile_k, v, v_t);
+    for i0 in (0..n).step_by(tile_q) {
+        let i1 = (i0 + tile_q).min(n);
         let bq = i1 - i0;
         let d_out_tile = &d_out[i0 * d_v..i1 * d_v];
         let q_tile = &q[i0 * d_k..i1 * d_k];
+        let q_t = &mut q_t_block[..bq * d_k];
+        kernel::transpose(bq, d_k, q_tile, q_t);
+        let q_t = &*q_t;
+        let d_out_t = &mut d_out_t_block[..bq * d_v];
+        kernel::transpose(bq, d_v, d_out_tile, d_out_t);
+        let d_out_t = &*d_out_t;
         // delta_i = sum_j P_ij dP_ij = dO_i . O_i.
         for (r, delta_r) in delta[..bq].iter_mut().enumerate() {
             let row = (i0 + r) * d_v..(i0 + r + 1) * d_v;
             *delta_r = kernel::dot(&d_out[row.clone()], &out[row]);
         }
         let j_end = key_end(head.causality, n, i1);
-        for j0 in (0..j_end).step_by(TILE_K) {
-            let bk = (j0 + TILE_K).min(j_end) - j0;
+        for j0 in (0..j_end).step_by(tile_k) {
+            let bk = (j0 + tile_k).min(j_end) - j0;
             let p = &mut p_tile[..bq * bk];
             let dp = &mut dp_tile[..bq * bk];
-            logit_tile(head, q, k, mask, i0, bq, j0, bk, p);
+            logit_tile(head, q_t, k, k_t, mask, i0, bq, j0, bk, p);
             for r in 0..bq {
                 let row = &mut p[r * bk..(r + 1) * bk];
                 let row_lse = lse[i0 + r];
@@ -370,7 +506,6 @@ fn backward_unchecked<T: Scalar>(
                     exp_shifted(row, row_lse);
                 }
             }
-            let v_tile = &v[j0 * d_v..(j0 + bk) * d_v];
             // dV_j += P^T dO_i.
             kernel::gemm(
                 bk,
@@ -385,18 +520,8 @@ fn backward_unchecked<T: Scalar>(
                 &mut d_val[j0 * d_v..(j0 + bk) * d_v],
             );
             // dP = dO_i V_j^T, then dS = P .* (dP - delta) in place of dP.
-            kernel::gemm(
-                bq,
-                d_v,
-                bk,
-                T::one(),
-                d_out_tile,
-                Transpose::No,
-                v_tile,
-                Transpose::Yes,
-                T::zero(),
-                dp,
-            );
+            let (v_op, op) = key_operand(v, v_t, n, d_v, tile_k, j0, bk, Transpose::No);
+            kernel::gemm(bq, d_v, bk, T::one(), d_out_t, Transpose::Yes, v_op, op, T::zero(), dp);
             for r in 0..bq {
                 let dr = delta[r];
                 for (ds, &pr) in dp[r * bk..(r + 1) * bk].iter_mut().zip(&p[r * bk..(r + 1) * bk]) {

@@ -274,10 +274,21 @@ fn report_erank(r: &EffectiveRanks<f32>) -> bool {
 /// Width `2r + q` of the S-D head's projected queries and keys.
 const SD_QK_WIDTH: usize = 2 * RANK_ROUTING + RANK_FILTERING;
 /// Workspace of `AttentionHead::forward` for `N_TOKENS` tokens, as its documentation gives it:
-/// projections `n (3 w + d_v)` (S-D) plus the softmax forward's tile workspace, `TILE_Q TILE_K +
-/// 2 TILE_Q` whatever `n` is. Checked against `forward_workspace_len` at run time (a mismatch is an
-/// error). When the tiles adapt to `n`, this constant (and the part's stack) shrinks with them.
-const SD_FORWARD_WORKSPACE: usize = N_TOKENS * (3 * SD_QK_WIDTH + D_V) + TILE_Q * TILE_K + 2 * TILE_Q;
+/// projections `n (3 w + d_v)` (S-D) plus the softmax forward's workspace, whose tiles shrink to
+/// the sequence: `tq (tk + 3 + w) + n w` with `tq = min(TILE_Q, n)`, `tk = min(TILE_K, n)`.
+/// Checked against `forward_workspace_len` at run time (a mismatch is an error).
+const SD_FORWARD_WORKSPACE: usize = N_TOKENS * (3 * SD_QK_WIDTH + D_V)
+    + min(TILE_Q, N_TOKENS) * (min(TILE_K, N_TOKENS) + 3 + SD_QK_WIDTH)
+    + N_TOKENS * SD_QK_WIDTH;
+
+/// `min` usable in constants.
+const fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
 
 struct SdForwardReport {
     /// `softmax_row(Qh Kh^T scale + causal mask) X W_V`, `N_TOKENS x D_V`.
