@@ -10,6 +10,7 @@ use common::{narrow, seeded_matrix, widen};
 use proptest::prelude::*;
 use sd_attention::attention::linear::{phi, phi_derivative, LinearAttention, State};
 use sd_attention::attention::Causality;
+use sd_attention::strategies::{attention_inputs, AttentionInputs};
 use sd_attention::{Error, Scalar};
 
 fn causality(causal: bool) -> Causality {
@@ -105,10 +106,9 @@ proptest! {
     /// Forward == naive f64 on random shapes, n in 1..300, d in 1..96, any chunk.
     #[test]
     fn forward_matches_naive(
-        n in 1usize..300, d_k in 1usize..96, d_v in 1usize..96, chunk in 1usize..80,
-        causal in any::<bool>(), seed in any::<u64>(),
+        inputs in attention_inputs::<f64>(1..300, 1..96, 2.0), chunk in 1usize..80, causal in any::<bool>(),
     ) {
-        let (q, k, v) = (input(n * d_k, seed, 2.0), input(n * d_k, seed ^ 1, 2.0), input(n * d_v, seed ^ 2, 1.0));
+        let AttentionInputs { n, d_k, d_v, q, k, v } = inputs;
         let att = LinearAttention::new(d_k, d_v, causality(causal)).with_chunk(chunk);
         let out = forward(&att, n, &q, &k, &v);
         let expected = naive_linear_attention(n, d_k, d_v, causal, 1e-6, &q, &k, &v);

@@ -11,6 +11,7 @@ use sd_attention::attention::sd::{AttentionHead, HeadGrads};
 use sd_attention::attention::softmax::{SoftmaxAttention, SoftmaxGrads, TILE_K, TILE_Q};
 use sd_attention::attention::Causality;
 use sd_attention::check::tolerance_for;
+use sd_attention::strategies::{attention_inputs, sd_factors, AttentionInputs};
 use sd_attention::Error;
 
 fn causality(causal: bool) -> Causality {
@@ -68,6 +69,22 @@ fn check_softmax_case(
     let q = seeded_matrix(n * d_k, seed);
     let k = seeded_matrix(n * d_k, seed + 1);
     let v = seeded_matrix(n * d_v, seed + 2);
+    check_softmax_inputs(n, d_k, d_v, &q, &k, &v, causal, seed)
+}
+
+/// As [`check_softmax_case`] on given inputs (`q`, `k`: `n x d_k`, `v`: `n x d_v`).
+#[allow(clippy::too_many_arguments)]
+fn check_softmax_inputs(
+    n: usize,
+    d_k: usize,
+    d_v: usize,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    causal: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let (q, k, v) = (q.to_vec(), k.to_vec(), v.to_vec());
     let d_out = seeded_matrix(n * d_v, seed + 3);
     let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal));
     let (out, lse) = softmax_fwd(&head, &q, &k, &v, None);
@@ -89,9 +106,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
     fn softmax_matches_naive_on_random_shapes(
-        n in 1usize..300, d_k in 1usize..96, d_v in 1usize..96, causal: bool, seed in 0u64..1000
+        inputs in attention_inputs::<f64>(1..300, 1..96, 1.0), causal: bool, seed in 0u64..1000
     ) {
-        check_softmax_case(n, d_k, d_v, causal, seed)?;
+        let AttentionInputs { n, d_k, d_v, q, k, v } = inputs;
+        check_softmax_inputs(n, d_k, d_v, &q, &k, &v, causal, seed)?;
     }
 }
 
@@ -478,9 +496,13 @@ proptest! {
     /// part) gives `Re(lambda) <= 0` within `tolerance_for(d, ||S + D||_F)`, the rounding of
     /// forming `D` and of the Lanczos residual (see `check::stability_bound`).
     #[test]
-    fn sd_kernel_invariants(d in 1usize..24, r in 0usize..6, q in 0usize..6, seed in 0u64..1000) {
+    fn sd_kernel_invariants(factors in sd_factors::<f64>(1..24, 0..6, 0..6), seed in 0u64..1000) {
+        let (d, r, q) = (factors.d, factors.routing_rank, factors.filtering_rank);
         let head = AttentionHead::<f64>::routing_filtering(d, r, q, 1, Causality::Bidirectional);
-        let params = head_params(&head, seed);
+        let mut params = head_params(&head, seed);
+        for (name, block) in [("u", &factors.u), ("v", &factors.v), ("c", &factors.c)] {
+            params[head.param_block(name).unwrap().range()].copy_from_slice(block);
+        }
         let mut kernel = vec![0.0; d * d];
         head.kernel_dense(&params, &mut kernel).unwrap();
         let block = |name| &params[head.param_block(name).unwrap().range()];
