@@ -99,3 +99,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Hostile spectra (zeros of both signs, extremes, subnormals, NaN, infinities) from the public
+    /// strategy: every measure returns `Err` exactly when a value is non-finite or negative, and
+    /// otherwise a finite value in `[0, count of nonzero values]`.
+    #[test]
+    fn hostile_spectra_give_errors_or_bounded_ranks(
+        sigma in sd_attention::strategies::hostile_values::<f32>(0..24),
+    ) {
+        let bad = sigma.iter().any(|s| !s.is_finite() || *s < 0.0);
+        let nonzero = sigma.iter().filter(|s| **s != 0.0).count() as f32;
+        for result in [entropy_effective_rank(&sigma), participation_ratio(&sigma), stable_rank(&sigma)] {
+            prop_assert_eq!(result.is_err(), bad);
+            if let Ok(rank) = result {
+                prop_assert!(rank.is_finite() && rank >= 0.0 && rank <= nonzero * (1.0 + 1e-5));
+            }
+        }
+        prop_assert_eq!(numerical_rank(&sigma, 1e-3).is_err(), bad);
+    }
+}
