@@ -14,8 +14,9 @@
 //! loss = mean_i CE(logits_i, t_{i+1})
 //! ```
 //!
-//! The attention kernels `mix_l` are supplied by the caller as [`AttentionSublayer`] objects (one
-//! per layer); everything else is here. Parameters and gradients are single flat slices laid out by
+//! The attention kernels `mix_l` are [`AttentionSublayer`] objects (one per layer):
+//! [`Model::with_attention`] plugs in the crate's ([`super::attention::AttentionMixer`]), and
+//! [`Model::new`] takes any; everything else is here. Parameters and gradients are single flat slices laid out by
 //! [`ParamLayout`]; activations live in an [`Activations`] value sized once per `(batch, seq)` and
 //! reused across steps.
 
@@ -133,6 +134,13 @@ impl<T: Scalar> Model<T> {
             sinusoidal_positions(config.context_len, config.d_model, &mut sinusoid)?;
         }
         Ok(Model { config, layout, counts, sublayers, sinusoid })
+    }
+
+    /// A model of `config` with the crate's attention kernels
+    /// ([`super::attention::AttentionMixer`], one per layer, of the layer's kind).
+    pub fn with_attention(config: ModelConfig) -> Result<Self> {
+        let sublayers = super::attention::mixers(&config)?;
+        Self::new(config, sublayers)
     }
 
     /// The config.
