@@ -61,7 +61,8 @@ fn main() {
         PositionKind::Learned,
         true,
     );
-    let model = Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail(&format!("config: {e}")));
+    let model =
+        Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail(&format!("config: {e}")));
     println!("S-D model without norm: d_model {d_model}, {layers} layers x {heads} heads, d_head {d_head}, r {rank}, q {filter}, d_mlp {d_mlp}, context {}", run.seq);
     print!("{}", model.param_counts());
     let mut trainer = if load.is_empty() {
@@ -70,7 +71,8 @@ fn main() {
         let bytes = std::fs::read(&load).unwrap_or_else(|e| fail(&format!("{load}: {e}")));
         let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail(&format!("{load}: {e}")));
         let model = Model::<f32>::with_attention(ckpt.config.clone()).unwrap();
-        Trainer::from_checkpoint(model, run.train_config(), ckpt).unwrap_or_else(|e| fail(&format!("{load}: {e}")))
+        Trainer::from_checkpoint(model, run.train_config(), ckpt)
+            .unwrap_or_else(|e| fail(&format!("{load}: {e}")))
     };
     let config = trainer.model().config().clone();
     let at_init = layer_spectra(&config, &attention_params(&trainer));
@@ -140,10 +142,21 @@ fn main() {
         trained.len().saturating_sub(1)
     );
 
-    let pts = |v: &[LayerSpectrum], part: usize| v.iter().map(|s| ((s.layer + 1) as f64, s.mean(part))).collect();
+    let pts =
+        |v: &[LayerSpectrum], part: usize| v.iter().map(|s| ((s.layer + 1) as f64, s.mean(part))).collect();
     let series = vec![
-        Series { name: "erank S (routing)".into(), color: "#d62728", points: pts(&trained, 0), dashed: false },
-        Series { name: "erank D (filtering)".into(), color: "#1f77b4", points: pts(&trained, 1), dashed: false },
+        Series {
+            name: "erank S (routing)".into(),
+            color: "#d62728",
+            points: pts(&trained, 0),
+            dashed: false,
+        },
+        Series {
+            name: "erank D (filtering)".into(),
+            color: "#1f77b4",
+            points: pts(&trained, 1),
+            dashed: false,
+        },
         Series { name: "S at init".into(), color: "#d62728", points: pts(&at_init, 0), dashed: true },
         Series { name: "D at init".into(), color: "#1f77b4", points: pts(&at_init, 1), dashed: true },
     ];
@@ -152,6 +165,9 @@ fn main() {
         trainer.steps_done(),
         valid.exp()
     );
-    write_file(&svg, line_plot(&title, "layer", "entropy effective rank (mean over heads)", &series, true).as_bytes());
+    write_file(
+        &svg,
+        line_plot(&title, "layer", "entropy effective rank (mean over heads)", &series, true).as_bytes(),
+    );
     println!("plot: {svg}");
 }

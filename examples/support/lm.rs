@@ -58,7 +58,8 @@ impl Flags {
             std::process::exit(0);
         }
         for a in &self.args {
-            if a.starts_with("--") && !self.help.iter().any(|h| h.trim_start().starts_with(&format!("{a} "))) {
+            if a.starts_with("--") && !self.help.iter().any(|h| h.trim_start().starts_with(&format!("{a} ")))
+            {
                 fail(&format!("unknown flag {a} (try --help)"));
             }
         }
@@ -86,8 +87,13 @@ impl RunConfig {
         TrainConfig {
             batch: self.batch,
             seq: self.seq,
-            schedule: WarmupCosine::new(self.lr, self.lr / 10.0, self.warmup.min(self.steps), self.steps.max(1))
-                .unwrap_or_else(|e| fail(&format!("schedule: {e}"))),
+            schedule: WarmupCosine::new(
+                self.lr,
+                self.lr / 10.0,
+                self.warmup.min(self.steps),
+                self.steps.max(1),
+            )
+            .unwrap_or_else(|e| fail(&format!("schedule: {e}"))),
             adamw: AdamWConfig::default(),
             clip_norm: 1.0,
             seed: self.seed,
@@ -107,7 +113,12 @@ pub fn clock(seconds: f64) -> String {
 
 /// Trains `steps` steps with a progress bar on stderr (steps, loss, tokens/s, ETA). Returns the
 /// wall time in seconds and the mean loss of the last 50 steps.
-pub fn train_with_progress(trainer: &mut Trainer<f32>, text: &[u8], run: &RunConfig, label: &str) -> (f64, f64) {
+pub fn train_with_progress(
+    trainer: &mut Trainer<f32>,
+    text: &[u8],
+    run: &RunConfig,
+    label: &str,
+) -> (f64, f64) {
     let start = Instant::now();
     let tokens_per_step = (run.batch * run.seq) as f64;
     let mut recent: Vec<f64> = Vec::new();
@@ -240,9 +251,12 @@ fn escape(s: &str) -> String {
 pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], integer_x: bool) -> String {
     let (w, h) = (720.0, 440.0);
     let (left, right, top, bottom) = (70.0, 190.0, 40.0, 55.0);
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
-    let (mut x0, mut x1) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (mut y0, mut y1) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let all: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    let (mut x0, mut x1) =
+        all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (mut y0, mut y1) =
+        all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.1), a.1.max(p.1)));
     if !(x0.is_finite() && x1.is_finite()) {
         (x0, x1) = (0.0, 1.0);
     }
@@ -277,15 +291,30 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], i
     let mut y = y0;
     while y <= y1 + 1e-9 * ystep {
         let py = sy(y);
-        s += &format!("<line x1=\"{left}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"#e0e0e0\"/>\n", left + pw);
-        s += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", left - 6.0, py + 4.0, fmt_tick(y, ystep));
+        s += &format!(
+            "<line x1=\"{left}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"#e0e0e0\"/>\n",
+            left + pw
+        );
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            left - 6.0,
+            py + 4.0,
+            fmt_tick(y, ystep)
+        );
         y += ystep;
     }
     let mut x = (x0 / xstep).ceil() * xstep;
     while x <= x1 + 1e-9 * xstep {
         let px = sx(x);
-        s += &format!("<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#f0f0f0\"/>\n", top + ph);
-        s += &format!("<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n", top + ph + 18.0, fmt_tick(x, xstep));
+        s += &format!(
+            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#f0f0f0\"/>\n",
+            top + ph
+        );
+        s += &format!(
+            "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            top + ph + 18.0,
+            fmt_tick(x, xstep)
+        );
         x += xstep;
     }
     s += &format!(
