@@ -29,7 +29,7 @@ fn bench_train(c: &mut Criterion) {
     let train = TrainConfig {
         batch,
         seq,
-        schedule: WarmupCosine::new(3e-3, 3e-4, 100, 1500).unwrap(),
+        schedule: WarmupCosine::new(3e-3, 3e-4, 100, 2500).unwrap(),
         adamw: AdamWConfig::default(),
         clip_norm: 1.0,
         seed: 1,

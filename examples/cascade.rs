@@ -33,7 +33,7 @@ fn main() {
     let rank: usize = f.get("rank", 8, "routing rank r per head (rank S <= 2r)");
     let filter: usize = f.get("filter", 8, "filtering rank q per head (rank D <= q)");
     let run = RunConfig {
-        steps: f.get("steps", 1500, "training steps"),
+        steps: f.get("steps", 2500, "training steps"),
         batch: f.get("batch", 16, "sequences per batch"),
         seq: f.get("seq", 128, "tokens per sequence (= context length)"),
         lr: f.get("lr", 3e-3, "peak learning rate (warmup, then cosine to lr/10)"),

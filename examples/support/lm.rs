@@ -34,10 +34,7 @@ impl Flags {
         }
     }
 
-    pub fn get<T: std::str::FromStr>(&mut self, name: &str, default: T, what: &str) -> T
-    where
-        T: std::fmt::Display,
-    {
+    pub fn get<T: std::str::FromStr + std::fmt::Display>(&mut self, name: &str, default: T, what: &str) -> T {
         let s = self.raw(name, &default.to_string(), what);
         s.parse().unwrap_or_else(|_| fail(&format!("--{name}: cannot parse {s:?}")))
     }
@@ -214,7 +211,7 @@ pub fn layer_spectra(config: &ModelConfig, layer_params: &[&[f32]]) -> Vec<Layer
 }
 
 /// The attention parameters of each layer of a flat parameter buffer.
-pub fn attention_params<'a>(trainer: &'a Trainer<f32>) -> Vec<&'a [f32]> {
+pub fn attention_params(trainer: &Trainer<f32>) -> Vec<&[f32]> {
     let p = trainer.params();
     trainer.model().layout().layers.iter().map(|l| &p[l.attention.clone()]).collect()
 }
