@@ -130,7 +130,9 @@ impl AttentionMixer {
     /// one head's `a, b, c, Q_t, K_t` (`3 n (2r + q)`); 0 for the other kinds.
     fn projection_scratch(&self, n: usize) -> usize {
         match self.kind {
-            AttentionKind::Sd { .. } => n.saturating_mul(self.packed_qk() + 3 * self.qk_width()),
+            AttentionKind::Sd { .. } => {
+                n.saturating_mul(self.packed_qk().saturating_add(self.qk_width().saturating_mul(3)))
+            }
             _ => 0,
         }
     }
