@@ -18,8 +18,9 @@
 //! ELU+1 linear attention (`phi` is applied to the raw projections, eps `1e-6`).
 //!
 //! The S-D queries and keys are assembled by `attention::sd`'s `sd_assemble` (and differentiated
-//! by its adjoint): the factorization lives in that one place. The softmax heads run through
-//! [`MultiHeadSoftmax`], the linear ones through [`LinearAttention`] with packed heads.
+//! by its adjoint): the factorization lives in that one place. The softmax heads run one by one through
+//! [`SoftmaxAttention`] (queries and keys cached head-major, so that only values and outputs are
+//! gathered and scattered), the linear ones through [`LinearAttention`] with packed heads.
 //!
 //! ## Parameter layout (`theta`, one flat slice per layer)
 //! * softmax, linear: `[W_Q | W_K]`, each `d_model x h d_head` row-major; head `t` owns columns
@@ -34,7 +35,7 @@
 use super::config::AttentionKind;
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
-use crate::attention::multihead::{gather, scatter, MultiHeadSoftmax};
+use crate::attention::multihead::{gather, scatter};
 use crate::attention::sd::{sd_assemble, sd_assemble_adjoint};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
@@ -115,10 +116,10 @@ impl AttentionMixer {
         self.dims.n_heads * self.dims.d_head
     }
 
-    fn softmax<T: Scalar>(&self, n: usize) -> MultiHeadSoftmax<T> {
-        let head = SoftmaxAttention::new(n, self.qk_width(), self.dims.d_head, Causality::Causal)
-            .with_scale(self.scale());
-        MultiHeadSoftmax { n_heads: self.dims.n_heads, head }
+    /// One head's causal softmax (all heads share it).
+    fn softmax<T: Scalar>(&self, n: usize) -> SoftmaxAttention<T> {
+        SoftmaxAttention::new(n, self.qk_width(), self.dims.d_head, Causality::Causal)
+            .with_scale(self.scale())
     }
 
     fn linear<T: Scalar>(&self) -> LinearAttention<T> {
@@ -126,14 +127,13 @@ impl AttentionMixer {
             .with_heads(self.dims.n_heads)
     }
 
-    /// Scratch of the S-D projection and its adjoint: the three packed products (`n h (2r + q)`) and
-    /// one head's `a, b, c, Q_t, K_t` (`3 n (2r + q)`); 0 for the other kinds.
+    /// Scratch of [`Self::project`]: S-D: the three packed products (`n h (2r + q)`) and one head's
+    /// `a, b, c` (`n (2r + q)`); softmax: the packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
     fn projection_scratch(&self, n: usize) -> usize {
         match self.kind {
-            AttentionKind::Sd { .. } => {
-                n.saturating_mul(self.packed_qk().saturating_add(self.qk_width().saturating_mul(3)))
-            }
-            _ => 0,
+            AttentionKind::Sd { .. } => n.saturating_mul(self.packed_qk().saturating_add(self.qk_width())),
+            AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
+            AttentionKind::Linear => 0,
         }
     }
 
@@ -195,7 +195,8 @@ impl AttentionMixer {
         self.dims.d_model * (cols[0] + cols[1] + cols[2])
     }
 
-    /// `Q, K` (packed, `n x h qk_width`) from `input`; `scratch` holds [`Self::projection_scratch`].
+    /// `Q, K` from `input`: head-major (`h` blocks of `n x qk_width`) for the softmax kinds, packed
+    /// (`n x h d_head`) for linear; `scratch` holds [`Self::projection_scratch`].
     fn project<T: Scalar>(
         &self,
         n: usize,
@@ -207,18 +208,15 @@ impl AttentionMixer {
     ) {
         let d = self.dims.d_model;
         let (cols, _) = self.blocks();
+        let w = self.qk_width();
         match self.kind {
             AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                let (w, pw) = (self.qk_width(), self.packed_qk());
-                let (proj, rest) = scratch.split_at_mut(n * pw);
+                let (proj, rest) = scratch.split_at_mut(n * self.packed_qk());
                 let (a, rest) = rest.split_at_mut(n * r);
                 let (b, rest) = rest.split_at_mut(n * r);
-                let (c, rest) = rest.split_at_mut(n * f);
-                let (qt, rest) = rest.split_at_mut(n * w);
-                let kt = &mut rest[..n * w];
+                let c = &mut rest[..n * f];
                 // proj = [A U | A V | A C], each block contiguous (n x cols[b]).
-                let mut offset = 0;
-                let mut poff = 0;
+                let (mut offset, mut poff) = (0, 0);
                 for &cb in &cols {
                     let weight = &params[offset..offset + d * cb];
                     let out = &mut proj[poff..poff + n * cb];
@@ -232,12 +230,21 @@ impl AttentionMixer {
                     gather(n, cols[0], t * r, r, pu, a);
                     gather(n, cols[1], t * r, r, pv, b);
                     gather(n, cols[2], t * f, f, pc, c);
-                    sd_assemble(n, r, f, a, b, c, qt, kt);
-                    scatter(n, pw, t * w, w, qt, q);
-                    scatter(n, pw, t * w, w, kt, k);
+                    let head = t * n * w..(t + 1) * n * w;
+                    sd_assemble(n, r, f, a, b, c, &mut q[head.clone()], &mut k[head]);
                 }
             }
-            _ => {
+            AttentionKind::Softmax => {
+                let packed = &mut scratch[..n * cols[0]];
+                for (block, out) in [(0, q), (1, k)] {
+                    let weight = &params[block * d * cols[0]..(block + 1) * d * cols[0]];
+                    gemm_into(n, d, cols[0], input, Transpose::No, weight, Transpose::No, T::zero(), packed);
+                    for t in 0..self.dims.n_heads {
+                        gather(n, cols[0], t * w, w, packed, &mut out[t * n * w..(t + 1) * n * w]);
+                    }
+                }
+            }
+            AttentionKind::Linear => {
                 let (w_q, w_k) = params.split_at(d * cols[0]);
                 gemm_into(n, d, cols[0], input, Transpose::No, w_q, Transpose::No, T::zero(), q);
                 gemm_into(n, d, cols[1], input, Transpose::No, w_k, Transpose::No, T::zero(), k);
@@ -245,63 +252,43 @@ impl AttentionMixer {
         }
     }
 
-    /// Adjoint of [`Self::project`]: `d_params += dtheta`, `d_input += dA` from `dQ, dK`.
-    #[allow(clippy::too_many_arguments)]
+    /// Adjoint of the projections from the gradients of their outputs, `d_blocks` holding one
+    /// contiguous `n x cols` block per parameter block (`[d(AU) | d(AV) | d(AC)]` or `[dQ | dK]`,
+    /// packed): `d_params += A^T d_block`, `d_input += d_block W^T`.
     fn project_backward<T: Scalar>(
         &self,
         n: usize,
         params: &[T],
         input: &[T],
-        d_q: &[T],
-        d_k: &[T],
+        d_blocks: &[T],
         d_input: &mut [T],
         d_params: &mut [T],
-        scratch: &mut [T],
     ) {
         let d = self.dims.d_model;
         let (cols, count) = self.blocks();
-        let (d_proj, rest): (&[T], &mut [T]) = match self.kind {
-            AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                let (w, pw) = (self.qk_width(), self.packed_qk());
-                let (proj, rest) = scratch.split_at_mut(n * pw);
-                {
-                    let (da, rest) = rest.split_at_mut(n * r);
-                    let (db, rest) = rest.split_at_mut(n * r);
-                    let (dc, rest) = rest.split_at_mut(n * f);
-                    let (dqt, rest) = rest.split_at_mut(n * w);
-                    let dkt = &mut rest[..n * w];
-                    let (pu, rest) = proj.split_at_mut(n * cols[0]);
-                    let (pv, pc) = rest.split_at_mut(n * cols[1]);
-                    for t in 0..self.dims.n_heads {
-                        gather(n, pw, t * w, w, d_q, dqt);
-                        gather(n, pw, t * w, w, d_k, dkt);
-                        sd_assemble_adjoint(n, r, f, dqt, dkt, da, db, dc);
-                        scatter(n, cols[0], t * r, r, da, pu);
-                        scatter(n, cols[1], t * r, r, db, pv);
-                        scatter(n, cols[2], t * f, f, dc, pc);
-                    }
-                }
-                (proj, rest)
-            }
-            _ => (&[], scratch),
-        };
-        let _ = rest;
-        let mut offset = 0;
-        let mut poff = 0;
-        for (block, &cb) in cols.iter().enumerate().take(count) {
-            let g: &[T] = match self.kind {
-                AttentionKind::Sd { .. } => &d_proj[poff..poff + n * cb],
-                _ if block == 0 => d_q,
-                _ => d_k,
-            };
+        let (mut offset, mut poff) = (0, 0);
+        for &cb in cols.iter().take(count) {
+            let g = &d_blocks[poff..poff + n * cb];
             let weight = &params[offset..offset + d * cb];
-            // dW = A^T d(A W);  dA += d(A W) W^T.
             let d_weight = &mut d_params[offset..offset + d * cb];
             gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
             gemm_into(n, cb, d, g, Transpose::No, weight, Transpose::Yes, T::one(), d_input);
             offset += d * cb;
             poff += n * cb;
         }
+    }
+
+    /// Length of the packed projection gradients `d_blocks`: `n` times the columns of all blocks.
+    fn d_blocks_len(&self, n: usize) -> usize {
+        let (cols, _) = self.blocks();
+        n.saturating_mul(cols[0] + cols[1] + cols[2])
+    }
+
+    /// Per-head scratch of the softmax kinds' backward: `dQ_t, dK_t` (`n w` each), `V_t`, `dO_t`,
+    /// `dV_t` (`n d_head` each), S-D's `da, db, dc` (`n w`).
+    fn head_scratch(&self, n: usize) -> usize {
+        let (w, dh) = (self.qk_width(), self.dims.d_head);
+        n.saturating_mul(w.saturating_mul(3).saturating_add(dh.saturating_mul(3)))
     }
 
     fn check<T: Scalar>(&self, n: usize, params: &[T], input: &[T], values: &[T]) -> Result<()> {
@@ -311,8 +298,9 @@ impl AttentionMixer {
         Ok(())
     }
 
-    /// Cache layout: `Q, K` (`n h qk_width` each), then for softmax kinds `out` (`n h d_head`) and
-    /// `lse` (`h n`).
+    /// Cache layout: `Q, K` (`n h qk_width` each; head-major for the softmax kinds, packed for
+    /// linear), then for the softmax kinds each head's output (`h` blocks of `n x d_head`) and
+    /// `lse` (`h x n`).
     fn cache_parts(&self, n: usize) -> [usize; 4] {
         let qk = n.saturating_mul(self.packed_qk());
         match self.kind {
@@ -358,18 +346,24 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
 
     fn workspace_len(&self, n_tokens: usize) -> usize {
         let n = n_tokens;
-        let attention = match self.kind {
+        let grads = self.d_blocks_len(n);
+        let (forward, backward) = match self.kind {
             AttentionKind::Linear => {
                 let l = self.linear::<T>();
-                l.forward_workspace_len(n).max(l.backward_workspace_len(n))
+                (l.forward_workspace_len(n), l.backward_workspace_len(n))
             }
             _ => {
                 let s = self.softmax::<T>(n);
-                s.forward_workspace_len().max(s.backward_workspace_len())
+                let v_t = n.saturating_mul(self.dims.d_head);
+                (
+                    v_t.saturating_add(s.forward_workspace_len()),
+                    self.head_scratch(n).saturating_add(s.backward_workspace_len()),
+                )
             }
         };
-        let grads = n.saturating_mul(self.packed_qk()).saturating_mul(2);
-        grads.saturating_add(attention.max(self.projection_scratch(n)))
+        let forward = forward.max(self.projection_scratch(n));
+        let backward = grads.saturating_add(backward.max(self.projection_scratch(n)));
+        forward.max(backward)
     }
 
     fn forward(
@@ -396,14 +390,28 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (out_cache, rest) = rest.split_at_mut(lo);
         let lse = &mut rest[..ll];
         self.project(n, params, input, q, k, workspace);
-        match self.kind {
-            AttentionKind::Linear => self.linear().forward(n, q, k, values, out, workspace),
-            _ => {
-                self.softmax(n).forward(q, k, values, None, out, lse, workspace)?;
-                out_cache.copy_from_slice(out);
-                Ok(())
-            }
+        if self.kind == AttentionKind::Linear {
+            return self.linear().forward(n, q, k, values, out, workspace);
         }
+        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
+        let attention = self.softmax(n);
+        let (v_t, rest) = workspace.split_at_mut(n * dh);
+        for t in 0..h {
+            gather(n, hw, t * dh, dh, values, v_t);
+            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
+            let out_t = &mut out_cache[o];
+            attention.forward(
+                &q[qk.clone()],
+                &k[qk],
+                v_t,
+                None,
+                out_t,
+                &mut lse[t * n..(t + 1) * n],
+                rest,
+            )?;
+            scatter(n, hw, t * dh, dh, out_t, out);
+        }
+        Ok(())
     }
 
     fn backward(
@@ -436,18 +444,61 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (k, rest) = rest.split_at(lk);
         let (out, rest) = rest.split_at(lo);
         let lse = &rest[..ll];
-        let (d_q, rest) = workspace.split_at_mut(lq);
-        let (d_k, rest) = rest.split_at_mut(lk);
+        let (d_blocks, rest) = workspace.split_at_mut(self.d_blocks_len(n));
+        let (h, w, dh) = (self.dims.n_heads, self.qk_width(), self.dims.d_head);
+        let (cols, _) = self.blocks();
         match self.kind {
             AttentionKind::Linear => {
-                self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, rest)?
+                let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
+                self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, rest)?;
             }
             _ => {
-                let grads = SoftmaxGrads { d_q: &mut *d_q, d_k: &mut *d_k, d_v: d_values };
-                self.softmax(n).backward(q, k, values, None, out, lse, d_out, grads, rest)?;
+                let attention = self.softmax(n);
+                let (d_q_t, rest) = rest.split_at_mut(n * w);
+                let (d_k_t, rest) = rest.split_at_mut(n * w);
+                let (v_t, rest) = rest.split_at_mut(n * dh);
+                let (d_out_t, rest) = rest.split_at_mut(n * dh);
+                let (d_v_t, rest) = rest.split_at_mut(n * dh);
+                let (d_abc, rest) = rest.split_at_mut(n * w);
+                for t in 0..h {
+                    gather(n, hw, t * dh, dh, values, v_t);
+                    gather(n, hw, t * dh, dh, d_out, d_out_t);
+                    let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
+                    let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: &mut *d_v_t };
+                    let lse_t = &lse[t * n..(t + 1) * n];
+                    attention.backward(
+                        &q[qk.clone()],
+                        &k[qk],
+                        v_t,
+                        None,
+                        &out[o],
+                        lse_t,
+                        d_out_t,
+                        grads,
+                        rest,
+                    )?;
+                    scatter(n, hw, t * dh, dh, d_v_t, d_values);
+                    match self.kind {
+                        AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
+                            let (da, rest) = d_abc.split_at_mut(n * r);
+                            let (db, dc) = rest.split_at_mut(n * r);
+                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, da, db, &mut dc[..n * f]);
+                            let (pu, rest) = d_blocks.split_at_mut(n * cols[0]);
+                            let (pv, pc) = rest.split_at_mut(n * cols[1]);
+                            scatter(n, cols[0], t * r, r, da, pu);
+                            scatter(n, cols[1], t * r, r, db, pv);
+                            scatter(n, cols[2], t * f, f, &dc[..n * f], pc);
+                        }
+                        _ => {
+                            let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
+                            scatter(n, cols[0], t * w, w, d_q_t, pq);
+                            scatter(n, cols[1], t * w, w, d_k_t, pk);
+                        }
+                    }
+                }
             }
         }
-        self.project_backward(n, params, input, d_q, d_k, d_input, d_params, rest);
+        self.project_backward(n, params, input, d_blocks, d_input, d_params);
         Ok(())
     }
 }
