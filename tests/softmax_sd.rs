@@ -94,8 +94,10 @@ fn check_softmax_inputs(
     prop_assert!(rel_err(&lse, &lse_ref) <= bound);
     let (dq, dk, dv) = softmax_bwd(&head, &q, &k, &v, None, &out, &lse, &d_out);
     let (dq_ref, dk_ref, dv_ref) = naive_softmax_backward(n, d_k, d_v, &q, &k, &v, &p, &d_out, head.scale);
-    // dS subtracts delta_i from dP_ij: cancellation costs up to a factor n on top.
-    let bound = bound * (n + 1) as f64;
+    // dS subtracts delta_i = dO_i . O_i from dP_ij = dO_i . V_j, two length-d_v dot products:
+    // their rounding scales with d_v (it is all that is left when the exact gradient vanishes, as
+    // dQ does for one token), and the cancellation costs up to a factor n on top.
+    let bound = (d_k + d_v + n + 4) as f64 * 64.0 * f64::EPSILON * (n + 1) as f64;
     prop_assert!(rel_err(&dq, &dq_ref) <= bound, "dq {}", rel_err(&dq, &dq_ref));
     prop_assert!(rel_err(&dk, &dk_ref) <= bound, "dk {}", rel_err(&dk, &dk_ref));
     prop_assert!(rel_err(&dv, &dv_ref) <= bound, "dv {}", rel_err(&dv, &dv_ref));

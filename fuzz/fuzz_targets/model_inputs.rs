@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 mod input;
 use input::Input;
 use sd_attention::dense::Update;
+use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions};
 use sd_attention::model::gelu::{gelu_backward, gelu_forward};
@@ -16,6 +17,7 @@ use sd_attention::model::linear::{linear_backward, linear_forward};
 use sd_attention::model::loss::cross_entropy;
 use sd_attention::model::mlp::{mlp_backward, mlp_forward, MlpGrads, MlpParams};
 use sd_attention::model::norm::{norm_backward, norm_forward, NormKind};
+use sd_attention::model::sublayer::{AttentionSublayer, SublayerDims};
 use sd_attention::train::clip::clip_global_norm;
 use sd_attention::train::corpus::Corpus;
 
@@ -65,6 +67,25 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(layout) = ParamLayout::new(&config) {
         assert_eq!(layout.total, config.param_counts().unwrap().total);
+    }
+    // The model's attention sub-layers with arbitrary dimensions and slice lengths.
+    let dims = SublayerDims { d_model: d, n_heads: input.dim(12), d_head: input.dim(12) };
+    for kind in kinds {
+        if let Ok(mixer) = AttentionMixer::new(dims, kind) {
+            let (p, x, v) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
+            let (mut o, mut cache, mut ws) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
+            if input.byte() % 2 == 0 {
+                // Correctly sized buffers half of the time, so that the kernels run.
+                let len = |x: usize| x.min(1 << 16);
+                cache.resize(len(AttentionSublayer::<f32>::cache_len(&mixer, n)), 0.0);
+                ws.resize(len(AttentionSublayer::<f32>::workspace_len(&mixer, n)), 0.0);
+            }
+            let _ = mixer.forward(n, &p, &x, &v, &mut o, &mut cache, &mut ws);
+            let (mut dx, mut dv, mut dp) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
+            let _ = mixer.backward(n, &p, &x, &v, &cache, &o, &mut dx, &mut dv, &mut dp, &mut ws);
+            let (mut wq, mut wk, mut fw) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
+            let _ = mixer.head_factors(&p, input.dim(12), &mut wq, &mut wk, &mut fw);
+        }
     }
     let manifest = String::from_utf8_lossy(input.rest());
     let _ = Corpus::new(tokens.clone(), tokens, &manifest);

@@ -10,7 +10,14 @@ use crate::error::{check_len, check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
 
 /// Copies columns `[offset, offset + width)` of the `n x stride` matrix `src` into `n x width` `dst`.
-fn gather<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
+pub(crate) fn gather<T: Scalar>(
+    n: usize,
+    stride: usize,
+    offset: usize,
+    width: usize,
+    src: &[T],
+    dst: &mut [T],
+) {
     for i in 0..n {
         dst[i * width..(i + 1) * width]
             .copy_from_slice(&src[i * stride + offset..i * stride + offset + width]);
@@ -18,7 +25,14 @@ fn gather<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: 
 }
 
 /// The inverse of [`gather`].
-fn scatter<T: Scalar>(n: usize, stride: usize, offset: usize, width: usize, src: &[T], dst: &mut [T]) {
+pub(crate) fn scatter<T: Scalar>(
+    n: usize,
+    stride: usize,
+    offset: usize,
+    width: usize,
+    src: &[T],
+    dst: &mut [T],
+) {
     for i in 0..n {
         dst[i * stride + offset..i * stride + offset + width]
             .copy_from_slice(&src[i * width..(i + 1) * width]);

@@ -493,7 +493,7 @@ impl<T: Scalar> AttentionHead<T> {
 /// (`n x (2r + q)`) from `a = XU`, `b = XV` (`n x r`) and `c = XC` (`n x q`), so that
 /// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`.
 #[allow(clippy::too_many_arguments)]
-fn sd_assemble<T: Scalar>(
+pub(crate) fn sd_assemble<T: Scalar>(
     n: usize,
     r: usize,
     q: usize,
@@ -523,7 +523,7 @@ fn sd_assemble<T: Scalar>(
 
 /// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`.
 #[allow(clippy::too_many_arguments)]
-fn sd_assemble_adjoint<T: Scalar>(
+pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     n: usize,
     r: usize,
     q: usize,

@@ -21,16 +21,22 @@ fn inner<T: Scalar>(u: T) -> T {
 pub fn gelu_forward<T: Scalar>(u: &[T], out: &mut [T]) -> Result<()> {
     check_len("out", out.len(), u.len())?;
     for (o, &x) in out.iter_mut().zip(u) {
-        *o = T::HALF * x * (T::one() + inner(x).tanh());
+        *o = inner(x);
+    }
+    T::tanh_in_place(out); // vectorized (Scalar::tanh_in_place)
+    for (o, &x) in out.iter_mut().zip(u) {
+        *o = T::HALF * x * (T::one() + *o);
     }
     Ok(())
 }
 
-/// `gelu'(u)` for one element.
+/// Elements per block of the backward passes' `tanh` scratch (on the stack).
+const BLOCK: usize = 256;
+
+/// `gelu'(u)` for one element, given `t = tanh(inner(u))`.
 #[inline]
-fn slope<T: Scalar>(u: T) -> T {
+fn slope<T: Scalar>(u: T, t: T) -> T {
     let k = T::of_f64(core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2);
-    let t = inner(u).tanh();
     T::HALF * (T::one() + t)
         + T::HALF * u * (T::one() - t * t) * k * (T::one() + T::of_f64(3.0 * CUBIC) * u * u)
 }
@@ -39,17 +45,23 @@ fn slope<T: Scalar>(u: T) -> T {
 pub fn gelu_backward<T: Scalar>(u: &[T], d_out: &[T], d_u: &mut [T]) -> Result<()> {
     check_len("d_out", d_out.len(), u.len())?;
     check_len("d_u", d_u.len(), u.len())?;
-    for ((g, &x), &dy) in d_u.iter_mut().zip(u).zip(d_out) {
-        *g = slope(x) * dy;
-    }
-    Ok(())
+    d_u.copy_from_slice(d_out);
+    gelu_backward_in_place(u, d_u)
 }
 
 /// `grad_i = gelu'(u_i) grad_i` in place (the backward pass when `dG` may be overwritten by `dU`).
 pub fn gelu_backward_in_place<T: Scalar>(u: &[T], grad: &mut [T]) -> Result<()> {
     check_len("grad", grad.len(), u.len())?;
-    for (g, &x) in grad.iter_mut().zip(u) {
-        *g = slope(x) * *g;
+    let mut t = [T::zero(); BLOCK];
+    for (grad, u) in grad.chunks_mut(BLOCK).zip(u.chunks(BLOCK)) {
+        let t = &mut t[..u.len()];
+        for (ti, &x) in t.iter_mut().zip(u) {
+            *ti = inner(x);
+        }
+        T::tanh_in_place(t);
+        for ((g, &x), &ti) in grad.iter_mut().zip(u).zip(t.iter()) {
+            *g = slope(x, ti) * *g;
+        }
     }
     Ok(())
 }

@@ -13,9 +13,13 @@
 //! * [`config`]: [`config::ModelConfig`] (dimensions, attention kind per layer, norm, positions,
 //!   tying) and the parameter count per part;
 //! * [`layout`]: named ranges of every tensor in the flat parameter/gradient buffer;
+//! * [`attention`]: [`attention::AttentionMixer`], the softmax, S-D and ELU+1 linear kernels of
+//!   [`crate::attention`] as attention sub-layers;
 //! * [`transformer`]: [`transformer::Model`], forward to the loss and backward into one flat
 //!   gradient buffer.
 
+#[cfg(feature = "alloc")]
+pub mod attention;
 #[cfg(feature = "alloc")]
 pub mod config;
 pub mod embedding;

@@ -15,8 +15,8 @@
 //! Head `h` owns columns `h d_head .. (h + 1) d_head` of `V` and `O`. The model is a causal language
 //! model, so every implementation must be causal (output row `i` depends on rows `j <= i` only).
 //!
-//! How each kind maps onto it (for the adapters of phase 2; heads packed side by side, as the
-//! multi-head kernels take them):
+//! How each kind maps onto it (implemented by `model::attention::AttentionMixer`; heads packed
+//! side by side, as the multi-head kernels take them):
 //! * softmax (SPEC 4): `theta = [W_Q, W_K]` (`d_model x n_heads d_head` each); `Q = A W_Q`,
 //!   `K = A W_K`, `O = causal multi-head softmax(Q, K, V)`; backward: the kernel's `dQ, dK, dV`, then
 //!   `dW_Q = A^T dQ`, `dW_K = A^T dK`, `dA += dQ W_Q^T + dK W_K^T`.

@@ -14,8 +14,9 @@
 //! loss = mean_i CE(logits_i, t_{i+1})
 //! ```
 //!
-//! The attention kernels `mix_l` are supplied by the caller as [`AttentionSublayer`] objects (one
-//! per layer); everything else is here. Parameters and gradients are single flat slices laid out by
+//! The attention kernels `mix_l` are [`AttentionSublayer`] objects (one per layer):
+//! [`Model::with_attention`] plugs in the crate's ([`super::attention::AttentionMixer`]), and
+//! [`Model::new`] takes any; everything else is here. Parameters and gradients are single flat slices laid out by
 //! [`ParamLayout`]; activations live in an [`Activations`] value sized once per `(batch, seq)` and
 //! reused across steps.
 
@@ -133,6 +134,30 @@ impl<T: Scalar> Model<T> {
             sinusoidal_positions(config.context_len, config.d_model, &mut sinusoid)?;
         }
         Ok(Model { config, layout, counts, sublayers, sinusoid })
+    }
+
+    /// A model of `config` with the crate's attention kernels
+    /// ([`super::attention::AttentionMixer`], one per layer, of the layer's kind).
+    ///
+    /// ```
+    /// use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
+    /// use sd_attention::model::norm::NormKind;
+    /// use sd_attention::model::transformer::Model;
+    /// let sd = AttentionKind::Sd { routing_rank: 2, filtering_rank: 1 };
+    /// let config = ModelConfig::uniform(16, 2, 2, 8, 32, 8, sd, NormKind::None, PositionKind::Learned, true);
+    /// let model = Model::<f64>::with_attention(config)?;
+    /// let mut params = vec![0.0; model.param_len()];
+    /// model.init_params(1, &mut params)?;
+    /// let mut state = model.activations(1, 8)?;
+    /// let loss = model.forward(&params, b"To be, o", b"o be, or", &mut state)?;
+    /// assert!((loss - 256f64.ln()).abs() < 0.01); // small initial logits: close to uniform
+    /// let mut grads = vec![0.0; model.param_len()];
+    /// model.backward(&params, &mut state, &mut grads)?;
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
+    pub fn with_attention(config: ModelConfig) -> Result<Self> {
+        let sublayers = super::attention::mixers(&config)?;
+        Self::new(config, sublayers)
     }
 
     /// The config.

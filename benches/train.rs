@@ -1,0 +1,48 @@
+//! Training throughput of the cascade demo's model (examples/cascade.rs defaults): one full
+//! training step (batch 16 x 128 bytes of Shakespeare: forward, backward, clipping, AdamW) of an
+//! S-D model without norm, d_model 64, 6 layers x 4 heads, d_head 16, r 8, q 8, d_mlp 256, tied
+//! unembedding, f32, single thread. Criterion's "elem/s" is tokens/s. `benches/torch_train.py`
+//! runs the same model and step in PyTorch CPU eager (one thread) and prints both side by side.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
+use sd_attention::model::norm::NormKind;
+use sd_attention::model::transformer::Model;
+use sd_attention::train::adamw::AdamWConfig;
+use sd_attention::train::corpus::{Corpus, DEFAULT_DIR};
+use sd_attention::train::schedule::WarmupCosine;
+use sd_attention::train::trainer::{TrainConfig, Trainer};
+use std::time::Duration;
+
+/// The demo's model and batch (keep in sync with examples/cascade.rs and benches/torch_train.py).
+pub fn demo_config() -> (ModelConfig, usize, usize) {
+    let kind = AttentionKind::Sd { routing_rank: 8, filtering_rank: 8 };
+    let (batch, seq) = (16, 128);
+    let config =
+        ModelConfig::uniform(64, 6, 4, 16, 256, seq, kind, NormKind::None, PositionKind::Learned, true);
+    (config, batch, seq)
+}
+
+fn bench_train(c: &mut Criterion) {
+    let corpus = Corpus::load(DEFAULT_DIR).unwrap();
+    let (config, batch, seq) = demo_config();
+    let train = TrainConfig {
+        batch,
+        seq,
+        schedule: WarmupCosine::new(3e-3, 3e-4, 100, 2500).unwrap(),
+        adamw: AdamWConfig::default(),
+        clip_norm: 1.0,
+        seed: 1,
+    };
+    let mut trainer = Trainer::<f32>::new(Model::with_attention(config).unwrap(), train).unwrap();
+    let mut group = c.benchmark_group("train");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements((batch * seq) as u64));
+    group.bench_function("sd_demo_step", |b| b.iter(|| trainer.step(&corpus.train).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_train);
+criterion_main!(benches);
