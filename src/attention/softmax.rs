@@ -7,7 +7,8 @@
 //! dV = P^T dO,  dP = dO V^T,  dS = P .* (dP - rowsum(dO .* O)),  dQ = dS K scale,  dK = dS^T Q scale
 //! ```
 //!
-//! Queries are processed in blocks of `tile_q = min(TILE_Q, n)` rows against blocks of
+//! Queries are processed in blocks of `tile_q = min(TILE_Q, n)` rows (at most `CAUSAL_BLOCK_Q` for
+//! causal heads, so that the hidden tiles above the diagonal are skipped) against blocks of
 //! `tile_k = min(TILE_K, n)` keys ([`SoftmaxAttention::tile_q`], [`SoftmaxAttention::tile_k`]); the
 //! running maximum and sum of each row rescale the output accumulated so far (Milakov & Gimelshein
 //! 2018, "Online normalizer calculation for softmax"; Dao et al. 2022, "FlashAttention"). Extra memory
@@ -28,6 +29,9 @@ use crate::{Error, Result, Scalar};
 pub const TILE_Q: usize = 256;
 /// Key columns per tile at most (a head uses `min(TILE_K, n_tokens)`).
 pub const TILE_K: usize = 512;
+/// Query rows per block of a causal head at most: the blocks on and below the diagonal are
+/// computed, the hidden ones above it skipped (see `SoftmaxAttention::block_q`).
+pub const CAUSAL_BLOCK_Q: usize = 32;
 
 /// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
 /// `n_tokens x d_v`, all row-major; the logit of query `i` and key `j` is
@@ -80,6 +84,18 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// Query rows per tile: `min(TILE_Q, n_tokens)`.
     pub fn tile_q(&self) -> usize {
         TILE_Q.min(self.n_tokens)
+    }
+
+    /// Query rows per block of the tile loop: [`tile_q`](Self::tile_q), or at most
+    /// [`CAUSAL_BLOCK_Q`] for causal heads. A causal block of queries `[i0, i1)` only sees keys
+    /// `[0, i1)`, so smaller blocks skip the hidden upper triangle of the logits (its products,
+    /// `exp` and backward), about half the work at `n <= TILE_Q`; the workspace stays sized by
+    /// `tile_q` (a block never exceeds it).
+    fn block_q(&self) -> usize {
+        match self.causality {
+            Causality::Causal => CAUSAL_BLOCK_Q.min(self.tile_q()),
+            Causality::Bidirectional => self.tile_q(),
+        }
     }
 
     /// Key columns per tile: `min(TILE_K, n_tokens)`.
@@ -364,8 +380,9 @@ fn forward_unchecked<T: Scalar>(
     let (k_t, rest) = rest.split_at_mut(n * d_k);
     let q_t_block = &mut rest[..tile_q * d_k];
     transpose_tiles(n, d_k, tile_k, k, k_t);
-    for i0 in (0..n).step_by(tile_q) {
-        let i1 = (i0 + tile_q).min(n);
+    let block_q = head.block_q();
+    for i0 in (0..n).step_by(block_q) {
+        let i1 = (i0 + block_q).min(n);
         let bq = i1 - i0;
         let q_t = &mut q_t_block[..bq * d_k];
         kernel::transpose(bq, d_k, &q[i0 * d_k..i1 * d_k], q_t);
@@ -475,8 +492,9 @@ fn backward_unchecked<T: Scalar>(
     let d_out_t_block = &mut rest[..tile_q * d_v];
     transpose_tiles(n, d_k, tile_k, k, k_t);
     transpose_tiles(n, d_v, tile_k, v, v_t);
-    for i0 in (0..n).step_by(tile_q) {
-        let i1 = (i0 + tile_q).min(n);
+    let block_q = head.block_q();
+    for i0 in (0..n).step_by(block_q) {
+        let i1 = (i0 + block_q).min(n);
         let bq = i1 - i0;
         let d_out_tile = &d_out[i0 * d_v..i1 * d_v];
         let q_tile = &q[i0 * d_k..i1 * d_k];
