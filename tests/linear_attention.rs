@@ -228,18 +228,18 @@ fn finite_difference_error(
     which: usize,
     analytic: &[f64],
 ) -> f64 {
-    let step = 1e-6;
+    let all: Vec<usize> = (0..analytic.len()).collect();
     let mut x: [Vec<f64>; 3] = inputs.map(|s| s.to_vec());
-    let mut fd = vec![0.0; analytic.len()];
-    for e in 0..analytic.len() {
-        let orig = x[which][e];
-        x[which][e] = orig + step;
-        let plus = loss(att, n, &x[0], &x[1], &x[2], d_out);
-        x[which][e] = orig - step;
-        let minus = loss(att, n, &x[0], &x[1], &x[2], d_out);
-        x[which][e] = orig;
-        fd[e] = (plus - minus) / (2.0 * step);
-    }
+    let base = x[which].clone();
+    let fd = common::central_differences_at(
+        &mut |probe: &[f64]| {
+            x[which].copy_from_slice(probe);
+            loss(att, n, &x[0], &x[1], &x[2], d_out)
+        },
+        &base,
+        &all,
+        1e-6,
+    );
     let worst = analytic.iter().zip(&fd).map(|(a, f)| (a - f).abs()).fold(0.0, f64::max);
     worst / max_abs(&fd)
 }

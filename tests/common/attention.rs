@@ -131,16 +131,6 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 
 /// Central finite differences of `f` at `x`, step `h`: `(f(x + h e_i) - f(x - h e_i)) / 2h`.
 pub fn central_differences(x: &[f64], h: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
-    let mut xp = x.to_vec();
-    (0..x.len())
-        .map(|i| {
-            let orig = xp[i];
-            xp[i] = orig + h;
-            let up = f(&xp);
-            xp[i] = orig - h;
-            let down = f(&xp);
-            xp[i] = orig;
-            (up - down) / (2.0 * h)
-        })
-        .collect()
+    let all: Vec<usize> = (0..x.len()).collect();
+    super::central_differences_at(&mut f, x, &all, h)
 }

@@ -68,6 +68,28 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 #[allow(unused_imports)]
 pub use sd_attention::strategies::EDGE_SIZES;
 
+/// Central-difference gradient of `f` at `x`, for the entries `indices`:
+/// `(f(x + h e_i) - f(x - h e_i)) / (2 h)`. Truncation error `O(h^2 f''')`, rounding `O(eps |f| / h)`.
+pub fn central_differences_at(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x: &[f64],
+    indices: &[usize],
+    h: f64,
+) -> Vec<f64> {
+    let mut probe = x.to_vec();
+    indices
+        .iter()
+        .map(|&i| {
+            probe[i] = x[i] + h;
+            let up = f(&probe);
+            probe[i] = x[i] - h;
+            let down = f(&probe);
+            probe[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
 pub mod attention;
 pub mod jacobi;
 pub mod linear;

@@ -7,27 +7,7 @@ use sd_attention::model::sublayer::{AttentionSublayer, SublayerDims};
 use sd_attention::rng::SplitMix64;
 use sd_attention::{Result, Scalar};
 
-/// Central-difference gradient of `f` at `x`, for the entries `indices`:
-/// `(f(x + h e_i) - f(x - h e_i)) / (2 h)`. Truncation error `O(h^2 f''')`, rounding `O(eps |f| / h)`.
-pub fn central_differences(
-    f: &mut dyn FnMut(&[f64]) -> f64,
-    x: &[f64],
-    indices: &[usize],
-    h: f64,
-) -> Vec<f64> {
-    let mut probe = x.to_vec();
-    indices
-        .iter()
-        .map(|&i| {
-            probe[i] = x[i] + h;
-            let up = f(&probe);
-            probe[i] = x[i] - h;
-            let down = f(&probe);
-            probe[i] = x[i];
-            (up - down) / (2.0 * h)
-        })
-        .collect()
-}
+pub use super::central_differences_at as central_differences;
 
 /// Norm-wise relative error `||a - b|| / max(||a||, ||b||)` (0 if both vanish).
 pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
