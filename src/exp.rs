@@ -86,12 +86,35 @@ unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
     exp_shifted_sum_body::<true>(x, shift)
 }
 
+/// [`exp_shifted_sum_body`] compiled for AVX-512 (with FMA).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn exp_shifted_sum_avx512(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_body::<true>(x, shift)
+}
+
+/// Whether the running CPU has AVX-512F and FMA (run-time detection, cached by std).
+#[cfg(sda_avx512)]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+}
+
 /// `x_i = e^{x_i - shift}` for every element, in `f32`, returning `sum_i x_i` (see the module
-/// documentation for accuracy). With the `std` feature on x86-64 the loop runs in AVX2/FMA when
-/// the CPU has them (detected at run time, like `matrixmultiply`); otherwise in the target's
-/// compile-time features. (An AVX-512 variant measured faster, but `target_feature(enable =
-/// "avx512f")` needs Rust 1.89, above the crate's MSRV of 1.75.)
+/// documentation for accuracy). With the `std` feature on x86-64 the loop runs in AVX-512 (when
+/// the compiler is Rust 1.89 or newer, see build.rs) or AVX2/FMA when the CPU has them (detected at
+/// run time, like `matrixmultiply`); otherwise in the target's compile-time features.
 pub(crate) fn exp_shifted_sum_f32(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(sda_avx512)]
+    if has_avx512() {
+        // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
+        // features, which were just detected.
+        return unsafe { exp_shifted_sum_avx512(x, shift) };
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -123,10 +146,26 @@ unsafe fn exp_sub_accumulate_avx2(x: &mut [f32], shift: &[f32], sum: &mut [f32])
     exp_sub_accumulate_body::<true>(x, shift, sum)
 }
 
+/// [`exp_sub_accumulate_body`] compiled for AVX-512 (with FMA).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn exp_sub_accumulate_avx512(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
+    exp_sub_accumulate_body::<true>(x, shift, sum)
+}
+
 /// `x_i = e^{x_i - shift_i}` and `sum_i += x_i` over the common length of the three slices, in
 /// `f32` (accuracy and dispatch as [`exp_shifted_sum_f32`]): one row of a transposed logit tile,
 /// whose columns are queries with their own shifts and running sums.
 pub(crate) fn exp_sub_accumulate_f32(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
+    #[cfg(sda_avx512)]
+    if has_avx512() {
+        // SAFETY: the CPU has the features, just detected (the only precondition).
+        return unsafe { exp_sub_accumulate_avx512(x, shift, sum) };
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -177,9 +216,25 @@ unsafe fn tanh_avx2(x: &mut [f32]) {
     tanh_body::<true>(x)
 }
 
+/// The tanh loop compiled for AVX-512 (with FMA).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tanh_avx512(x: &mut [f32]) {
+    tanh_body::<true>(x)
+}
+
 /// `x_i = tanh(x_i)` in `f32` (see [`tanh1`] for accuracy), vectorized like
-/// [`exp_shifted_sum_f32`] (AVX2/FMA detected at run time with `std` on x86-64).
+/// [`exp_shifted_sum_f32`] (AVX-512 or AVX2/FMA detected at run time with `std` on x86-64).
 pub(crate) fn tanh_in_place_f32(x: &mut [f32]) {
+    #[cfg(sda_avx512)]
+    if has_avx512() {
+        // SAFETY: the CPU has the features, just detected (the only precondition).
+        return unsafe { tanh_avx512(x) };
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -299,5 +354,37 @@ mod tests {
         exp_sub_accumulate_f64(&mut x64, &[0.5, 0.0, 0.0], &mut sums64);
         assert_eq!(x64, [1.0, 0.0, libm::exp(2.0)]);
         assert_eq!(sums64, x64);
+    }
+
+    /// Each instruction-set variant the CPU has (AVX2/FMA, and AVX-512 when compiled in), called
+    /// directly rather than through the dispatch, which only reaches the widest one: the same
+    /// bounds as above against libm.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn every_instruction_set_variant_matches_libm() {
+        type Variant = (fn(&mut [f32], f32) -> f32, fn(&mut [f32]));
+        let mut variants: std::vec::Vec<(&str, Variant)> = std::vec::Vec::new();
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY (both closures): the CPU has AVX2 and FMA, just detected.
+            variants
+                .push(("avx2", (|x, s| unsafe { exp_shifted_sum_avx2(x, s) }, |x| unsafe { tanh_avx2(x) })));
+        }
+        #[cfg(sda_avx512)]
+        if has_avx512() {
+            // SAFETY (both closures): the CPU has AVX-512F and FMA, just detected.
+            variants.push((
+                "avx512",
+                (|x, s| unsafe { exp_shifted_sum_avx512(x, s) }, |x| unsafe { tanh_avx512(x) }),
+            ));
+        }
+        for (name, (exp, tanh)) in variants {
+            let worst = worst_error(exp);
+            assert!(worst < 3.0 * f32::EPSILON as f64, "{name}: exp worst relative error {worst}");
+            let mut grid: std::vec::Vec<f32> = (0..20_011).map(|i| (i as f32 - 10_000.0) * 0.001_3).collect();
+            let exact: std::vec::Vec<f64> = grid.iter().map(|&x| libm::tanh(x as f64)).collect();
+            tanh(&mut grid);
+            let worst = grid.iter().zip(&exact).map(|(&t, &e)| (t as f64 - e).abs()).fold(0.0, f64::max);
+            assert!(worst <= 3.0 * f32::EPSILON as f64, "{name}: tanh worst absolute error {worst}");
+        }
     }
 }
