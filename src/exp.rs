@@ -19,7 +19,7 @@ const LANES: usize = 16;
 /// `a * b + c`: one fused multiply-add when `FUSED` (only instantiated where the target has FMA, so
 /// that `f32::mul_add` becomes one instruction rather than a call to `fmaf`), else two roundings.
 #[inline(always)]
-fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     #[cfg(feature = "std")]
     if FUSED {
         return a.mul_add(b, c);
@@ -189,7 +189,7 @@ pub(crate) fn exp_sub_accumulate_f64(x: &mut [f64], shift: &[f64], sum: &mut [f6
 /// 3 `f32` ulps of 1 (`~4e-7`) for every `x` (a relative error near 0, where `tanh x ~ x`, but the
 /// model only uses `1 + tanh`); exactly `±1` once `e^{2|x|}` overflows; NaN stays NaN.
 #[inline(always)]
-fn tanh1<const FUSED: bool>(x: f32) -> f32 {
+pub(crate) fn tanh1<const FUSED: bool>(x: f32) -> f32 {
     let e = exp1::<FUSED>(2.0 * x.abs());
     let t = 1.0 - 2.0 / (e + 1.0);
     if x < 0.0 {

@@ -60,6 +60,12 @@ pub trait Scalar:
     /// `x_i = tanh(x_i)` over a slice: vectorized from the same `exp` for `f32` (absolute error
     /// about `4e-7`), `libm::tanh` for `f64`. NaN stays NaN. The GELU's inner loop.
     fn tanh_in_place(x: &mut [Self]);
+    /// The slice itself when `Self` is `f32`, `None` for `f64`: lets a generic kernel hand `f32`
+    /// data to a vectorized `f32`-only path (e.g. the fused GELU), keeping the generic loop as
+    /// the `f64` reference.
+    fn f32_slice(x: &[Self]) -> Option<&[f32]>;
+    /// [`Scalar::f32_slice`] for a mutable slice.
+    fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
@@ -90,7 +96,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $name:expr, $f32_slice:expr, $f32_slice_mut:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -120,6 +126,14 @@ macro_rules! impl_scalar {
             #[inline]
             fn tanh_in_place(x: &mut [Self]) {
                 $tanh(x)
+            }
+            #[inline(always)]
+            fn f32_slice(x: &[Self]) -> Option<&[f32]> {
+                $f32_slice(x)
+            }
+            #[inline(always)]
+            fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+                $f32_slice_mut(x)
             }
 
             #[cfg(feature = "alloc")]
@@ -153,7 +167,9 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f32,
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
-    "f32"
+    "f32",
+    Some,
+    Some
 );
 impl_scalar!(
     f64,
@@ -161,5 +177,13 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f64,
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
-    "f64"
+    "f64",
+    not_f32,
+    not_f32
 );
+
+/// The `f64` side of [`Scalar::f32_slice`]: never `f32`.
+#[inline(always)]
+fn not_f32<S, R>(_: S) -> Option<R> {
+    None
+}

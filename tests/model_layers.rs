@@ -315,6 +315,25 @@ fn cross_entropy_values_gradient_stability_and_errors() {
     let l64 = cross_entropy(v, &widen(&z32), &targets, &mut dz64).unwrap();
     let zmax = z.iter().fold(0.0f64, |a, b| a.max(b.abs()));
     assert!((l32 as f64 - l64).abs() <= (v as f64 + 4.0) * EPS32 * (zmax + 1.0));
+    // The same bound over rows wider than the 16 lanes of the vectorized maximum and exp (odd V).
+    let (n2, v2) = (3, 37);
+    let z2 = narrow(&normal_vec(n2 * v2, 3.0, 25));
+    let (mut d32, mut d64) = (vec![0.0f32; n2 * v2], vec![0.0; n2 * v2]);
+    let t2 = [36u8, 0, 17];
+    let l32 = cross_entropy(v2, &z2, &t2, &mut d32).unwrap();
+    let l64 = cross_entropy(v2, &widen(&z2), &t2, &mut d64).unwrap();
+    let zmax = z2.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
+    assert!((l32 as f64 - l64).abs() <= (v2 as f64 + 4.0) * EPS32 * (zmax + 1.0));
+    for (&g32, &g64) in d32.iter().zip(&d64) {
+        assert!((g32 as f64 - g64).abs() <= (v2 as f64 + 4.0) * EPS32 * (zmax + 1.0) / n2 as f64);
+    }
+    // NaN anywhere in a row (a vector lane or the tail) makes the loss and that row NaN.
+    for at in [5usize, 20, 36] {
+        let mut zn = z2.clone();
+        zn[v2 + at] = f32::NAN;
+        assert!(cross_entropy(v2, &zn, &t2, &mut d32).unwrap().is_nan());
+        assert!(d32[v2..2 * v2].iter().all(|g| g.is_nan()) && d32[..v2].iter().all(|g| g.is_finite()));
+    }
     // NaN logits give a NaN loss (documented), bad targets and empty input are errors.
     assert!(cross_entropy(2, &[f64::NAN, 0.0], &[0], &mut d2).unwrap().is_nan());
     assert!(matches!(cross_entropy(2, &[0.0f64, 0.0], &[2], &mut d2), Err(Error::InvalidValue { .. })));

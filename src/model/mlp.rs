@@ -2,13 +2,14 @@
 //! [`super::gelu`]).
 //!
 //! Shapes: `X`, `Y` `n x d_model`; `W_1` `d_model x d_mlp`, `b_1` `d_mlp`; `W_2` `d_mlp x d_model`,
-//! `b_2` `d_model`. The forward pass keeps the pre-activation `U = X W_1 + b_1` and `G = gelu(U)` in
-//! a caller cache of [`mlp_cache_len`] elements; the backward pass takes [`mlp_workspace_len`]
-//! elements of scratch. Allocation-free.
+//! `b_2` `d_model`. The forward pass keeps the GELU's slope `gelu'(U)` at the pre-activation
+//! `U = X W_1 + b_1` and `G = gelu(U)` in a caller cache of [`mlp_cache_len`] elements (bias, GELU
+//! and slope in one fused pass, [`bias_gelu_forward`], so that the backward pass needs no `tanh`);
+//! the backward pass takes [`mlp_workspace_len`] elements of scratch. Allocation-free.
 
-use super::gelu::{gelu_backward_in_place, gelu_forward};
+use super::gelu::{bias_gelu_forward, gelu_backward_cached};
 use super::linear::{linear_backward, linear_forward};
-use crate::dense::Update;
+use crate::dense::{matmul, Update};
 use crate::error::{check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
 
@@ -42,7 +43,7 @@ fn hidden_len(what: &'static str, n: usize, d_mlp: usize) -> Result<usize> {
     n.checked_mul(d_mlp).ok_or(Error::DimensionOverflow { what })
 }
 
-/// Cache elements of [`mlp_forward`]: `2 n d_mlp` (`U` then `G`). Saturates at `usize::MAX`.
+/// Cache elements of [`mlp_forward`]: `2 n d_mlp` (`gelu'(U)` then `G`). Saturates at `usize::MAX`.
 pub fn mlp_cache_len(n: usize, d_mlp: usize) -> usize {
     n.saturating_mul(d_mlp).saturating_mul(2)
 }
@@ -52,7 +53,7 @@ pub fn mlp_workspace_len(n: usize, d_mlp: usize) -> usize {
     n.saturating_mul(d_mlp)
 }
 
-/// `y = gelu(x W_1 + b_1) W_2 + b_2` (`y` overwritten); stores `U`, `G` in `cache`.
+/// `y = gelu(x W_1 + b_1) W_2 + b_2` (`y` overwritten); stores `gelu'(U)`, `G` in `cache`.
 pub fn mlp_forward<T: Scalar>(
     n: usize,
     d_model: usize,
@@ -64,10 +65,12 @@ pub fn mlp_forward<T: Scalar>(
 ) -> Result<()> {
     let h = hidden_len("cache", n, d_mlp)?;
     check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
-    let (u, rest) = cache.split_at_mut(h);
+    let (slope, rest) = cache.split_at_mut(h);
     let g = &mut rest[..h];
-    linear_forward(n, d_model, d_mlp, x, params.w_1, Some(params.b_1), u)?;
-    gelu_forward(u, g)?;
+    check_matrix("x", x.len(), n, d_model)?;
+    check_matrix("w_1", params.w_1.len(), d_model, d_mlp)?;
+    matmul(n, d_model, d_mlp, x, params.w_1, slope, Update::Overwrite)?;
+    bias_gelu_forward(d_mlp, params.b_1, slope, g)?;
     linear_forward(n, d_mlp, d_model, g, params.w_2, Some(params.b_2), y)
 }
 
@@ -91,7 +94,7 @@ pub fn mlp_backward<T: Scalar>(
     check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
     check_workspace(workspace.len(), mlp_workspace_len(n, d_mlp))?;
     check_matrix("dx", dx.len(), n, d_model)?;
-    let (u, g) = (&cache[..h], &cache[h..2 * h]);
+    let (slope, g) = (&cache[..h], &cache[h..2 * h]);
     let d_hidden = &mut workspace[..h];
     linear_backward(
         n,
@@ -105,7 +108,7 @@ pub fn mlp_backward<T: Scalar>(
         grads.w_2,
         Some(grads.b_2),
     )?;
-    gelu_backward_in_place(u, d_hidden)?;
+    gelu_backward_cached(slope, d_hidden)?;
     linear_backward(
         n,
         d_model,
