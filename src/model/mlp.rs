@@ -48,12 +48,17 @@ pub fn mlp_cache_len(n: usize, d_mlp: usize) -> usize {
     n.saturating_mul(d_mlp).saturating_mul(2)
 }
 
-/// Workspace elements of [`mlp_backward`]: `n d_mlp`.
+/// Rows per block of the forward and backward passes: each block's hidden activations
+/// (`ROW_BLOCK x d_mlp`) stay in cache between the products and the elementwise GELU passes.
+pub const ROW_BLOCK: usize = 128;
+
+/// Workspace elements of [`mlp_backward`]: `min(n, ROW_BLOCK) d_mlp` (one block of `dG`).
 pub fn mlp_workspace_len(n: usize, d_mlp: usize) -> usize {
-    n.saturating_mul(d_mlp)
+    n.min(ROW_BLOCK).saturating_mul(d_mlp)
 }
 
 /// `y = gelu(x W_1 + b_1) W_2 + b_2` (`y` overwritten); stores `gelu'(U)`, `G` in `cache`.
+/// Runs in blocks of [`ROW_BLOCK`] rows (the result does not depend on the blocking).
 pub fn mlp_forward<T: Scalar>(
     n: usize,
     d_model: usize,
@@ -65,17 +70,25 @@ pub fn mlp_forward<T: Scalar>(
 ) -> Result<()> {
     let h = hidden_len("cache", n, d_mlp)?;
     check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
+    check_matrix("x", x.len(), n, d_model)?;
+    check_matrix("y", y.len(), n, d_model)?;
+    check_matrix("w_1", params.w_1.len(), d_model, d_mlp)?;
     let (slope, rest) = cache.split_at_mut(h);
     let g = &mut rest[..h];
-    check_matrix("x", x.len(), n, d_model)?;
-    check_matrix("w_1", params.w_1.len(), d_model, d_mlp)?;
-    matmul(n, d_model, d_mlp, x, params.w_1, slope, Update::Overwrite)?;
-    bias_gelu_forward(d_mlp, params.b_1, slope, g)?;
-    linear_forward(n, d_mlp, d_model, g, params.w_2, Some(params.b_2), y)
+    for r0 in (0..n).step_by(ROW_BLOCK) {
+        let rows = ROW_BLOCK.min(n - r0);
+        let (hid, model) = (r0 * d_mlp..(r0 + rows) * d_mlp, r0 * d_model..(r0 + rows) * d_model);
+        let (slope, g) = (&mut slope[hid.clone()], &mut g[hid]);
+        matmul(rows, d_model, d_mlp, &x[model.clone()], params.w_1, slope, Update::Overwrite)?;
+        bias_gelu_forward(d_mlp, params.b_1, slope, g)?;
+        linear_forward(rows, d_mlp, d_model, g, params.w_2, Some(params.b_2), &mut y[model])?;
+    }
+    Ok(())
 }
 
 /// Backward of [`mlp_forward`] from `dy` (`n x d_model`): adds the parameter gradients to `grads`
 /// and writes (or adds, per `dx_update`) `dX` into `dx`. `cache` is what the forward pass left.
+/// Runs in blocks of [`ROW_BLOCK`] rows (the parameter gradients sum over the blocks).
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_backward<T: Scalar>(
     n: usize,
@@ -93,32 +106,40 @@ pub fn mlp_backward<T: Scalar>(
     let h = hidden_len("cache", n, d_mlp)?;
     check_workspace(cache.len(), mlp_cache_len(n, d_mlp))?;
     check_workspace(workspace.len(), mlp_workspace_len(n, d_mlp))?;
+    check_matrix("x", x.len(), n, d_model)?;
+    check_matrix("dy", dy.len(), n, d_model)?;
     check_matrix("dx", dx.len(), n, d_model)?;
     let (slope, g) = (&cache[..h], &cache[h..2 * h]);
-    let d_hidden = &mut workspace[..h];
-    linear_backward(
-        n,
-        d_mlp,
-        d_model,
-        g,
-        params.w_2,
-        dy,
-        Some(&mut *d_hidden),
-        Update::Overwrite,
-        grads.w_2,
-        Some(grads.b_2),
-    )?;
-    gelu_backward_cached(slope, d_hidden)?;
-    linear_backward(
-        n,
-        d_model,
-        d_mlp,
-        x,
-        params.w_1,
-        d_hidden,
-        Some(dx),
-        dx_update,
-        grads.w_1,
-        Some(grads.b_1),
-    )
+    let MlpGrads { w_1: g_w1, b_1: g_b1, w_2: g_w2, b_2: g_b2 } = grads;
+    for r0 in (0..n).step_by(ROW_BLOCK) {
+        let rows = ROW_BLOCK.min(n - r0);
+        let (hid, model) = (r0 * d_mlp..(r0 + rows) * d_mlp, r0 * d_model..(r0 + rows) * d_model);
+        let d_hidden = &mut workspace[..rows * d_mlp];
+        linear_backward(
+            rows,
+            d_mlp,
+            d_model,
+            &g[hid.clone()],
+            params.w_2,
+            &dy[model.clone()],
+            Some(&mut *d_hidden),
+            Update::Overwrite,
+            &mut *g_w2,
+            Some(&mut *g_b2),
+        )?;
+        gelu_backward_cached(&slope[hid], d_hidden)?;
+        linear_backward(
+            rows,
+            d_model,
+            d_mlp,
+            &x[model.clone()],
+            params.w_1,
+            d_hidden,
+            Some(&mut dx[model]),
+            dx_update,
+            &mut *g_w1,
+            Some(&mut *g_b1),
+        )?;
+    }
+    Ok(())
 }
