@@ -265,7 +265,16 @@ impl<T: Scalar> AttentionHead<T> {
                         out,
                     );
                 }
-                sd_assemble(n, r, q, xa, xb, xc, qh, kh);
+                sd_assemble(
+                    n,
+                    r,
+                    q,
+                    (xa, Cols::dense(r)),
+                    (xb, Cols::dense(r)),
+                    (xc, Cols::dense(q)),
+                    qh,
+                    kh,
+                );
                 let w_v = &params[blocks[3].range()];
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
             }
@@ -372,7 +381,16 @@ impl<T: Scalar> AttentionHead<T> {
             HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
                 let (da, rest) = d_proj.split_at_mut(n * rank_routing);
                 let (db, dc) = rest.split_at_mut(n * rank_routing);
-                sd_assemble_adjoint(n, rank_routing, rank_filtering, d_qh, d_kh, da, db, dc);
+                sd_assemble_adjoint(
+                    n,
+                    rank_routing,
+                    rank_filtering,
+                    d_qh,
+                    d_kh,
+                    (da, Cols::dense(rank_routing)),
+                    (db, Cols::dense(rank_routing)),
+                    (dc, Cols::dense(rank_filtering)),
+                );
                 rank_routing
             }
         };
@@ -489,39 +507,78 @@ impl<T: Scalar> AttentionHead<T> {
     }
 }
 
+/// Columns `offset .. offset + width` of a row-major matrix of `stride` columns: where one head's
+/// factor products (`a`, `b`, `c` or their gradients) live inside packed multi-head storage, or
+/// a whole contiguous `n x width` matrix ([`Cols::dense`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cols {
+    /// Elements per row of the underlying matrix.
+    pub stride: usize,
+    /// First column.
+    pub offset: usize,
+}
+
+impl Cols {
+    /// A contiguous matrix of `width` columns.
+    pub(crate) fn dense(width: usize) -> Self {
+        Cols { stride: width, offset: 0 }
+    }
+
+    /// Columns `offset .. offset + width` of an `n x stride` matrix.
+    pub(crate) fn of(stride: usize, offset: usize) -> Self {
+        Cols { stride, offset }
+    }
+
+    #[inline(always)]
+    fn start(&self, row: usize) -> usize {
+        row * self.stride + self.offset
+    }
+}
+
 /// The S-D factorization, forward: query rows `[a_i, b_i, c_i]` and key rows `[b_j, -a_j, -c_j]`
-/// (`n x (2r + q)`) from `a = XU`, `b = XV` (`n x r`) and `c = XC` (`n x q`), so that
-/// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`.
+/// (`n x (2r + q)`, contiguous) from `a = XU`, `b = XV` (`n x r`) and `c = XC` (`n x q`), each read
+/// through its [`Cols`] (a head's columns of packed projections, or a contiguous matrix), so that
+/// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`. Element loops (each writes both outputs),
+/// not per-row `memcpy` calls: rows are only `r` or `q` elements long.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sd_assemble<T: Scalar>(
     n: usize,
     r: usize,
     q: usize,
-    a: &[T],
-    b: &[T],
-    c: &[T],
+    (a, a_cols): (&[T], Cols),
+    (b, b_cols): (&[T], Cols),
+    (c, c_cols): (&[T], Cols),
     qh: &mut [T],
     kh: &mut [T],
 ) {
     let w = 2 * r + q;
-    for i in 0..n {
-        let (a_i, b_i, c_i) = (&a[i * r..(i + 1) * r], &b[i * r..(i + 1) * r], &c[i * q..(i + 1) * q]);
-        let q_row = &mut qh[i * w..(i + 1) * w];
-        q_row[..r].copy_from_slice(a_i);
-        q_row[r..2 * r].copy_from_slice(b_i);
-        q_row[2 * r..].copy_from_slice(c_i);
-        let k_row = &mut kh[i * w..(i + 1) * w];
-        k_row[..r].copy_from_slice(b_i);
-        for (k, &v) in k_row[r..2 * r].iter_mut().zip(a_i) {
-            *k = -v;
+    for ((i, q_row), k_row) in
+        qh[..n * w].chunks_exact_mut(w).enumerate().zip(kh[..n * w].chunks_exact_mut(w))
+    {
+        let (a_i, b_i, c_i) =
+            (&a[a_cols.start(i)..][..r], &b[b_cols.start(i)..][..r], &c[c_cols.start(i)..][..q]);
+        let (q_ab, q_c) = q_row.split_at_mut(2 * r);
+        let (q_a, q_b) = q_ab.split_at_mut(r);
+        let (k_ab, k_c) = k_row.split_at_mut(2 * r);
+        let (k_b, k_a) = k_ab.split_at_mut(r);
+        for ((qa, ka), &v) in q_a.iter_mut().zip(k_a.iter_mut()).zip(a_i) {
+            *qa = v;
+            *ka = -v;
         }
-        for (k, &v) in k_row[2 * r..].iter_mut().zip(c_i) {
-            *k = -v;
+        for ((qb, kb), &v) in q_b.iter_mut().zip(k_b.iter_mut()).zip(b_i) {
+            *qb = v;
+            *kb = v;
+        }
+        for ((qc, kc), &v) in q_c.iter_mut().zip(k_c.iter_mut()).zip(c_i) {
+            *qc = v;
+            *kc = -v;
         }
     }
 }
 
-/// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`.
+/// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`
+/// (`d_qh`, `d_kh` contiguous `n x (2r + q)`), each written through its [`Cols`] (only those
+/// columns of each row are touched).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     n: usize,
@@ -529,19 +586,20 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     q: usize,
     d_qh: &[T],
     d_kh: &[T],
-    da: &mut [T],
-    db: &mut [T],
-    dc: &mut [T],
+    (da, da_cols): (&mut [T], Cols),
+    (db, db_cols): (&mut [T], Cols),
+    (dc, dc_cols): (&mut [T], Cols),
 ) {
     let w = 2 * r + q;
-    for i in 0..n {
-        let (dq, dk) = (&d_qh[i * w..(i + 1) * w], &d_kh[i * w..(i + 1) * w]);
-        for t in 0..r {
-            da[i * r + t] = dq[t] - dk[r + t];
-            db[i * r + t] = dq[r + t] + dk[t];
+    for ((i, dq), dk) in d_qh[..n * w].chunks_exact(w).enumerate().zip(d_kh[..n * w].chunks_exact(w)) {
+        let (da_i, db_i) = (&mut da[da_cols.start(i)..][..r], &mut db[db_cols.start(i)..][..r]);
+        let dc_i = &mut dc[dc_cols.start(i)..][..q];
+        for (t, (x, y)) in da_i.iter_mut().zip(db_i.iter_mut()).enumerate() {
+            *x = dq[t] - dk[r + t];
+            *y = dq[r + t] + dk[t];
         }
-        for t in 0..q {
-            dc[i * q + t] = dq[2 * r + t] - dk[2 * r + t];
+        for (t, z) in dc_i.iter_mut().enumerate() {
+            *z = dq[2 * r + t] - dk[2 * r + t];
         }
     }
 }

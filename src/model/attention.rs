@@ -36,7 +36,7 @@ use super::config::AttentionKind;
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
 use crate::attention::multihead::{gather, scatter};
-use crate::attention::sd::{sd_assemble, sd_assemble_adjoint};
+use crate::attention::sd::{sd_assemble, sd_assemble_adjoint, Cols};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
@@ -127,12 +127,11 @@ impl AttentionMixer {
             .with_heads(self.dims.n_heads)
     }
 
-    /// Scratch of [`Self::project`]: S-D: the three packed products (`n h (2r + q)`) and one head's
-    /// `a, b, c` (`n (2r + q)`); softmax: the packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
+    /// Scratch of [`Self::project`]: S-D: the three packed products (`n h (2r + q)`, read in place
+    /// by the assembly); softmax: the packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
     fn projection_scratch(&self, n: usize) -> usize {
         match self.kind {
-            AttentionKind::Sd { .. } => n.saturating_mul(self.packed_qk().saturating_add(self.qk_width())),
-            AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
+            AttentionKind::Sd { .. } | AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
             AttentionKind::Linear => 0,
         }
     }
@@ -165,13 +164,8 @@ impl AttentionMixer {
                 let (u, rest) = params.split_at(d * cols[0]);
                 let (v, c) = rest.split_at(d * cols[1]);
                 // Rows of U_t, V_t, C_t play the roles of the token rows a_i, b_i, c_i.
-                let (ut, rest) = workspace.split_at_mut(d * r);
-                let (vt, rest) = rest.split_at_mut(d * r);
-                let ct = &mut rest[..d * q];
-                gather(d, cols[0], head * r, r, u, ut);
-                gather(d, cols[1], head * r, r, v, vt);
-                gather(d, cols[2], head * q, q, c, ct);
-                sd_assemble(d, r, q, ut, vt, ct, w_q, w_k);
+                let (ut, vt) = (Cols::of(cols[0], head * r), Cols::of(cols[1], head * r));
+                sd_assemble(d, r, q, (u, ut), (v, vt), (c, Cols::of(cols[2], head * q)), w_q, w_k);
             }
             _ => {
                 let (wq_all, wk_all) = params.split_at(d * cols[0]);
@@ -182,12 +176,10 @@ impl AttentionMixer {
         Ok(())
     }
 
-    /// Scratch of [`Self::head_factors`]: `d_model (2r + q)` for S-D, 0 otherwise.
+    /// Scratch of [`Self::head_factors`]: none any more (0; the S-D factors are assembled in place
+    /// from the packed parameters). Kept so that callers need not change.
     pub fn head_factors_workspace_len(&self) -> usize {
-        match self.kind {
-            AttentionKind::Sd { .. } => self.dims.d_model * self.qk_width(),
-            _ => 0,
-        }
+        0
     }
 
     fn param_len_checked(&self) -> usize {
@@ -211,10 +203,7 @@ impl AttentionMixer {
         let w = self.qk_width();
         match self.kind {
             AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                let (proj, rest) = scratch.split_at_mut(n * self.packed_qk());
-                let (a, rest) = rest.split_at_mut(n * r);
-                let (b, rest) = rest.split_at_mut(n * r);
-                let c = &mut rest[..n * f];
+                let proj = &mut scratch[..n * self.packed_qk()];
                 // proj = [A U | A V | A C], each block contiguous (n x cols[b]).
                 let (mut offset, mut poff) = (0, 0);
                 for &cb in &cols {
@@ -227,10 +216,9 @@ impl AttentionMixer {
                 let (pu, rest) = proj.split_at(n * cols[0]);
                 let (pv, pc) = rest.split_at(n * cols[1]);
                 for t in 0..self.dims.n_heads {
-                    gather(n, cols[0], t * r, r, pu, a);
-                    gather(n, cols[1], t * r, r, pv, b);
-                    gather(n, cols[2], t * f, f, pc, c);
+                    let (a, b) = ((pu, Cols::of(cols[0], t * r)), (pv, Cols::of(cols[1], t * r)));
                     let head = t * n * w..(t + 1) * n * w;
+                    let c = (pc, Cols::of(cols[2], t * f));
                     sd_assemble(n, r, f, a, b, c, &mut q[head.clone()], &mut k[head]);
                 }
             }
@@ -285,10 +273,10 @@ impl AttentionMixer {
     }
 
     /// Per-head scratch of the softmax kinds' backward: `dQ_t, dK_t` (`n w` each), `V_t`, `dO_t`,
-    /// `dV_t` (`n d_head` each), S-D's `da, db, dc` (`n w`).
+    /// `dV_t` (`n d_head` each). (S-D's `da, db, dc` go straight into the packed gradients.)
     fn head_scratch(&self, n: usize) -> usize {
         let (w, dh) = (self.qk_width(), self.dims.d_head);
-        n.saturating_mul(w.saturating_mul(3).saturating_add(dh.saturating_mul(3)))
+        n.saturating_mul(w.saturating_mul(2).saturating_add(dh.saturating_mul(3)))
     }
 
     fn check<T: Scalar>(&self, n: usize, params: &[T], input: &[T], values: &[T]) -> Result<()> {
@@ -459,7 +447,6 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                 let (v_t, rest) = rest.split_at_mut(n * dh);
                 let (d_out_t, rest) = rest.split_at_mut(n * dh);
                 let (d_v_t, rest) = rest.split_at_mut(n * dh);
-                let (d_abc, rest) = rest.split_at_mut(n * w);
                 for t in 0..h {
                     gather(n, hw, t * dh, dh, values, v_t);
                     gather(n, hw, t * dh, dh, d_out, d_out_t);
@@ -480,14 +467,11 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                     scatter(n, hw, t * dh, dh, d_v_t, d_values);
                     match self.kind {
                         AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                            let (da, rest) = d_abc.split_at_mut(n * r);
-                            let (db, dc) = rest.split_at_mut(n * r);
-                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, da, db, &mut dc[..n * f]);
                             let (pu, rest) = d_blocks.split_at_mut(n * cols[0]);
                             let (pv, pc) = rest.split_at_mut(n * cols[1]);
-                            scatter(n, cols[0], t * r, r, da, pu);
-                            scatter(n, cols[1], t * r, r, db, pv);
-                            scatter(n, cols[2], t * f, f, &dc[..n * f], pc);
+                            let (da, db) = ((pu, Cols::of(cols[0], t * r)), (pv, Cols::of(cols[1], t * r)));
+                            let dc = (pc, Cols::of(cols[2], t * f));
+                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, da, db, dc);
                         }
                         _ => {
                             let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
