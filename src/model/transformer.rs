@@ -26,7 +26,7 @@ use super::layout::ParamLayout;
 use super::linear::{linear_backward, linear_forward};
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
-use super::norm::{norm_backward, norm_forward, norm_stats_len};
+use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::dense::{matmul, matmul_nt, matmul_tn, Update};
 use crate::error::check_len;
@@ -66,9 +66,9 @@ pub struct Activations<T> {
     resid: Vec<T>,
     /// After attention `m_l`.
     mid: Vec<T>,
-    /// Attention input `a_l = norm1(x_l)`.
+    /// Attention input `a_l = norm1(x_l)` (empty without norm: `a_l` is `x_l`, read from `resid`).
     attn_in: Vec<T>,
-    /// MLP input `norm2(m_l)`.
+    /// MLP input `norm2(m_l)` (empty without norm: read from `mid`).
     mlp_in: Vec<T>,
     stats1: Vec<T>,
     stats2: Vec<T>,
@@ -236,8 +236,8 @@ impl<T: Scalar> Model<T> {
             tokens: vec![0; rows],
             resid: zeros(size(rd, l + 1, 1)?),
             mid: zeros(size(rd, l, 1)?),
-            attn_in: zeros(size(rd, l, 1)?),
-            mlp_in: zeros(size(rd, l, 1)?),
+            attn_in: zeros(if c.norm == NormKind::None { 0 } else { size(rd, l, 1)? }),
+            mlp_in: zeros(if c.norm == NormKind::None { 0 } else { size(rd, l, 1)? }),
             stats1: zeros(size(norm_stats_len(rows), l, 1)?),
             stats2: zeros(size(norm_stats_len(rows), l, 1)?),
             values: zeros(size(rh, l, 1)?),
@@ -301,12 +301,18 @@ impl<T: Scalar> Model<T> {
             )?;
         }
         let mlp_cl = mlp_cache_len(rows, c.d_mlp);
+        let skip_norm = c.norm == NormKind::None;
         for (l, (off, sub)) in self.layout.layers.iter().zip(&self.sublayers).enumerate() {
             let (x_l, rest) = state.resid[l * rd..].split_at_mut(rd);
             let x_next = &mut rest[..rd];
-            let a = &mut state.attn_in[l * rd..(l + 1) * rd];
             let stats1 = &mut state.stats1[l * rs..(l + 1) * rs];
-            norm_forward(c.norm, rows, d, &params[off.norm1.clone()], x_l, a, stats1)?;
+            let a: &[T] = if skip_norm {
+                x_l
+            } else {
+                let a = &mut state.attn_in[l * rd..(l + 1) * rd];
+                norm_forward(c.norm, rows, d, &params[off.norm1.clone()], x_l, a, stats1)?;
+                a
+            };
             let v = &mut state.values[l * rh..(l + 1) * rh];
             linear_forward(rows, d, dh, a, &params[off.w_v.clone()], None, v)?;
             let o = &mut state.mixed[l * rh..(l + 1) * rh];
@@ -324,21 +330,26 @@ impl<T: Scalar> Model<T> {
                     &mut state.mixer_workspace,
                 )?;
             }
-            linear_forward(rows, dh, d, o, &params[off.w_o.clone()], None, &mut state.row_tmp)?;
+            // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
             let m = &mut state.mid[l * rd..(l + 1) * rd];
-            for ((mi, &xi), &yi) in m.iter_mut().zip(x_l.iter()).zip(&state.row_tmp) {
-                *mi = xi + yi;
-            }
-            let h = &mut state.mlp_in[l * rd..(l + 1) * rd];
-            norm_forward(
-                c.norm,
-                rows,
-                d,
-                &params[off.norm2.clone()],
-                m,
-                h,
-                &mut state.stats2[l * rs..(l + 1) * rs],
-            )?;
+            m.copy_from_slice(x_l);
+            matmul(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate)?;
+            let m = &state.mid[l * rd..(l + 1) * rd];
+            let h: &[T] = if skip_norm {
+                m
+            } else {
+                let h = &mut state.mlp_in[l * rd..(l + 1) * rd];
+                norm_forward(
+                    c.norm,
+                    rows,
+                    d,
+                    &params[off.norm2.clone()],
+                    m,
+                    h,
+                    &mut state.stats2[l * rs..(l + 1) * rs],
+                )?;
+                h
+            };
             let mlp = MlpParams {
                 w_1: &params[off.w_1.clone()],
                 b_1: &params[off.b_1.clone()],
@@ -451,6 +462,7 @@ impl<T: Scalar> Model<T> {
             &mut grads[fnorm],
         )?;
         let mlp_cl = mlp_cache_len(rows, c.d_mlp);
+        let skip_norm = c.norm == NormKind::None;
         for (l, (off, sub)) in self.layout.layers.iter().zip(&self.sublayers).enumerate().rev() {
             // MLP: d_resid holds dL/dx_{l+1}.
             let mlp = MlpParams {
@@ -469,7 +481,11 @@ impl<T: Scalar> Model<T> {
                 d,
                 c.d_mlp,
                 mlp,
-                &state.mlp_in[l * rd..(l + 1) * rd],
+                if skip_norm {
+                    &state.mid[l * rd..(l + 1) * rd]
+                } else {
+                    &state.mlp_in[l * rd..(l + 1) * rd]
+                },
                 &state.mlp_cache[l * mlp_cl..(l + 1) * mlp_cl],
                 &state.d_resid,
                 &mut state.d_tmp,
@@ -503,7 +519,11 @@ impl<T: Scalar> Model<T> {
                 &mut grads[off.w_o.clone()],
                 None,
             )?;
-            let a = &state.attn_in[l * rd..(l + 1) * rd];
+            let a = if skip_norm {
+                &state.resid[l * rd..(l + 1) * rd]
+            } else {
+                &state.attn_in[l * rd..(l + 1) * rd]
+            };
             let v = &state.values[l * rh..(l + 1) * rh];
             let cache = &state.mixer_cache[l];
             let cl = sub.cache_len(n);
