@@ -61,6 +61,14 @@ pub trait Scalar:
     /// about `4e-7`), `libm::tanh` for `f64`. NaN stays NaN. The GELU's inner loop.
     fn tanh_in_place(x: &mut [Self]);
 
+    /// `Some(x)` when `Self` is `f32`, else `None`: lets generic kernels hand `f32` slices to the
+    /// fused f32 attention kernels without `unsafe` casts. Not for use outside the crate.
+    #[doc(hidden)]
+    fn f32_slice(x: &[Self]) -> Option<&[f32]>;
+    /// The `&mut` form of [`Scalar::f32_slice`].
+    #[doc(hidden)]
+    fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -90,7 +98,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -121,6 +129,14 @@ macro_rules! impl_scalar {
             fn tanh_in_place(x: &mut [Self]) {
                 $tanh(x)
             }
+            #[inline(always)]
+            fn f32_slice(x: &[Self]) -> Option<&[f32]> {
+                $as_f32!(x)
+            }
+            #[inline(always)]
+            fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32!(x)
+            }
 
             #[cfg(feature = "alloc")]
             #[inline]
@@ -147,12 +163,27 @@ macro_rules! impl_scalar {
     };
 }
 
+/// `Some(x)`: the slice is already `f32`.
+macro_rules! is_f32 {
+    ($x:expr) => {
+        Some($x)
+    };
+}
+/// `None`: the slice is not `f32`.
+macro_rules! not_f32 {
+    ($x:expr) => {{
+        let _ = $x;
+        None
+    }};
+}
+
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
     crate::exp::exp_shifted_sum_f32,
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
+    is_f32,
     "f32"
 );
 impl_scalar!(
@@ -161,5 +192,6 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f64,
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
+    not_f32,
     "f64"
 );
