@@ -30,7 +30,7 @@ pub(crate) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `e^x` of one element (see the module documentation); inlined into each vector loop. NaN needs
 /// no select: it flows through every operation below (`clamp` keeps it).
 #[inline(always)]
-fn exp1<const FUSED: bool>(input: f32) -> f32 {
+pub(crate) fn exp1<const FUSED: bool>(input: f32) -> f32 {
     let clamped = input.clamp(-86.5, 88.72);
     let shifted = madd::<FUSED>(clamped, core::f32::consts::LOG2_E, ROUND_MAGIC);
     let k = shifted - ROUND_MAGIC;

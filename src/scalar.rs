@@ -60,11 +60,13 @@ pub trait Scalar:
     /// `x_i = tanh(x_i)` over a slice: vectorized from the same `exp` for `f32` (absolute error
     /// about `4e-7`), `libm::tanh` for `f64`. NaN stays NaN. The GELU's inner loop.
     fn tanh_in_place(x: &mut [Self]);
-    /// The slice itself when `Self` is `f32`, `None` for `f64`: lets a generic kernel hand `f32`
-    /// data to a vectorized `f32`-only path (e.g. the fused GELU), keeping the generic loop as
-    /// the `f64` reference.
+
+    /// `Some(x)` when `Self` is `f32`, else `None`: lets generic kernels hand `f32` slices to the
+    /// fused f32 kernels (attention tiles, the MLP's bias-GELU) without `unsafe` casts. Not for use outside the crate.
+    #[doc(hidden)]
     fn f32_slice(x: &[Self]) -> Option<&[f32]>;
-    /// [`Scalar::f32_slice`] for a mutable slice.
+    /// The `&mut` form of [`Scalar::f32_slice`].
+    #[doc(hidden)]
     fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
@@ -96,7 +98,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $name:expr, $f32_slice:expr, $f32_slice_mut:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -129,11 +131,11 @@ macro_rules! impl_scalar {
             }
             #[inline(always)]
             fn f32_slice(x: &[Self]) -> Option<&[f32]> {
-                $f32_slice(x)
+                $as_f32!(x)
             }
             #[inline(always)]
             fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
-                $f32_slice_mut(x)
+                $as_f32!(x)
             }
 
             #[cfg(feature = "alloc")]
@@ -161,15 +163,28 @@ macro_rules! impl_scalar {
     };
 }
 
+/// `Some(x)`: the slice is already `f32`.
+macro_rules! is_f32 {
+    ($x:expr) => {
+        Some($x)
+    };
+}
+/// `None`: the slice is not `f32`.
+macro_rules! not_f32 {
+    ($x:expr) => {{
+        let _ = $x;
+        None
+    }};
+}
+
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
     crate::exp::exp_shifted_sum_f32,
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
-    "f32",
-    Some,
-    Some
+    is_f32,
+    "f32"
 );
 impl_scalar!(
     f64,
@@ -177,13 +192,6 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f64,
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
-    "f64",
     not_f32,
-    not_f32
+    "f64"
 );
-
-/// The `f64` side of [`Scalar::f32_slice`]: never `f32`.
-#[inline(always)]
-fn not_f32<S, R>(_: S) -> Option<R> {
-    None
-}

@@ -20,6 +20,8 @@
 //! cannot be: `dK = dS^T Q` needs the other orientation).
 //! Products go through [`crate::kernel::gemm`].
 
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+use super::fused;
 use super::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
@@ -357,6 +359,96 @@ fn logit_tile_transposed<T: Scalar>(
     }
 }
 
+/// The head's shapes and `f32` inputs for the fused kernels, or `None` when `T` is not `f32`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+fn fused_problem<'a, T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    mask: Option<&'a [T]>,
+) -> Option<fused::Problem<'a>> {
+    let mask = match mask {
+        Some(mask) => Some(T::f32_slice(mask)?),
+        None => None,
+    };
+    Some(fused::Problem {
+        n: head.n_tokens,
+        d_k: head.d_k,
+        d_v: head.d_v,
+        scale: head.scale.as_f64() as f32, // exact: T is f32 here
+        causal: head.causality == Causality::Causal,
+        q: T::f32_slice(q)?,
+        k: T::f32_slice(k)?,
+        v: T::f32_slice(v)?,
+        mask,
+    })
+}
+
+/// The fused `f32` forward (`super::fused`) when `T` is `f32`, the CPU has AVX2/FMA or AVX-512
+/// and the workspace (sized by [`SoftmaxAttention::forward_workspace_len`]) covers its layout;
+/// returns whether it ran.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn fused_forward<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &mut [T],
+    lse: &mut [T],
+    workspace: &mut [T],
+) -> bool {
+    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+        return false;
+    };
+    match (T::f32_slice_mut(out), T::f32_slice_mut(lse), T::f32_slice_mut(workspace)) {
+        (Some(out), Some(lse), Some(workspace)) => fused::forward(isa, &problem, out, lse, workspace),
+        _ => false,
+    }
+}
+
+/// The fused `f32` backward when it applies (as [`fused_forward`]): `None` when it ran, else the
+/// gradients handed back untouched.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn fused_backward<'g, T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &[T],
+    lse: &[T],
+    d_out: &[T],
+    grads: SoftmaxGrads<'g, T>,
+    workspace: &mut [T],
+) -> Option<SoftmaxGrads<'g, T>> {
+    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+        return Some(grads);
+    };
+    let fits = isa.blocking().backward_len(head.n_tokens, head.d_k, head.d_v) <= workspace.len();
+    let (Some(out), Some(lse), Some(d_out), Some(workspace)) =
+        (T::f32_slice(out), T::f32_slice(lse), T::f32_slice(d_out), T::f32_slice_mut(workspace))
+    else {
+        return Some(grads);
+    };
+    if !fits {
+        return Some(grads);
+    }
+    let SoftmaxGrads { d_q, d_k, d_v } = grads;
+    match (T::f32_slice_mut(d_q), T::f32_slice_mut(d_k), T::f32_slice_mut(d_v)) {
+        (Some(d_q), Some(d_k), Some(d_v)) => {
+            let io = fused::BackwardIo { out, lse, d_out, d_q, d_k, d_v };
+            let ran = fused::backward(isa, &problem, io, workspace);
+            debug_assert!(ran, "the workspace was checked to fit");
+            None
+        }
+        _ => unreachable!("T is f32: every slice converts"),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_unchecked<T: Scalar>(
     head: &SoftmaxAttention<T>,
@@ -368,6 +460,10 @@ fn forward_unchecked<T: Scalar>(
     lse: &mut [T],
     workspace: &mut [T],
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if fused_forward(head, q, k, v, mask, out, lse, workspace) {
+        return;
+    }
     let (n, d_v) = (head.n_tokens, head.d_v);
     if n == 0 {
         return;
@@ -473,6 +569,11 @@ fn backward_unchecked<T: Scalar>(
     grads: SoftmaxGrads<'_, T>,
     workspace: &mut [T],
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let grads = match fused_backward(head, q, k, v, mask, out, lse, d_out, grads, workspace) {
+        None => return,
+        Some(grads) => grads,
+    };
     let (n, d_k, d_v) = (head.n_tokens, head.d_k, head.d_v);
     let SoftmaxGrads { d_q, d_k: d_key, d_v: d_val } = grads;
     d_q.fill(T::zero());
