@@ -126,14 +126,85 @@ pub fn bias_gelu_forward<T: Scalar>(d: usize, bias: &[T], hidden: &mut [T], g: &
     Ok(())
 }
 
-/// `grad_i = slope_i grad_i` in place: the GELU backward from the slope [`bias_gelu_forward`]
-/// cached (`dU = gelu'(U) .* dG`). Both slices have the same length.
-pub fn gelu_backward_cached<T: Scalar>(slope: &[T], grad: &mut [T]) -> Result<()> {
+/// The GELU backward from the slope [`bias_gelu_forward`] cached, with the bias gradient: for rows
+/// of `d` elements, `grad_ij = slope_ij grad_ij` in place (`dU = gelu'(U) .* dG`) and
+/// `d_bias_j += sum_i grad_ij` (the new `grad`, rows in order). `slope` and `grad` have the same
+/// length, a multiple of `d`; `d_bias` has `d` elements. One pass; in `f32` compiled for
+/// AVX-512 or AVX2 when the CPU has them (same operations in the same order: identical results).
+pub fn gelu_backward_cached<T: Scalar>(
+    d: usize,
+    slope: &[T],
+    grad: &mut [T],
+    d_bias: &mut [T],
+) -> Result<()> {
     check_len("grad", grad.len(), slope.len())?;
-    for (g, &s) in grad.iter_mut().zip(slope) {
-        *g *= s;
+    check_len("d_bias", d_bias.len(), d)?;
+    if d == 0 {
+        return if grad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidParameter { what: "d", expected: "at least 1 for a non-empty grad" })
+        };
     }
+    check_matrix("grad", grad.len(), grad.len() / d, d)?;
+    if let (Some(s), Some(g), Some(db)) =
+        (T::f32_slice(slope), T::f32_slice_mut(grad), T::f32_slice_mut(d_bias))
+    {
+        slope_backward_f32(s, g, db);
+        return Ok(());
+    }
+    slope_backward_body(slope, grad, d_bias);
     Ok(())
+}
+
+/// The loop of [`gelu_backward_cached`] (rows of `d_bias.len()`), shared by every variant.
+#[inline(always)]
+fn slope_backward_body<T: Scalar>(slope: &[T], grad: &mut [T], d_bias: &mut [T]) {
+    let d = d_bias.len();
+    for (g_row, s_row) in grad.chunks_exact_mut(d).zip(slope.chunks_exact(d)) {
+        for ((g, &s), db) in g_row.iter_mut().zip(s_row).zip(d_bias.iter_mut()) {
+            *g *= s;
+            *db += *g;
+        }
+    }
+}
+
+/// [`slope_backward_body`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn slope_backward_avx2(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
+    slope_backward_body(slope, grad, d_bias)
+}
+
+/// [`slope_backward_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f")]
+unsafe fn slope_backward_avx512(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
+    slope_backward_body(slope, grad, d_bias)
+}
+
+/// The `f32` path of [`gelu_backward_cached`], dispatched to the widest instruction set the CPU has.
+fn slope_backward_f32(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
+    #[cfg(sda_avx512)]
+    if crate::exp::has_avx512() {
+        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
+        return unsafe { slope_backward_avx512(slope, grad, d_bias) };
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just detected (the only precondition).
+            return unsafe { slope_backward_avx2(slope, grad, d_bias) };
+        }
+    }
+    slope_backward_body(slope, grad, d_bias)
 }
 
 /// `k = sqrt(2/pi)` in `f32`.
@@ -266,6 +337,45 @@ mod tests {
         }
     }
 
+    /// Every f32 variant of the slope backward the CPU has, called directly, gives exactly the
+    /// portable loop's results (the same multiplies and adds in the same order), and matches an f64
+    /// reference within one rounding per operation; ragged widths.
+    #[test]
+    fn slope_backward_variants_agree() {
+        let mut variants: Vec<(&str, fn(&[f32], &mut [f32], &mut [f32]))> = Vec::new();
+        variants.push(("dispatched", slope_backward_f32));
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just detected.
+            variants.push(("avx2", |s, g, d| unsafe { slope_backward_avx2(s, g, d) }));
+        }
+        #[cfg(sda_avx512)]
+        if crate::exp::has_avx512() {
+            // SAFETY: the CPU has AVX-512F, just detected.
+            variants.push(("avx512", |s, g, d| unsafe { slope_backward_avx512(s, g, d) }));
+        }
+        for d in [1usize, 7, 16, 33, 256] {
+            let rows = 5;
+            let slope: Vec<f32> = (0..rows * d).map(|i| (i as f32 * 0.31).cos()).collect();
+            let grad: Vec<f32> = (0..rows * d).map(|i| (i as f32 * 0.77).sin()).collect();
+            let (mut g_ref, mut db_ref) = (grad.clone(), vec![0.5f32; d]);
+            slope_backward_body(&slope, &mut g_ref, &mut db_ref);
+            for j in 0..d {
+                let exact: f64 =
+                    (0..rows).map(|i| slope[i * d + j] as f64 * grad[i * d + j] as f64).sum::<f64>() + 0.5;
+                assert!(
+                    (db_ref[j] as f64 - exact).abs()
+                        <= (rows as f64 + 1.0) * f32::EPSILON as f64 * (rows as f64 + 0.5)
+                );
+            }
+            for (name, kernel) in &variants {
+                let (mut g, mut db) = (grad.clone(), vec![0.5f32; d]);
+                kernel(&slope, &mut g, &mut db);
+                assert_eq!((&g, &db), (&g_ref, &db_ref), "{name} d {d}");
+            }
+        }
+    }
+
     /// The generic (f64) path and the f32 path against the reference, through the public entry,
     /// on a dense grid; shape errors.
     #[test]
@@ -301,9 +411,11 @@ mod tests {
             Err(Error::ShapeMismatch { .. })
         ));
         assert!(bias_gelu_forward::<f64>(0, &[], &mut [], &mut []).is_ok());
-        let mut grad = [2.0, 3.0];
-        gelu_backward_cached(&[0.5, -1.0], &mut grad).unwrap();
-        assert_eq!(grad, [1.0, -3.0]);
-        assert!(gelu_backward_cached(&[0.5], &mut grad).is_err());
+        let (mut grad, mut db) = ([2.0, 3.0, 4.0, 5.0], [1.0, 0.0]);
+        gelu_backward_cached(2, &[0.5, -1.0, 0.25, 2.0], &mut grad, &mut db).unwrap();
+        assert_eq!((grad, db), ([1.0, -3.0, 1.0, 10.0], [3.0, 7.0]));
+        assert!(gelu_backward_cached(2, &[0.5], &mut grad, &mut db).is_err());
+        assert!(gelu_backward_cached(3, &[0.5; 4], &mut grad, &mut [0.0; 3]).is_err());
+        assert!(gelu_backward_cached(2, &[0.5; 4], &mut grad, &mut [0.0; 3]).is_err());
     }
 }

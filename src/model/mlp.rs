@@ -127,7 +127,7 @@ pub fn mlp_backward<T: Scalar>(
             &mut *g_w2,
             Some(&mut *g_b2),
         )?;
-        gelu_backward_cached(&slope[hid], d_hidden)?;
+        gelu_backward_cached(d_mlp, &slope[hid], d_hidden, &mut *g_b1)?;
         linear_backward(
             rows,
             d_model,
@@ -138,7 +138,7 @@ pub fn mlp_backward<T: Scalar>(
             Some(&mut dx[model]),
             dx_update,
             &mut *g_w1,
-            Some(&mut *g_b1),
+            None,
         )?;
     }
     Ok(())
