@@ -246,7 +246,9 @@ fn strided_products_reject_bad_shapes() {
         (Error::InvalidParameter { what: w1, .. }, Error::InvalidParameter { what: w2, .. }) => w1 == w2,
         (got, want) => got == want,
     };
-    let cases: [(usize, usize, usize, usize, usize, usize, usize, usize, Error); 5] = [
+    // (m, k, n, lda, ldb, ldc, length of a, length of c, the error).
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize, Error);
+    let cases: [Case; 5] = [
         (2, 3, 2, 2, 2, 2, 12, 12, bad_ld("lda")),
         (2, 3, 2, 3, 1, 2, 12, 12, bad_ld("ldb")),
         (2, 3, 2, 3, 2, 1, 12, 12, bad_ld("ldc")),
