@@ -151,7 +151,7 @@ fn mlp_backward_matches_finite_differences() {
     mlp_forward(n, d, f, params, &x, &mut y, &mut cache).unwrap();
     let mut g = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
     let mut dx = vec![0.0; n * d];
-    let mut ws = vec![0.0; mlp_workspace_len(n, f)];
+    let mut ws = vec![0.0; mlp_workspace_len(n, d, f)];
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { w_1: g0, b_1: g1, w_2: g2, b_2: g3 };
     mlp_backward(n, d, f, params, &x, &cache, &r, &mut dx, Update::Overwrite, grads, &mut ws).unwrap();
@@ -197,8 +197,8 @@ fn mlp_blocks_match_unblocked_layers() {
     let (mut y, mut cache) = (vec![0.0; n * d], vec![0.0; mlp_cache_len(n, f)]);
     mlp_forward(n, d, f, params, &x, &mut y, &mut cache).unwrap();
     let mut g = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
-    let (mut dx, mut ws) = (vec![0.0; n * d], vec![0.0; mlp_workspace_len(n, f)]);
-    assert_eq!(ws.len(), ROW_BLOCK * f);
+    let (mut dx, mut ws) = (vec![0.0; n * d], vec![0.0; mlp_workspace_len(n, d, f)]);
+    assert_eq!(ws.len(), ROW_BLOCK * f + 2 * d * f);
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { w_1: g0, b_1: g1, w_2: g2, b_2: g3 };
     mlp_backward(n, d, f, params, &x, &cache, &r, &mut dx, Update::Overwrite, grads, &mut ws).unwrap();

@@ -33,12 +33,14 @@
 //! matrix-free spectra of [`crate::spectrum`].
 
 use super::config::AttentionKind;
+use super::linear::product_rows;
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
 use crate::attention::multihead::{gather, scatter};
 use crate::attention::sd::{sd_assemble, sd_assemble_adjoint, Cols};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
+use crate::dense::Update;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
 use crate::rng::SplitMix64;
@@ -209,7 +211,7 @@ impl AttentionMixer {
                 for &cb in &cols {
                     let weight = &params[offset..offset + d * cb];
                     let out = &mut proj[poff..poff + n * cb];
-                    gemm_into(n, d, cb, input, Transpose::No, weight, Transpose::No, T::zero(), out);
+                    product_rows(n, d, cb, input, weight, out, Update::Overwrite);
                     offset += d * cb;
                     poff += n * cb;
                 }
@@ -226,7 +228,7 @@ impl AttentionMixer {
                 let packed = &mut scratch[..n * cols[0]];
                 for (block, out) in [(0, q), (1, k)] {
                     let weight = &params[block * d * cols[0]..(block + 1) * d * cols[0]];
-                    gemm_into(n, d, cols[0], input, Transpose::No, weight, Transpose::No, T::zero(), packed);
+                    product_rows(n, d, cols[0], input, weight, packed, Update::Overwrite);
                     for t in 0..self.dims.n_heads {
                         gather(n, cols[0], t * w, w, packed, &mut out[t * n * w..(t + 1) * n * w]);
                     }
@@ -234,15 +236,17 @@ impl AttentionMixer {
             }
             AttentionKind::Linear => {
                 let (w_q, w_k) = params.split_at(d * cols[0]);
-                gemm_into(n, d, cols[0], input, Transpose::No, w_q, Transpose::No, T::zero(), q);
-                gemm_into(n, d, cols[1], input, Transpose::No, w_k, Transpose::No, T::zero(), k);
+                product_rows(n, d, cols[0], input, w_q, q, Update::Overwrite);
+                product_rows(n, d, cols[1], input, w_k, k, Update::Overwrite);
             }
         }
     }
 
     /// Adjoint of the projections from the gradients of their outputs, `d_blocks` holding one
     /// contiguous `n x cols` block per parameter block (`[d(AU) | d(AV) | d(AC)]` or `[dQ | dK]`,
-    /// packed): `d_params += A^T d_block`, `d_input += d_block W^T`.
+    /// packed): `d_params += A^T d_block`, `d_input += d_block W^T` (`W^T` laid out in `scratch`,
+    /// [`Self::weight_t_len`] elements, so that the product runs unpacked on row-major operands).
+    #[allow(clippy::too_many_arguments)]
     fn project_backward<T: Scalar>(
         &self,
         n: usize,
@@ -251,6 +255,7 @@ impl AttentionMixer {
         d_blocks: &[T],
         d_input: &mut [T],
         d_params: &mut [T],
+        scratch: &mut [T],
     ) {
         let d = self.dims.d_model;
         let (cols, count) = self.blocks();
@@ -260,10 +265,19 @@ impl AttentionMixer {
             let weight = &params[offset..offset + d * cb];
             let d_weight = &mut d_params[offset..offset + d * cb];
             gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
-            gemm_into(n, cb, d, g, Transpose::No, weight, Transpose::Yes, T::one(), d_input);
+            let weight_t = &mut scratch[..d * cb];
+            kernel::transpose(d, cb, weight, weight_t);
+            product_rows(n, cb, d, g, weight_t, d_input, Update::Accumulate);
             offset += d * cb;
             poff += n * cb;
         }
+    }
+
+    /// Scratch of [`Self::project_backward`]: one transposed weight block, `d_model` times the
+    /// widest block.
+    fn weight_t_len(&self) -> usize {
+        let (cols, _) = self.blocks();
+        self.dims.d_model.saturating_mul(cols[0].max(cols[1]).max(cols[2]))
     }
 
     /// Length of the packed projection gradients `d_blocks`: `n` times the columns of all blocks.
@@ -350,7 +364,8 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
             }
         };
         let forward = forward.max(self.projection_scratch(n));
-        let backward = grads.saturating_add(backward.max(self.projection_scratch(n)));
+        let backward =
+            grads.saturating_add(backward.max(self.projection_scratch(n)).max(self.weight_t_len()));
         forward.max(backward)
     }
 
@@ -432,7 +447,8 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (k, rest) = rest.split_at(lk);
         let (out, rest) = rest.split_at(lo);
         let lse = &rest[..ll];
-        let (d_blocks, rest) = workspace.split_at_mut(self.d_blocks_len(n));
+        let (d_blocks, scratch) = workspace.split_at_mut(self.d_blocks_len(n));
+        let rest = &mut *scratch;
         let (h, w, dh) = (self.dims.n_heads, self.qk_width(), self.dims.d_head);
         let (cols, _) = self.blocks();
         match self.kind {
@@ -482,7 +498,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                 }
             }
         }
-        self.project_backward(n, params, input, d_blocks, d_input, d_params);
+        self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch);
         Ok(())
     }
 }

@@ -342,7 +342,7 @@ mod tests {
     /// reference within one rounding per operation; ragged widths.
     #[test]
     fn slope_backward_variants_agree() {
-        let mut variants: Vec<(&str, fn(&[f32], &mut [f32], &mut [f32]))> = Vec::new();
+        let mut variants: Vec<(&str, Variant)> = Vec::new();
         variants.push(("dispatched", slope_backward_f32));
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if std::is_x86_feature_detected!("avx2") {

@@ -23,13 +23,14 @@
 use super::config::{ModelConfig, ParamCounts, PositionKind};
 use super::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use super::layout::ParamLayout;
-use super::linear::{linear_backward, linear_forward};
+use super::linear::{linear_backward, linear_forward, product_rows};
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
-use crate::dense::{matmul, matmul_nt, matmul_tn, Update};
+use crate::dense::{matmul_tn, Update};
 use crate::error::check_len;
+use crate::kernel;
 use crate::rng::SplitMix64;
 use crate::{Error, Result, Scalar};
 use alloc::boxed::Box;
@@ -87,6 +88,8 @@ pub struct Activations<T> {
     d_tmp: Vec<T>,
     d_heads: Vec<T>,
     d_values: Vec<T>,
+    /// A transposed weight (`W_O^T`, `W_V^T` or `E^T`) for the unpacked products.
+    weight_t: Vec<T>,
     mlp_workspace: Vec<T>,
     mixer_workspace: Vec<T>,
 }
@@ -253,7 +256,8 @@ impl<T: Scalar> Model<T> {
             d_tmp: zeros(rd),
             d_heads: zeros(rh),
             d_values: zeros(rh),
-            mlp_workspace: zeros(mlp_workspace_len(rows, c.d_mlp)),
+            weight_t: zeros(size(c.d_model, c.d_heads().max(VOCAB), 1)?),
+            mlp_workspace: zeros(mlp_workspace_len(rows, c.d_model, c.d_mlp)),
             mixer_workspace: zeros(mixer_ws),
         })
     }
@@ -333,7 +337,7 @@ impl<T: Scalar> Model<T> {
             // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
             let m = &mut state.mid[l * rd..(l + 1) * rd];
             m.copy_from_slice(x_l);
-            matmul(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate)?;
+            product_rows(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate);
             let m = &state.mid[l * rd..(l + 1) * rd];
             let h: &[T] = if skip_norm {
                 m
@@ -380,7 +384,10 @@ impl<T: Scalar> Model<T> {
             &mut state.final_stats,
         )?;
         if c.tied_unembedding {
-            matmul_nt(rows, d, VOCAB, &state.final_out, embedding, &mut state.logits, Update::Overwrite)?;
+            // logits = F E^T, with E^T laid out once (unpacked product).
+            let e_t = &mut state.weight_t[..d * VOCAB];
+            kernel::transpose(VOCAB, d, embedding, e_t);
+            product_rows(rows, d, VOCAB, &state.final_out, e_t, &mut state.logits, Update::Overwrite);
         } else {
             linear_forward(
                 rows,
@@ -423,7 +430,7 @@ impl<T: Scalar> Model<T> {
                 &mut grads[emb.clone()],
                 Update::Accumulate,
             )?;
-            matmul(
+            product_rows(
                 rows,
                 VOCAB,
                 d,
@@ -431,7 +438,7 @@ impl<T: Scalar> Model<T> {
                 &params[emb.clone()],
                 &mut state.d_tmp,
                 Update::Overwrite,
-            )?;
+            );
         } else {
             let un = self.layout.unembedding.clone();
             linear_backward(
@@ -506,7 +513,11 @@ impl<T: Scalar> Model<T> {
                 &mut grads[off.norm2.clone()],
             )?;
             // Attention: d_resid holds dL/dm_l.
+            // dO = dm W_O^T (W_O^T laid out once, unpacked product), dW_O += O^T dm.
             let o = &state.mixed[l * rh..(l + 1) * rh];
+            let w_t = &mut state.weight_t[..dh * d];
+            kernel::transpose(dh, d, &params[off.w_o.clone()], w_t);
+            product_rows(rows, d, dh, &state.d_resid, w_t, &mut state.d_heads, Update::Overwrite);
             linear_backward(
                 rows,
                 dh,
@@ -514,7 +525,7 @@ impl<T: Scalar> Model<T> {
                 o,
                 &params[off.w_o.clone()],
                 &state.d_resid,
-                Some(&mut state.d_heads),
+                None,
                 Update::Overwrite,
                 &mut grads[off.w_o.clone()],
                 None,
@@ -543,6 +554,10 @@ impl<T: Scalar> Model<T> {
                     &mut state.mixer_workspace,
                 )?;
             }
+            // dA += dV W_V^T, dW_V += A^T dV.
+            let w_t = &mut state.weight_t[..d * dh];
+            kernel::transpose(d, dh, &params[off.w_v.clone()], w_t);
+            product_rows(rows, dh, d, &state.d_values, w_t, &mut state.d_tmp, Update::Accumulate);
             linear_backward(
                 rows,
                 d,
@@ -550,7 +565,7 @@ impl<T: Scalar> Model<T> {
                 a,
                 &params[off.w_v.clone()],
                 &state.d_values,
-                Some(&mut state.d_tmp),
+                None,
                 Update::Accumulate,
                 &mut grads[off.w_v.clone()],
                 None,
