@@ -8,6 +8,8 @@
 //! subnormals, are flushed to zero), NaN stays NaN, `-inf` gives `0`.
 //! `f64`: `libm::exp` element by element (the reference precision; not a hot path).
 
+use crate::Scalar;
+
 const LN2_HI: f32 = 0.693_145_75; // ln 2 rounded to 17 bits: k * LN2_HI is exact for |k| < 2^7
 const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
 const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer in the low bits
@@ -16,15 +18,10 @@ const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an int
 /// vectorizes without reassociating one running total).
 const LANES: usize = 16;
 
-/// `a * b + c`: one fused multiply-add when `FUSED` (only instantiated where the target has FMA, so
-/// that `f32::mul_add` becomes one instruction rather than a call to `fmaf`), else two roundings.
+/// `a * b + c`, fused when `FUSED` (see [`Scalar::multiply_add`]).
 #[inline(always)]
-pub(crate) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(feature = "std")]
-    if FUSED {
-        return a.mul_add(b, c);
-    }
-    a * b + c
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    f32::multiply_add::<FUSED>(a, b, c)
 }
 
 /// `e^x` of one element (see the module documentation); inlined into each vector loop. NaN needs

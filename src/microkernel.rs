@@ -356,44 +356,33 @@ mod tests {
         (&'static str, fn(usize, usize, usize, T, &[T], usize, &[T], usize, &mut [T], usize, bool));
 
     /// Each variant the CPU runs, called directly (the dispatch reaches only the widest).
+    macro_rules! variants {
+        ($t:ty, $dispatch:ident, $portable:ident, $avx2:ident, $avx512:ident) => {{
+            let mut variants: Vec<Variant<$t>> = vec![("dispatch", $dispatch), ("portable", $portable)];
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA, just detected.
+                variants.push(("avx2", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
+                    $avx2(m, k, n, al, a, la, b, lb, c, lc, acc)
+                }));
+            }
+            #[cfg(sda_avx512)]
+            if crate::exp::has_avx512() {
+                // SAFETY: the CPU has AVX-512F and FMA, just detected.
+                variants.push(("avx512", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
+                    $avx512(m, k, n, al, a, la, b, lb, c, lc, acc)
+                }));
+            }
+            variants
+        }};
+    }
+
     fn f32_variants() -> Vec<Variant<f32>> {
-        let mut variants: Vec<Variant<f32>> =
-            vec![("dispatch", product_f32), ("portable", product_f32_portable)];
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, just detected.
-            variants.push(("avx2", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                product_f32_avx2(m, k, n, al, a, la, b, lb, c, lc, acc)
-            }));
-        }
-        #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
-            // SAFETY: the CPU has AVX-512F and FMA, just detected.
-            variants.push(("avx512", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                product_f32_avx512(m, k, n, al, a, la, b, lb, c, lc, acc)
-            }));
-        }
-        variants
+        variants!(f32, product_f32, product_f32_portable, product_f32_avx2, product_f32_avx512)
     }
 
     fn f64_variants() -> Vec<Variant<f64>> {
-        let mut variants: Vec<Variant<f64>> =
-            vec![("dispatch", product_f64), ("portable", product_f64_portable)];
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, just detected.
-            variants.push(("avx2", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                product_f64_avx2(m, k, n, al, a, la, b, lb, c, lc, acc)
-            }));
-        }
-        #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
-            // SAFETY: the CPU has AVX-512F and FMA, just detected.
-            variants.push(("avx512", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                product_f64_avx512(m, k, n, al, a, la, b, lb, c, lc, acc)
-            }));
-        }
-        variants
+        variants!(f64, product_f64, product_f64_portable, product_f64_avx2, product_f64_avx512)
     }
 
     /// Shapes that reach every block: rows 0..=17 (full blocks of 8 and 6, remainders 4, 2, 1),

@@ -12,7 +12,7 @@
 //! compiled for AVX-512, AVX2/FMA or portable (run-time detection, as `crate::exp`).
 
 use crate::error::{check_len, check_matrix};
-use crate::exp::{madd, tanh1};
+use crate::exp::tanh1;
 use crate::{Error, Result, Scalar};
 
 const CUBIC: f64 = 0.044715;
@@ -218,11 +218,15 @@ fn bias_gelu_row<const FUSED: bool>(bias: &[f32], hidden: &mut [f32], g: &mut [f
     for ((h, gi), &b) in hidden.iter_mut().zip(g.iter_mut()).zip(bias) {
         let v = *h + b;
         let v2 = v * v;
-        let t = tanh1::<FUSED>(v * madd::<FUSED>(KC, v2, K_F32));
+        let t = tanh1::<FUSED>(v * f32::multiply_add::<FUSED>(KC, v2, K_F32));
         let half_v = 0.5 * v;
-        *gi = madd::<FUSED>(half_v, t, half_v);
-        let dz = madd::<FUSED>(3.0 * KC, v2, K_F32);
-        *h = madd::<FUSED>(half_v * madd::<FUSED>(-t, t, 1.0), dz, madd::<FUSED>(0.5, t, 0.5));
+        *gi = f32::multiply_add::<FUSED>(half_v, t, half_v);
+        let dz = f32::multiply_add::<FUSED>(3.0 * KC, v2, K_F32);
+        *h = f32::multiply_add::<FUSED>(
+            half_v * f32::multiply_add::<FUSED>(-t, t, 1.0),
+            dz,
+            f32::multiply_add::<FUSED>(0.5, t, 0.5),
+        );
     }
 }
 
