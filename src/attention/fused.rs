@@ -423,13 +423,14 @@ impl Isa {
     }
 }
 
-/// AVX-512: register blocks of 12 rows x 2 vectors (24 of the 32 registers accumulate), panels of
-/// 32 keys, strips of 48 queries (each key block is read from L2 once per 48 queries; strips of 8
+/// AVX-512: register blocks of 6 rows x 4 vectors (24 of the 32 registers accumulate; each step
+/// loads one 64-float row of `B` and broadcasts 6 values; 12 x 2 measured 5-8% slower), panels of
+/// 64 keys, strips of 48 queries (each key block is read from L2 once per 48 queries; strips of 8
 /// rows measured 25% slower at n = 4096, where keys and values no longer fit in L2).
 #[cfg(sda_avx512)]
-const AVX512_MR: usize = 12;
+const AVX512_MR: usize = 6;
 #[cfg(sda_avx512)]
-const AVX512_NV: usize = 2;
+const AVX512_NV: usize = 4;
 #[cfg(sda_avx512)]
 const AVX512_STRIP: usize = 48;
 /// AVX2: 16 registers, so blocks of 4 rows x 2 vectors (8 accumulators), panels of 16 keys.
