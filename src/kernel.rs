@@ -120,6 +120,11 @@ pub(crate) fn norm<T: Scalar>(x: &[T]) -> T {
 /// registers and written out column by column, with every slice bound checked once per block row.
 pub(crate) fn transpose<T: Scalar>(rows: usize, cols: usize, a: &[T], out: &mut [T]) {
     const BLOCK: usize = 8;
+    if rows == 0 || cols == 0 {
+        // Nothing to move; and without this return an empty `usize::MAX / 3 x 0` matrix would
+        // spin through its row loops (found by the `api_shapes` fuzz target).
+        return;
+    }
     let (a, out) = (&a[..rows * cols], &mut out[..rows * cols]);
     let (full_rows, full_cols) = (rows - rows % BLOCK, cols - cols % BLOCK);
     for row0 in (0..full_rows).step_by(BLOCK) {

@@ -86,6 +86,7 @@ mod exp;
 pub mod factored;
 mod kernel;
 pub mod lanczos;
+mod microkernel;
 pub mod model;
 pub mod operator;
 pub mod rng;

@@ -69,6 +69,29 @@ pub trait Scalar:
     #[doc(hidden)]
     fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 
+    /// `a * b + c`: one fused multiply-add when `FUSED` (callers instantiate it only where the
+    /// target has FMA, inside `target_feature` code, so that it is one instruction), else a product
+    /// and a sum with two roundings. Without `std` it is always the latter.
+    fn multiply_add<const FUSED: bool>(a: Self, b: Self, c: Self) -> Self;
+
+    /// `C = alpha A B (+ C)` over row-major operands with leading dimensions, by register-blocked
+    /// loops without packing (crate-internal `microkernel::gemm_rows`, which checks the lengths
+    /// and documents the contract).
+    #[allow(clippy::too_many_arguments)]
+    fn product_rows(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        lda: usize,
+        b: &[Self],
+        ldb: usize,
+        c: &mut [Self],
+        ldc: usize,
+        accumulate: bool,
+    );
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -98,7 +121,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -136,6 +159,30 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
                 $as_f32!(x)
+            }
+            #[inline(always)]
+            fn multiply_add<const FUSED: bool>(a: Self, b: Self, c: Self) -> Self {
+                #[cfg(feature = "std")]
+                if FUSED {
+                    return a.mul_add(b, c);
+                }
+                a * b + c
+            }
+            #[inline]
+            fn product_rows(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: &[Self],
+                lda: usize,
+                b: &[Self],
+                ldb: usize,
+                c: &mut [Self],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                $product(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             }
 
             #[cfg(feature = "alloc")]
@@ -183,6 +230,7 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f32,
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
+    crate::microkernel::product_f32,
     is_f32,
     "f32"
 );
@@ -192,6 +240,7 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f64,
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
+    crate::microkernel::product_f64,
     not_f32,
     "f64"
 );

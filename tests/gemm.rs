@@ -9,7 +9,10 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::dense::{gemm, gemm_portable, matmul, matmul_nt, matmul_tn, transpose, Transpose, Update};
+use sd_attention::dense::{
+    gemm, gemm_portable, matmul, matmul_nt, matmul_strided, matmul_tn, transpose, Transpose, Update,
+};
+use sd_attention::Error;
 use sd_attention::Scalar;
 
 #[derive(Clone, Copy, Debug)]
@@ -25,9 +28,11 @@ enum Variant {
     PortableNt,
     /// `A^T B` through the portable kernel.
     PortableTn,
+    /// `A B` through `matmul_strided` (register blocks, no packing), leading dimensions = widths.
+    Strided,
 }
 
-const ALL_VARIANTS: [Variant; 7] = [
+const ALL_VARIANTS: [Variant; 8] = [
     Variant::Nn,
     Variant::Tn,
     Variant::Nt,
@@ -35,6 +40,7 @@ const ALL_VARIANTS: [Variant; 7] = [
     Variant::PortableNn,
     Variant::PortableNt,
     Variant::PortableTn,
+    Variant::Strided,
 ];
 
 fn to_t<T: Scalar>(x: &[f64]) -> Vec<T> {
@@ -80,6 +86,7 @@ fn worst_error_ratio<T: Scalar>(
         Variant::Nn => matmul(m, k, n, &a, &b, &mut c, update),
         Variant::Tn => matmul_tn(m, k, n, &a, &b, &mut c, update),
         Variant::Nt => matmul_nt(m, k, n, &a, &b, &mut c, update),
+        Variant::Strided => matmul_strided(m, k, n, T::one(), &a, k, &b, n, &mut c, n, update),
         Variant::PortableTt | Variant::PortableNn | Variant::PortableNt | Variant::PortableTn => {
             let op = |transposed: bool| if transposed { Transpose::Yes } else { Transpose::No };
             let (op_a, op_b) = match variant {
@@ -173,6 +180,93 @@ fn transpose_matches_naive_on_edge_shapes() {
             assert_eq!(out, naive_transpose(rows, cols, &a), "{rows}x{cols}");
         }
     }
+    // Empty matrices with a huge other dimension return at once (fuzz regression: this spun through
+    // usize::MAX / 3 empty rows).
+    let mut empty: [f64; 0] = [];
+    transpose(usize::MAX / 3, 0, &[], &mut empty).unwrap();
+    transpose(0, usize::MAX / 3, &[], &mut empty).unwrap();
+}
+
+/// Sub-matrices of larger storage: `matmul_strided` on a block of `A`, `B` and `C` with leading
+/// dimensions beyond the row lengths equals the naive product of the copied-out blocks (within the
+/// dot-product bound), `alpha` included, and leaves every entry of `C` outside the block as it was.
+#[test]
+fn strided_products_touch_only_their_block() {
+    let mut seed = 500;
+    for &(m, k, n) in &[(1usize, 1usize, 1usize), (7, 13, 5), (9, 64, 33), (17, 3, 70), (40, 129, 16)] {
+        seed += 7;
+        let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+        let a = seeded_matrix((m + 1) * lda, seed);
+        let b = seeded_matrix((k + 1) * ldb, seed + 1);
+        let c0 = seeded_matrix((m + 1) * ldc, seed + 2);
+        // The blocks start at row 1, column 2 of A; row 1, column 1 of B; row 1, column 1 of C.
+        let (a_off, b_off, c_off) = (lda + 2, ldb + 1, ldc + 1);
+        let a_blk: Vec<f64> = (0..m).flat_map(|i| a[a_off + i * lda..a_off + i * lda + k].to_vec()).collect();
+        let b_blk: Vec<f64> = (0..k).flat_map(|p| b[b_off + p * ldb..b_off + p * ldb + n].to_vec()).collect();
+        let product = naive_matmul(m, k, n, &a_blk, &b_blk);
+        let magnitude = naive_abs_matmul(m, k, n, &a_blk, &b_blk);
+        let mut c = c0.clone();
+        matmul_strided(
+            m,
+            k,
+            n,
+            -0.5,
+            &a[a_off..],
+            lda,
+            &b[b_off..],
+            ldb,
+            &mut c[c_off..],
+            ldc,
+            Update::Accumulate,
+        )
+        .unwrap();
+        for (at, (&got, &old)) in c.iter().zip(&c0).enumerate() {
+            let relative = at as isize - c_off as isize;
+            let (row, col) = (relative.div_euclid(ldc as isize), relative.rem_euclid(ldc as isize) as usize);
+            if row >= 0 && (row as usize) < m && col < n {
+                let idx = row as usize * n + col;
+                let want = old - 0.5 * product[idx];
+                let bound = (k as f64 + 2.0) * f64::EPSILON * (0.5 * magnitude[idx] + old.abs());
+                assert!((got - want).abs() <= bound, "{m}x{k}x{n} ({row}, {col}): {got} vs {want}");
+            } else {
+                assert_eq!(got, old, "{m}x{k}x{n}: entry {at} outside the block changed");
+            }
+        }
+    }
+}
+
+/// Leading dimensions below the row lengths and slices shorter than `(rows - 1) ld + cols` are
+/// named errors; exactly that minimum is accepted; empty operands are fine where nothing is read.
+#[test]
+fn strided_products_reject_bad_shapes() {
+    let (a, b) = ([1.0f64; 12], [1.0f64; 12]);
+    let mut c = [0.0f64; 12];
+    let bad_ld = |what| Error::InvalidParameter { what, expected: "" };
+    let same_kind = |got: Error, want: Error| match (got, want) {
+        (Error::InvalidParameter { what: w1, .. }, Error::InvalidParameter { what: w2, .. }) => w1 == w2,
+        (got, want) => got == want,
+    };
+    // (m, k, n, lda, ldb, ldc, length of a, length of c, the error).
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize, Error);
+    let cases: [Case; 5] = [
+        (2, 3, 2, 2, 2, 2, 12, 12, bad_ld("lda")),
+        (2, 3, 2, 3, 1, 2, 12, 12, bad_ld("ldb")),
+        (2, 3, 2, 3, 2, 1, 12, 12, bad_ld("ldc")),
+        (2, 3, 2, 5, 2, 2, 7, 12, Error::ShapeMismatch { what: "a", expected: 8, got: 7 }),
+        (2, 3, 2, 3, 4, 4, 12, 5, Error::ShapeMismatch { what: "c", expected: 6, got: 5 }),
+    ];
+    for (m, k, n, lda, ldb, ldc, a_len, c_len, want) in cases {
+        let got =
+            matmul_strided(m, k, n, 1.0, &a[..a_len], lda, &b, ldb, &mut c[..c_len], ldc, Update::Overwrite)
+                .unwrap_err();
+        assert!(same_kind(got, want), "{got:?} vs {want:?}");
+    }
+    // (rows - 1) ld + cols exactly: 2 x 3 A with lda 5 needs 8; B 3 x 2 with ldb 4 needs 10.
+    matmul_strided(2, 3, 2, 1.0, &a[..8], 5, &b[..10], 4, &mut c[..6], 4, Update::Overwrite).unwrap();
+    assert_eq!(c[..6], [3.0, 3.0, 0.0, 0.0, 3.0, 3.0]);
+    matmul_strided::<f64>(0, 3, 2, 1.0, &[], 3, &[], 2, &mut [], 2, Update::Overwrite).unwrap();
+    matmul_strided::<f64>(2, 0, 2, 1.0, &[], 0, &[], 2, &mut c[..4], 2, Update::Overwrite).unwrap();
+    assert_eq!(c[..4], [0.0; 4]);
 }
 
 proptest! {

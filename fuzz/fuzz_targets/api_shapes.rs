@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-use sd_attention::dense::{gemm, matmul, transpose, Transpose, Update};
+use sd_attention::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
 use sd_attention::erank::effective_ranks;
 use sd_attention::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, split, split_in_place};
@@ -25,6 +25,24 @@ fuzz_target!(|data: &[u8]| {
         ok && m.checked_mul(k).is_some() && k.checked_mul(n).is_some() && m.checked_mul(n).is_some()
     );
     let _ = gemm(m, k, n, 2.0, &a, Transpose::Yes, &b, Transpose::Yes, 0.5, &mut c);
+    // Strided: Ok exactly when every leading dimension covers its row and every slice its extent.
+    let (lda, ldb, ldc) = (input.dim(30), input.dim(30), input.dim(30));
+    let extent = |rows: usize, ld: usize, cols: usize| -> Option<usize> {
+        if rows == 0 || cols == 0 {
+            Some(0)
+        } else {
+            (rows - 1).checked_mul(ld)?.checked_add(cols)
+        }
+    };
+    let reads = m > 0 && n > 0;
+    let fits = |rows, ld, cols, len| extent(rows, ld, cols).is_some_and(|e| e <= len);
+    let strided_ok = lda >= k
+        && ldb >= n
+        && ldc >= n
+        && fits(m, ldc, n, c.len())
+        && (!reads || (fits(m, lda, k, a.len()) && fits(k, ldb, n, b.len())));
+    let result = matmul_strided(m, k, n, 0.5, &a, lda, &b, ldb, &mut c, ldc, Update::Accumulate);
+    assert_eq!(result.is_ok(), strided_ok);
     let _ = transpose(m, k, &a, &mut c);
     let _ = split(m, &a, &mut c, &mut work);
     let _ = split_in_place(m, &mut c, &mut work);
