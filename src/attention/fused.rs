@@ -168,10 +168,11 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
         // The reduction and polynomial of `exp1`, with AVX-512's own rounding (vrndscaleps) and
-        // exact scaling by 2^k (vscalefps, which overflows to +inf past ln(f32::MAX)). vmaxps and
-        // vminps return the second operand when either is NaN, so NaN survives the clamp; lanes
-        // below -86.5 (and -inf) are zeroed by the mask, NaN lanes kept (not-less-than, unordered).
-        let clamped = _mm512_min_ps(_mm512_set1_ps(EXP_HI_512), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
+        // exact scaling by 2^k (vscalefps, which overflows to +inf past ln(f32::MAX)). Only the
+        // upper clamp is needed (it maps +inf to an overflowing finite value; vminps returns its
+        // second operand, x, when either is NaN): lanes below -86.5, including -inf (whose
+        // reduction is NaN), are zeroed by the mask, and NaN lanes kept (not-less-than, unordered).
+        let clamped = _mm512_min_ps(_mm512_set1_ps(EXP_HI_512), x);
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             clamped,
             _mm512_set1_ps(LOG2_E),
