@@ -121,7 +121,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $as_f32:ident, $product:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -230,8 +230,8 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f32,
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
-    is_f32,
     crate::microkernel::product_f32,
+    is_f32,
     "f32"
 );
 impl_scalar!(
@@ -240,7 +240,7 @@ impl_scalar!(
     crate::exp::exp_shifted_sum_f64,
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
-    not_f32,
     crate::microkernel::product_f64,
+    not_f32,
     "f64"
 );

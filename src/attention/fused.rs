@@ -168,10 +168,11 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
         // The reduction and polynomial of `exp1`, with AVX-512's own rounding (vrndscaleps) and
-        // exact scaling by 2^k (vscalefps, which overflows to +inf past ln(f32::MAX)). vmaxps and
-        // vminps return the second operand when either is NaN, so NaN survives the clamp; lanes
-        // below -86.5 (and -inf) are zeroed by the mask, NaN lanes kept (not-less-than, unordered).
-        let clamped = _mm512_min_ps(_mm512_set1_ps(EXP_HI_512), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
+        // exact scaling by 2^k (vscalefps, which overflows to +inf past ln(f32::MAX)). Only the
+        // upper clamp is needed (it maps +inf to an overflowing finite value; vminps returns its
+        // second operand, x, when either is NaN): lanes below -86.5, including -inf (whose
+        // reduction is NaN), are zeroed by the mask, and NaN lanes kept (not-less-than, unordered).
+        let clamped = _mm512_min_ps(_mm512_set1_ps(EXP_HI_512), x);
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             clamped,
             _mm512_set1_ps(LOG2_E),
@@ -423,13 +424,14 @@ impl Isa {
     }
 }
 
-/// AVX-512: register blocks of 12 rows x 2 vectors (24 of the 32 registers accumulate), panels of
-/// 32 keys, strips of 48 queries (each key block is read from L2 once per 48 queries; strips of 8
+/// AVX-512: register blocks of 6 rows x 4 vectors (24 of the 32 registers accumulate; each step
+/// loads one 64-float row of `B` and broadcasts 6 values; 12 x 2 measured 5-8% slower), panels of
+/// 64 keys, strips of 48 queries (each key block is read from L2 once per 48 queries; strips of 8
 /// rows measured 25% slower at n = 4096, where keys and values no longer fit in L2).
 #[cfg(sda_avx512)]
-const AVX512_MR: usize = 12;
+const AVX512_MR: usize = 6;
 #[cfg(sda_avx512)]
-const AVX512_NV: usize = 2;
+const AVX512_NV: usize = 4;
 #[cfg(sda_avx512)]
 const AVX512_STRIP: usize = 48;
 /// AVX2: 16 registers, so blocks of 4 rows x 2 vectors (8 accumulators), panels of 16 keys.
@@ -689,7 +691,7 @@ fn clamped_rows<const MR: usize>(x: &[f32], n: usize, width: usize, i0: usize) -
     core::array::from_fn(|r| x[(i0 + r).min(n - 1) * width..].as_ptr())
 }
 
-/// Fills `buffer` (`strip` rows of stride `ld`) with `scale X_s Y_b^T` for strip rows
+/// Fills `buffer` (`strip` rows of stride `ld`, `strip` a multiple of `MR`) with `scale X_s Y_b^T` for strip rows
 /// `[i0, i0 + strip)` of `x` (`n x width`, rows clamped) against the `panels` of keys
 /// `[j0, j0 + bk)` (`j0` a multiple of the panel width), whole panels.
 ///
@@ -798,6 +800,7 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     pack_panels(k, n, d_k, nr, panels);
     for i0 in (0..n).step_by(strip) {
         let rows = strip.min(n - i0);
+        let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
         acc.fill(0.0);
         row_max_run.fill(f32::NEG_INFINITY);
         row_sum.fill(0.0);
@@ -806,8 +809,8 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
             let bk = block.min(j_end - j0);
             // SAFETY: n > 0, q is n x d_k; panels hold n_pad / nr >= ceil((j0 + bk) / nr) panels;
             // the logit buffer is strip x ld with ld >= block, a multiple of nr >= bk. Features: caller.
-            unsafe { logits::<S, MR, NV>(q, n, d_k, i0, strip, panels, j0, bk, scale, logit, ld) };
-            for r in 0..strip {
+            unsafe { logits::<S, MR, NV>(q, n, d_k, i0, padded, panels, j0, bk, scale, logit, ld) };
+            for r in 0..padded {
                 let row = &mut logit[r * ld..r * ld + bk];
                 if r >= rows {
                     row.fill(0.0); // padding rows: no weight on anything
@@ -839,12 +842,12 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
                 row[visible..].fill(0.0);
             }
             let a = Broadcast { ptr: logit.as_ptr(), row_stride: ld, col_stride: 1 };
-            // SAFETY: A = logit rows [0, strip) x columns [0, bk) (bk <= ld); B = v rows
-            // [j0, j0 + bk) of d_v (j0 + bk <= n); C = acc, strip rows of stride ld_acc >= d_v.
+            // SAFETY: A = logit rows [0, padded) x columns [0, bk) (bk <= ld); B = v rows
+            // [j0, j0 + bk) of d_v (j0 + bk <= n); C = acc, padded <= strip rows of stride ld_acc >= d_v.
             // Features: caller.
             unsafe {
                 let b = v[j0 * d_v..].as_ptr();
-                accumulate::<S, MR, NV>(strip, a, bk, b, d_v, acc.as_mut_ptr(), ld_acc, d_v, 1.0)
+                accumulate::<S, MR, NV>(padded, a, bk, b, d_v, acc.as_mut_ptr(), ld_acc, d_v, 1.0)
             };
         }
         for r in 0..rows {
@@ -951,6 +954,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
     pack_panels(v, n, d_v, nr, v_panels);
     for i0 in (0..n).step_by(strip) {
         let rows = strip.min(n - i0);
+        let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
         for (r, delta_r) in delta[..rows].iter_mut().enumerate() {
             let range = (i0 + r) * d_v..(i0 + r + 1) * d_v;
             *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range]);
@@ -962,10 +966,10 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
             // SAFETY: as in the forward, for Q against the key panels and dO against the value
             // panels (dO is n x d_v like the value panels' rows). Features: caller.
             unsafe {
-                logits::<S, MR, NV>(q, n, d_k, i0, strip, k_panels, j0, bk, scale, prob, ld);
-                logits::<S, MR, NV>(d_out, n, d_v, i0, strip, v_panels, j0, bk, 1.0, d_logit, ld);
+                logits::<S, MR, NV>(q, n, d_k, i0, padded, k_panels, j0, bk, scale, prob, ld);
+                logits::<S, MR, NV>(d_out, n, d_v, i0, padded, v_panels, j0, bk, 1.0, d_logit, ld);
             }
-            for r in 0..strip {
+            for r in 0..padded {
                 let (p_row, ds_row) = (&mut prob[r * ld..r * ld + bk], &mut d_logit[r * ld..r * ld + bk]);
                 let i = i0 + r;
                 if r >= rows || lse[i] == f32::NEG_INFINITY {
@@ -993,7 +997,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
             let ds = Broadcast { ptr: d_logit.as_ptr(), row_stride: ld, col_stride: 1 };
             // SAFETY: P^T and dS^T are read at (key jr < bk, query r < rows): prob[r ld + jr] with
             // r < strip, jr < bk <= ld. B = d_out / q rows [i0, i0 + rows) (<= n). C = d_val /
-            // d_key rows [j0, j0 + bk) (<= n). For dQ: A = dS rows [0, strip) x [0, bk), B = k
+            // d_key rows [j0, j0 + bk) (<= n). For dQ: A = dS rows [0, padded) x [0, bk), B = k
             // rows [j0, j0 + bk), C = d_q_strip (strip rows of stride ld_dq >= d_k). Features: caller.
             unsafe {
                 let d_val_rows = d_val[j0 * d_v..].as_mut_ptr();
@@ -1022,7 +1026,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
                 );
                 let d_q_rows = d_q_strip.as_mut_ptr();
                 accumulate::<S, MR, NV>(
-                    strip,
+                    padded,
                     ds,
                     bk,
                     k[j0 * d_k..].as_ptr(),
