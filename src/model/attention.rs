@@ -36,7 +36,7 @@ use super::config::AttentionKind;
 use super::linear::product_rows;
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
-use crate::attention::multihead::{gather, scatter};
+use crate::attention::multihead::{gather, merge_heads, scatter, split_heads};
 use crate::attention::sd::{sd_assemble, sd_assemble_adjoint, Cols};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
@@ -286,11 +286,12 @@ impl AttentionMixer {
         n.saturating_mul(cols[0] + cols[1] + cols[2])
     }
 
-    /// Per-head scratch of the softmax kinds' backward: `dQ_t, dK_t` (`n w` each), `V_t`, `dO_t`,
-    /// `dV_t` (`n d_head` each). (S-D's `da, db, dc` go straight into the packed gradients.)
+    /// Scratch of the softmax kinds' backward: one head's `dQ_t, dK_t` (`n w` each), and `V`,
+    /// `dO`, `dV` of all heads, head-major (`n h d_head` each). (S-D's `da, db, dc` go straight
+    /// into the packed gradients.)
     fn head_scratch(&self, n: usize) -> usize {
-        let (w, dh) = (self.qk_width(), self.dims.d_head);
-        n.saturating_mul(w.saturating_mul(2).saturating_add(dh.saturating_mul(3)))
+        let (w, hw) = (self.qk_width(), self.heads_width());
+        n.saturating_mul(w.saturating_mul(2).saturating_add(hw.saturating_mul(3)))
     }
 
     fn check<T: Scalar>(&self, n: usize, params: &[T], input: &[T], values: &[T]) -> Result<()> {
@@ -356,9 +357,9 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
             }
             _ => {
                 let s = self.softmax::<T>(n);
-                let v_t = n.saturating_mul(self.dims.d_head);
+                let v_heads = n.saturating_mul(self.heads_width());
                 (
-                    v_t.saturating_add(s.forward_workspace_len()),
+                    v_heads.saturating_add(s.forward_workspace_len()),
                     self.head_scratch(n).saturating_add(s.backward_workspace_len()),
                 )
             }
@@ -398,22 +399,23 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         }
         let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
         let attention = self.softmax(n);
-        let (v_t, rest) = workspace.split_at_mut(n * dh);
+        // Values split head-major once; each head's output lands in the cache head-major and is
+        // merged into the packed `out` once.
+        let (v_heads, rest) = workspace.split_at_mut(n * hw);
+        split_heads(n, h, dh, values, v_heads);
         for t in 0..h {
-            gather(n, hw, t * dh, dh, values, v_t);
             let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-            let out_t = &mut out_cache[o];
             attention.forward(
                 &q[qk.clone()],
                 &k[qk],
-                v_t,
+                &v_heads[o.clone()],
                 None,
-                out_t,
+                &mut out_cache[o],
                 &mut lse[t * n..(t + 1) * n],
                 rest,
             )?;
-            scatter(n, hw, t * dh, dh, out_t, out);
         }
+        merge_heads(n, h, dh, out_cache, out);
         Ok(())
     }
 
@@ -460,27 +462,27 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                 let attention = self.softmax(n);
                 let (d_q_t, rest) = rest.split_at_mut(n * w);
                 let (d_k_t, rest) = rest.split_at_mut(n * w);
-                let (v_t, rest) = rest.split_at_mut(n * dh);
-                let (d_out_t, rest) = rest.split_at_mut(n * dh);
-                let (d_v_t, rest) = rest.split_at_mut(n * dh);
+                let (v_heads, rest) = rest.split_at_mut(n * hw);
+                let (d_out_heads, rest) = rest.split_at_mut(n * hw);
+                let (d_v_heads, rest) = rest.split_at_mut(n * hw);
+                split_heads(n, h, dh, values, v_heads);
+                split_heads(n, h, dh, d_out, d_out_heads);
                 for t in 0..h {
-                    gather(n, hw, t * dh, dh, values, v_t);
-                    gather(n, hw, t * dh, dh, d_out, d_out_t);
                     let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-                    let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: &mut *d_v_t };
+                    let d_v_t = &mut d_v_heads[o.clone()];
+                    let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: d_v_t };
                     let lse_t = &lse[t * n..(t + 1) * n];
                     attention.backward(
                         &q[qk.clone()],
                         &k[qk],
-                        v_t,
+                        &v_heads[o.clone()],
                         None,
-                        &out[o],
+                        &out[o.clone()],
                         lse_t,
-                        d_out_t,
+                        &d_out_heads[o],
                         grads,
                         rest,
                     )?;
-                    scatter(n, hw, t * dh, dh, d_v_t, d_values);
                     match self.kind {
                         AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
                             let (pu, rest) = d_blocks.split_at_mut(n * cols[0]);
@@ -496,6 +498,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                         }
                     }
                 }
+                merge_heads(n, h, dh, d_v_heads, d_values);
             }
         }
         self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch);
