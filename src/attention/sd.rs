@@ -540,8 +540,57 @@ impl Cols {
 /// through its [`Cols`] (a head's columns of packed projections, or a contiguous matrix), so that
 /// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`. Element loops (each writes both outputs),
 /// not per-row `memcpy` calls: rows are only `r` or `q` elements long.
+/// In `f32` the loops are compiled for AVX-512 or AVX2 when the CPU has them (copies and sign
+/// flips: identical results).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sd_assemble<T: Scalar>(
+    n: usize,
+    r: usize,
+    q: usize,
+    a: (&[T], Cols),
+    b: (&[T], Cols),
+    c: (&[T], Cols),
+    qh: &mut [T],
+    kh: &mut [T],
+) {
+    if let (Some(fa), Some(fb), Some(fc), Some(fq), Some(fk)) =
+        (T::f32_slice(a.0), T::f32_slice(b.0), T::f32_slice(c.0), T::f32_slice_mut(qh), T::f32_slice_mut(kh))
+    {
+        #[cfg(sda_avx512)]
+        if crate::exp::has_avx512() {
+            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
+            return unsafe { assemble_avx512(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk) };
+        }
+        return assemble_body(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk);
+    }
+    assemble_body(n, r, q, a, b, c, qh, kh)
+}
+
+/// [`assemble_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn assemble_avx512(
+    n: usize,
+    r: usize,
+    q: usize,
+    a: (&[f32], Cols),
+    b: (&[f32], Cols),
+    c: (&[f32], Cols),
+    qh: &mut [f32],
+    kh: &mut [f32],
+) {
+    assemble_body(n, r, q, a, b, c, qh, kh)
+}
+
+/// The loops of [`sd_assemble`], shared by every variant.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn assemble_body<T: Scalar>(
     n: usize,
     r: usize,
     q: usize,
@@ -579,8 +628,61 @@ pub(crate) fn sd_assemble<T: Scalar>(
 /// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`
 /// (`d_qh`, `d_kh` contiguous `n x (2r + q)`), each written through its [`Cols`] (only those
 /// columns of each row are touched).
+/// In `f32` compiled for AVX-512 when the CPU has it (same operations: identical results).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sd_assemble_adjoint<T: Scalar>(
+    n: usize,
+    r: usize,
+    q: usize,
+    d_qh: &[T],
+    d_kh: &[T],
+    da: (&mut [T], Cols),
+    db: (&mut [T], Cols),
+    dc: (&mut [T], Cols),
+) {
+    let (da_cols, db_cols, dc_cols) = (da.1, db.1, dc.1);
+    if let (Some(fq), Some(fk), Some(fa), Some(fb), Some(fc)) = (
+        T::f32_slice(d_qh),
+        T::f32_slice(d_kh),
+        T::f32_slice_mut(&mut *da.0),
+        T::f32_slice_mut(&mut *db.0),
+        T::f32_slice_mut(&mut *dc.0),
+    ) {
+        #[cfg(sda_avx512)]
+        if crate::exp::has_avx512() {
+            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
+            return unsafe { adjoint_avx512(n, r, q, fq, fk, (fa, da_cols), (fb, db_cols), (fc, dc_cols)) };
+        }
+        return adjoint_body(n, r, q, fq, fk, (fa, da_cols), (fb, db_cols), (fc, dc_cols));
+    }
+    adjoint_body(n, r, q, d_qh, d_kh, da, db, dc)
+}
+
+/// [`adjoint_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn adjoint_avx512(
+    n: usize,
+    r: usize,
+    q: usize,
+    d_qh: &[f32],
+    d_kh: &[f32],
+    da: (&mut [f32], Cols),
+    db: (&mut [f32], Cols),
+    dc: (&mut [f32], Cols),
+) {
+    adjoint_body(n, r, q, d_qh, d_kh, da, db, dc)
+}
+
+/// The loops of [`sd_assemble_adjoint`], shared by every variant.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adjoint_body<T: Scalar>(
     n: usize,
     r: usize,
     q: usize,
@@ -600,6 +702,73 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
         }
         for (t, z) in dc_i.iter_mut().enumerate() {
             *z = dq[2 * r + t] - dk[2 * r + t];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// The assembly and its adjoint through the f32 dispatch (AVX-512 where the CPU has it) and
+    /// each variant called directly equal the portable loops bit for bit (copies, sign flips and
+    /// one add or subtract per element), on strided head columns of packed storage (h = 3 heads,
+    /// r = 5, q = 3, n = 7) with the untouched columns checked.
+    #[test]
+    fn assembly_variants_match_portable() {
+        let (n, h, r, q) = (7usize, 3usize, 5usize, 3usize);
+        let w = 2 * r + q;
+        let packed = |cols: usize, seed: f32| -> Vec<f32> {
+            (0..n * h * cols).map(|i| (i as f32 * seed).sin()).collect()
+        };
+        let (pu, pv, pc) = (packed(r, 0.37), packed(r, 0.71), packed(q, 1.13));
+        for t in 0..h {
+            let (a, b, c) = (
+                (&pu[..], Cols::of(h * r, t * r)),
+                (&pv[..], Cols::of(h * r, t * r)),
+                (&pc[..], Cols::of(h * q, t * q)),
+            );
+            let (mut q0, mut k0) = (vec![0.0f32; n * w], vec![0.0f32; n * w]);
+            assemble_body(n, r, q, a, b, c, &mut q0, &mut k0);
+            let (mut q1, mut k1) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
+            sd_assemble(n, r, q, a, b, c, &mut q1, &mut k1);
+            assert_eq!((&q1, &k1), (&q0, &k0));
+            #[cfg(sda_avx512)]
+            if crate::exp::has_avx512() {
+                let (mut q2, mut k2) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
+                // SAFETY: the CPU has AVX-512F, just detected.
+                unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
+                assert_eq!((&q2, &k2), (&q0, &k0));
+            }
+            // Adjoint into head t's columns of packed gradients prefilled with a marker.
+            type Adjoint<'a> = &'a dyn Fn(&mut [f32], &mut [f32], &mut [f32]);
+            let run = |f: Adjoint<'_>| {
+                let (mut da, mut db, mut dc) =
+                    (vec![9.0f32; n * h * r], vec![9.0f32; n * h * r], vec![9.0f32; n * h * q]);
+                f(&mut da, &mut db, &mut dc);
+                (da, db, dc)
+            };
+            let (ca, cc) = (Cols::of(h * r, t * r), Cols::of(h * q, t * q));
+            let expect = run(&|da, db, dc| adjoint_body(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc)));
+            assert_eq!(
+                run(&|da, db, dc| sd_assemble_adjoint(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc))),
+                expect
+            );
+            #[cfg(sda_avx512)]
+            if crate::exp::has_avx512() {
+                // SAFETY: the CPU has AVX-512F, just detected.
+                let got = run(&|da, db, dc| unsafe {
+                    adjoint_avx512(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc))
+                });
+                assert_eq!(got, expect);
+            }
+            let touched = |i: usize, cols: usize, width: usize| (i % cols) / width == t;
+            assert!(expect.0.iter().enumerate().all(|(i, &v)| touched(i, h * r, r) || v == 9.0));
+            assert!(expect.2.iter().enumerate().all(|(i, &v)| touched(i, h * q, q) || v == 9.0));
+            // Values: da = dq_a - dk_b on a spot check.
+            assert_eq!(expect.0[2 * h * r + t * r + 1], q0[2 * w + 1] - k0[2 * w + r + 1]);
         }
     }
 }
