@@ -17,8 +17,11 @@
 //! Every product is `C (+)= alpha A B` with `B`'s rows contiguous, read as vectors, and `A`'s
 //! entries broadcast from wherever they are: logits (`Q K^T`, `dO V^T`) read keys/values from panels
 //! of `NR` keys laid out `d x NR` once per call ([`pack_panels`], `O(n d)`), so that no power-of-two
-//! stride walks the cache; the other products read `V`, `dO`, `Q`, `K` rows as stored. The
-//! exponential is [`crate::exp::exp1`] evaluated in vector registers (bit for bit the same formula).
+//! stride walks the cache; the other products read `V`, `dO`, `Q`, `K` rows as stored (narrow
+//! products, `d <= 2 W`, in taller blocks). The exponential is [`crate::exp::exp1`]'s reduction and
+//! polynomial in vector registers (AVX2: the same steps; AVX-512: its own rounding and scaling
+//! instructions), within 3 ulp of `libm::exp` like it, and the ragged ends of rows run as masked
+//! vectors rather than scalars (causal rows of a small model are mostly ragged ends).
 //! Workspace: panels `n_pad d` plus strip buffers `O(h (KEY_BLOCK + d))`, all from the caller.
 //!
 //! Every `unsafe` here is either a call of a `target_feature` function after run-time detection or
@@ -36,10 +39,10 @@ use core::arch::x86_64::{
 #[cfg(sda_avx512)]
 use core::arch::x86_64::{
     __m512, __mmask16, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps,
-    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_scalef_ps, _mm512_max_ps, _mm512_min_ps,
-    _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_NLT_UQ, _MM_FROUND_NO_EXC,
-    _MM_FROUND_TO_NEAREST_INT,
+    _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_scalef_ps,
+    _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps,
+    _mm512_roundscale_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_NLT_UQ,
+    _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
 };
 
 /// Keys per block at most (a multiple of every panel width): the strip buffers hold `h` rows of it.
@@ -72,6 +75,8 @@ pub(crate) trait Simd {
     unsafe fn store(ptr: *mut f32, v: Self::V);
     /// Lanes `[0, len)` from `ptr` (only those are read), zero elsewhere; `0 < len < W`.
     unsafe fn load_partial(ptr: *const f32, len: usize) -> Self::V;
+    /// Lanes `[0, len)` from `ptr` (only those are read), `fill` elsewhere; `0 < len < W`.
+    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> Self::V;
     /// Lanes `[0, len)` to `ptr` (only those are written); `0 < len < W`.
     unsafe fn store_partial(ptr: *mut f32, v: Self::V, len: usize);
     /// `a * b + c`, one rounding.
@@ -130,6 +135,11 @@ impl Simd for Avx512 {
     unsafe fn load_partial(ptr: *const f32, len: usize) -> __m512 {
         // SAFETY: masked-off lanes are not accessed (no fault); the caller provides `len` readable f32.
         unsafe { _mm512_maskz_loadu_ps(Self::mask(len), ptr) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> __m512 {
+        // SAFETY: as `load_partial`.
+        unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), Self::mask(len), ptr) }
     }
     #[inline(always)]
     unsafe fn store_partial(ptr: *mut f32, v: __m512, len: usize) {
@@ -229,6 +239,14 @@ impl Simd for Avx2 {
     unsafe fn load_partial(ptr: *const f32, len: usize) -> __m256 {
         // SAFETY: vmaskmovps does not access masked-off lanes; the caller provides `len` readable f32.
         unsafe { _mm256_maskload_ps(ptr, Self::mask(len)) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> __m256 {
+        // SAFETY: as `load_partial`; the blend takes `fill` where the mask is clear.
+        unsafe {
+            let mask = Self::mask(len);
+            _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(ptr, mask), _mm256_castsi256_ps(mask))
+        }
     }
     #[inline(always)]
     unsafe fn store_partial(ptr: *mut f32, v: __m256, len: usize) {
@@ -512,8 +530,8 @@ struct Broadcast {
     col_stride: usize,
 }
 
-/// `C[r][c0 + c] += alpha sum_j A[r][j] B[j][c0 + c]` for `r < R`, `c < NV W` (`len` lanes of one
-/// vector when `PARTIAL`, `NV = 1`).
+/// `C[r][c0 + c] += alpha sum_j A[r][j] B[j][c0 + c]` for `r < R`, `c < NV W` (the last vector
+/// only `len` lanes when `PARTIAL`).
 ///
 /// # Safety
 /// The CPU has `S`'s features; `A` valid at `(r, j)` for `r < R, j < inner`; `B` (`b + j ld_b`)
@@ -539,7 +557,8 @@ unsafe fn accumulate_block<S: Simd, const R: usize, const NV: usize, const PARTI
             let row = b.add(j * ld_b + c0);
             let mut bv = [S::zero(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
-                *x = if PARTIAL { S::load_partial(row, len) } else { S::load(row.add(v * S::W)) };
+                let ptr = row.add(v * S::W);
+                *x = if PARTIAL && v + 1 == NV { S::load_partial(ptr, len) } else { S::load(ptr) };
             }
             let a_j = a.ptr.add(j * a.col_stride);
             for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -553,11 +572,11 @@ unsafe fn accumulate_block<S: Simd, const R: usize, const NV: usize, const PARTI
         for (r, acc_r) in acc.iter().enumerate() {
             let c_row = c.add(r * ld_c + c0);
             for (v, &acc_rv) in acc_r.iter().enumerate() {
-                if PARTIAL {
-                    let old = S::load_partial(c_row, len);
-                    S::store_partial(c_row, S::fma(acc_rv, alpha, old), len);
+                let ptr = c_row.add(v * S::W);
+                if PARTIAL && v + 1 == NV {
+                    let old = S::load_partial(ptr, len);
+                    S::store_partial(ptr, S::fma(acc_rv, alpha, old), len);
                 } else {
-                    let ptr = c_row.add(v * S::W);
                     S::store(ptr, S::fma(acc_rv, alpha, S::load(ptr)));
                 }
             }
@@ -599,6 +618,40 @@ unsafe fn accumulate_rows<S: Simd, const R: usize, const NV: usize>(
     }
 }
 
+/// Rows of a narrow product ([`accumulate`] with `width <= 2 W`): 12 rows x one vector gives 12
+/// independent multiply-add chains where the wide blocks would give `MR` (6 on AVX-512).
+const NARROW_ROWS: usize = 12;
+
+/// `C += alpha A B` for `R` rows and `0 < width <= 2 W` columns, in one block of one or two
+/// vectors (the last one partial unless `width` is a multiple of `W`).
+///
+/// # Safety
+/// As [`accumulate_block`] for all columns `[0, width)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn narrow_block<S: Simd, const R: usize>(
+    a: Broadcast,
+    inner: usize,
+    b: *const f32,
+    ld_b: usize,
+    c: *mut f32,
+    ld_c: usize,
+    width: usize,
+    alpha: f32,
+) {
+    let w = S::W;
+    // SAFETY: each call covers exactly the columns [0, width), as the caller guarantees.
+    unsafe {
+        match width {
+            0 => {}
+            x if x == 2 * w => accumulate_block::<S, R, 2, false>(a, inner, b, ld_b, c, ld_c, 0, 0, alpha),
+            x if x > w => accumulate_block::<S, R, 2, true>(a, inner, b, ld_b, c, ld_c, 0, x - w, alpha),
+            x if x == w => accumulate_block::<S, R, 1, false>(a, inner, b, ld_b, c, ld_c, 0, 0, alpha),
+            x => accumulate_block::<S, R, 1, true>(a, inner, b, ld_b, c, ld_c, 0, x, alpha),
+        }
+    }
+}
+
 /// `C += alpha A B` for `rows` rows of `C` (`rows x width`, row stride `ld_c`), `A` `rows x inner`
 /// broadcast, `B` `inner x width` (row stride `ld_b`): blocks of `MR` rows, then of 4, then
 /// single rows.
@@ -618,12 +671,25 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
     width: usize,
     alpha: f32,
 ) {
-    let full = rows - rows % MR;
+    // Narrow products (the small heads of a model, d <= 2 W): blocks of NARROW_ROWS rows x one or
+    // two vectors, so that enough independent accumulators hide the multiply-add latency.
+    let mut start = 0;
+    if width <= 2 * S::W && MR < NARROW_ROWS {
+        start = rows - rows % NARROW_ROWS;
+        for r0 in (0..start).step_by(NARROW_ROWS) {
+            // SAFETY: rows [r0, r0 + NARROW_ROWS) lie in [0, rows), columns in [0, width).
+            unsafe {
+                let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
+                narrow_block::<S, NARROW_ROWS>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
+            }
+        }
+    }
+    let full = start + (rows - start) / MR * MR;
     let quads = if MR > 4 { full + (rows - full) / 4 * 4 } else { full };
     // SAFETY: row blocks [r0, r0 + MR), [r0, r0 + 4) and single rows lie in [0, rows), as the
     // caller guarantees; A and C are offset to the block's first row.
     unsafe {
-        for r0 in (0..full).step_by(MR) {
+        for r0 in (start..full).step_by(MR) {
             let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
             accumulate_rows::<S, MR, NV>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
         }
@@ -642,22 +708,18 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
 #[inline(always)]
 unsafe fn row_max<S: Simd>(x: &[f32]) -> f32 {
     let full = x.len() - x.len() % S::W;
-    let mut tail = f32::NEG_INFINITY;
-    for &value in &x[full..] {
-        tail = if value > tail { value } else { tail };
-    }
-    // SAFETY: each load reads x[i..i + W] with i + W <= full <= x.len().
+    // SAFETY: each load reads x[i..i + W] with i + W <= full <= x.len(), the partial one the
+    // x.len() - full < W elements from full.
     unsafe {
         let mut acc = S::splat(f32::NEG_INFINITY);
         for i in (0..full).step_by(S::W) {
             acc = S::max_skip_nan(S::load(x.as_ptr().add(i)), acc);
         }
-        let m = S::reduce_max(acc);
-        if tail > m {
-            tail
-        } else {
-            m
+        if full < x.len() {
+            let tail = S::load_partial_or(x.as_ptr().add(full), x.len() - full, f32::NEG_INFINITY);
+            acc = S::max_skip_nan(tail, acc);
         }
+        S::reduce_max(acc)
     }
 }
 
@@ -665,12 +727,8 @@ unsafe fn row_max<S: Simd>(x: &[f32]) -> f32 {
 #[inline(always)]
 unsafe fn exp_shifted_sum<S: Simd>(x: &mut [f32], shift: f32) -> f32 {
     let full = x.len() - x.len() % S::W;
-    let mut tail = 0.0f32;
-    for value in &mut x[full..] {
-        *value = crate::exp::exp1::<true>(*value - shift);
-        tail += *value;
-    }
-    // SAFETY: each access covers x[i..i + W] with i + W <= full <= x.len().
+    // SAFETY: each access covers x[i..i + W] with i + W <= full <= x.len(), the partial ones the
+    // x.len() - full < W elements from full.
     unsafe {
         let shift = S::splat(shift);
         let mut acc = S::zero();
@@ -680,7 +738,12 @@ unsafe fn exp_shifted_sum<S: Simd>(x: &mut [f32], shift: f32) -> f32 {
             S::store(ptr, y);
             acc = S::add(acc, y);
         }
-        S::reduce_add(acc) + tail
+        if full < x.len() {
+            let (ptr, len) = (x.as_mut_ptr().add(full), x.len() - full);
+            S::store_partial(ptr, S::exp(S::sub(S::load_partial(ptr, len), shift)), len);
+            acc = S::add(acc, S::load_partial(ptr, len)); // zero beyond the tail
+        }
+        S::reduce_add(acc)
     }
 }
 
@@ -1183,9 +1246,10 @@ mod tests {
     }
 
     /// Every variant the CPU has, against the f64 reference at sizes that reach every remainder
-    /// path: partial register blocks of rows (n not a multiple of 4, 12 or the strip), partial
-    /// panels and key blocks (n not a multiple of 16, 32 or 128, n > 128), widths below, at and
-    /// above one, two and four vectors, partial vectors (d = 1, 15, 17, 24, 63, 65), d = 0.
+    /// path: partial register blocks of rows (n not a multiple of 4, 6, 12 or the strip), partial
+    /// panels and key blocks (n not a multiple of 16, 64 or 128, n > 128), widths below, at and
+    /// above one, two and four vectors (the narrow blocks at d <= 2 W and the wide ones), partial
+    /// vectors (d = 1, 15, 17, 24, 63, 65), d = 0, ragged causal rows (masked exp and max tails).
     #[test]
     fn every_variant_matches_the_reference() {
         let isas = Isa::all_available();
