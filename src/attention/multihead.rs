@@ -63,6 +63,7 @@ pub(crate) fn scatter<T: Scalar>(
 /// (`h` blocks of `n x width`): `dst[t][i] = src[i][t width..(t + 1) width]`. One pass over `src`
 /// (each row read once, against `h` strided passes of [`gather`]). In `f32` compiled for AVX-512
 /// or AVX2 when the CPU has them (plain copies: identical results).
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 pub(crate) fn split_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
     let (src, dst) = (&src[..n * h * width], &mut dst[..n * h * width]);
     if let (Some(s), Some(d)) = (T::f32_slice(src), T::f32_slice_mut(dst)) {
@@ -73,6 +74,7 @@ pub(crate) fn split_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T]
 
 /// The inverse of [`split_heads`]: `h` blocks of `n x width` in `src` side by side into the rows
 /// of `dst` (`n x h width`).
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 pub(crate) fn merge_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
     let (src, dst) = (&src[..n * h * width], &mut dst[..n * h * width]);
     if let (Some(s), Some(d)) = (T::f32_slice(src), T::f32_slice_mut(dst)) {
@@ -83,6 +85,7 @@ pub(crate) fn merge_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T]
 
 /// [`split_heads`] (`SPLIT`) or [`merge_heads`], shared by every instruction-set variant.
 #[inline(always)]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_body<T: Scalar, const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
     let hw = h * width;
     for i in 0..n {
@@ -119,6 +122,7 @@ unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src:
 }
 
 /// The `f32` path of [`split_heads`] / [`merge_heads`], dispatched to the widest instruction set.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
     #[cfg(sda_avx512)]
     if crate::exp::has_avx512() {

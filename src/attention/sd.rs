@@ -525,6 +525,7 @@ impl Cols {
     }
 
     /// Columns `offset .. offset + width` of an `n x stride` matrix.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
     pub(crate) fn of(stride: usize, offset: usize) -> Self {
         Cols { stride, offset }
     }
