@@ -361,26 +361,28 @@ impl Blocking {
     }
     /// Query rows per strip: [`Self::strip`], or `2 mr` for causal heads, whose strips only see
     /// the keys up to their last row (smaller strips skip more of the hidden upper triangle).
-    fn strip_rows(&self, causal: bool) -> usize {
-        if causal {
-            self.strip.min(2 * self.mr)
-        } else {
-            self.strip
-        }
+    /// Never more than the sequence rounded up to whole register blocks.
+    fn strip_rows(&self, n: usize, causal: bool) -> usize {
+        let strip = if causal { self.strip.min(2 * self.mr) } else { self.strip };
+        strip.min(self.max_strip(n))
+    }
+    /// The largest strip any call with `n` rows uses (sizes the workspace).
+    fn max_strip(&self, n: usize) -> usize {
+        self.strip.min(n.div_ceil(self.mr) * self.mr)
     }
     /// Workspace elements of [`forward`]: up to `ALIGN - 1` to align the rest to 64 bytes, key
     /// panels `n_pad d_k`, then per strip row a logit row, an output row and the running maximum
     /// and sum.
     pub fn forward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
         let per_row = self.logit_stride(n) + aligned(d_v) + 2;
-        ALIGN - 1 + self.padded(n) * d_k + self.strip * per_row
+        ALIGN - 1 + self.padded(n) * d_k + self.max_strip(n) * per_row
     }
     /// Workspace elements of [`backward`]: alignment as in [`Self::forward_len`], key and value
-    /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row
-    /// and `delta`.
+    /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row,
+    /// copies of the `Q` and `dO` rows, and `delta`.
     pub fn backward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let per_row = 2 * self.logit_stride(n) + aligned(d_k) + 1;
-        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.strip * per_row
+        let per_row = 2 * self.logit_stride(n) + 2 * aligned(d_k) + aligned(d_v) + 1;
+        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.max_strip(n) * per_row
     }
 }
 
@@ -852,7 +854,7 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     workspace: &mut [f32],
 ) {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
-    let (nr, strip) = (blocking.panel, blocking.strip_rows(causal));
+    let (nr, strip) = (blocking.panel, blocking.strip_rows(n, causal));
     let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
     let ld_acc = aligned(d_v);
     let (panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
@@ -1004,7 +1006,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
     let BackwardIo { out, lse, d_out, d_q, d_k: d_key, d_v: d_val } = io;
-    let (nr, strip) = (blocking.panel, blocking.strip_rows(causal));
+    let (nr, strip) = (blocking.panel, blocking.strip_rows(n, causal));
     let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
     let ld_dq = aligned(d_k);
     let (k_panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
@@ -1012,6 +1014,9 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
     let (prob, rest) = rest.split_at_mut(strip * ld);
     let (d_logit, rest) = rest.split_at_mut(strip * ld);
     let (d_q_strip, rest) = rest.split_at_mut(strip * ld_dq);
+    let ld_do = aligned(d_v);
+    let (q_strip, rest) = rest.split_at_mut(strip * ld_dq);
+    let (d_out_strip, rest) = rest.split_at_mut(strip * ld_do);
     let delta = &mut rest[..strip];
     pack_panels(k, n, d_k, nr, k_panels);
     pack_panels(v, n, d_v, nr, v_panels);
@@ -1020,7 +1025,11 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
         let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
         for (r, delta_r) in delta[..rows].iter_mut().enumerate() {
             let range = (i0 + r) * d_v..(i0 + r + 1) * d_v;
-            *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range]);
+            *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range.clone()]);
+            // The strip's dO and Q rows, copied to 64-byte-aligned rows: the B operands of dV and
+            // dK, read once per key block (unaligned rows would split every vector load).
+            d_out_strip[r * ld_do..r * ld_do + d_v].copy_from_slice(&d_out[range]);
+            q_strip[r * ld_dq..r * ld_dq + d_k].copy_from_slice(&q[(i0 + r) * d_k..(i0 + r + 1) * d_k]);
         }
         d_q_strip.fill(0.0);
         let j_end = if causal { i0 + rows } else { n };
@@ -1059,7 +1068,8 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
             let ds_t = Broadcast { ptr: d_logit.as_ptr(), row_stride: 1, col_stride: ld };
             let ds = Broadcast { ptr: d_logit.as_ptr(), row_stride: ld, col_stride: 1 };
             // SAFETY: P^T and dS^T are read at (key jr < bk, query r < rows): prob[r ld + jr] with
-            // r < strip, jr < bk <= ld. B = d_out / q rows [i0, i0 + rows) (<= n). C = d_val /
+            // r < strip, jr < bk <= ld. B = the strip copies of dO / Q, rows [0, rows) of strides
+            // ld_do >= d_v / ld_dq >= d_k. C = d_val /
             // d_key rows [j0, j0 + bk) (<= n). For dQ: A = dS rows [0, padded) x [0, bk), B = k
             // rows [j0, j0 + bk), C = d_q_strip (strip rows of stride ld_dq >= d_k). Features: caller.
             unsafe {
@@ -1068,25 +1078,15 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
                     bk,
                     p_t,
                     rows,
-                    d_out[i0 * d_v..].as_ptr(),
-                    d_v,
+                    d_out_strip.as_ptr(),
+                    ld_do,
                     d_val_rows,
                     d_v,
                     d_v,
                     1.0,
                 );
                 let d_key_rows = d_key[j0 * d_k..].as_mut_ptr();
-                accumulate::<S, MR, NV>(
-                    bk,
-                    ds_t,
-                    rows,
-                    q[i0 * d_k..].as_ptr(),
-                    d_k,
-                    d_key_rows,
-                    d_k,
-                    d_k,
-                    scale,
-                );
+                accumulate::<S, MR, NV>(bk, ds_t, rows, q_strip.as_ptr(), ld_dq, d_key_rows, d_k, d_k, scale);
                 let d_q_rows = d_q_strip.as_mut_ptr();
                 accumulate::<S, MR, NV>(
                     padded,
@@ -1389,6 +1389,35 @@ mod tests {
             }
             // SAFETY: only called for Isa::Avx2, which run-time detection reported.
             unsafe { inner(x) }
+        }
+    }
+
+    /// The public workspace formulas cover the fused layout where `softmax` documents it:
+    /// `n >= 135` with widths up to 256 (sampled), and the model's heads at `n = 128`.
+    #[test]
+    fn public_workspace_covers_the_fused_layout() {
+        use crate::attention::{softmax::SoftmaxAttention, Causality};
+        let mut shapes = vec![(128, 16, 16), (128, 24, 16), (128, 16, 24), (512, 64, 64), (4096, 64, 64)];
+        for n in (135..700).step_by(37) {
+            for d_k in (0..=256).step_by(19) {
+                for d_v in (0..=256).step_by(23) {
+                    shapes.push((n, d_k, d_v));
+                }
+            }
+        }
+        for &isa in &Isa::all_available() {
+            let blocking = isa.blocking();
+            for &(n, d_k, d_v) in &shapes {
+                let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
+                assert!(
+                    blocking.forward_len(n, d_k, d_v) <= head.forward_workspace_len(),
+                    "{isa:?} {n} {d_k} {d_v}"
+                );
+                assert!(
+                    blocking.backward_len(n, d_k, d_v) <= head.backward_workspace_len(),
+                    "{isa:?} {n} {d_k} {d_v}"
+                );
+            }
         }
     }
 
