@@ -1,28 +1,30 @@
 //! Fused `f32` tile kernels of softmax attention (SPEC section 4) for x86-64 with AVX-512 or
 //! AVX2/FMA: the forward and backward of [`super::softmax`] without per-call packing or
-//! allocation, products register-blocked over operands laid out once per call.
-//!
-//! Queries run in strips of `h` rows (groups of `MR` rows; the last strip is padded by repeating
-//! the last query, whose results are discarded) against blocks of at most `KEY_BLOCK` keys:
+//! allocation, every product register-blocked over operands read where they lie or laid out once.
 //!
 //! ```text
-//! forward,  per strip and key block:  S = scale Q_s K_b^T (+ mask)   -> strip buffer (MR x NR blocks)
-//!                                     online softmax on S in place (max, rescale, exp, sum)
-//!                                     O_s += P V_b                   (V rows read directly)
-//! backward, per strip and key block:  P = exp(scale Q_s K_b^T (+ mask) - lse),  dP = dO_s V_b^T
-//!                                     dS = P .* (dP - delta)
-//!                                     dV_b += P^T dO_s,  dK_b += scale dS^T Q_s,  dQ_s += dS K_b
+//! forward, per strip of 48 queries (transposed: queries along the vectors) and block of 64 keys:
+//!     S^T = scale K_b Q_s^T (+ mask)          keys broadcast from their rows, Q_s^T copied per strip
+//!     online softmax down the columns of S^T  (column max, rescale by exp(old - new), exp, sums)
+//!     O_s^T += V_b^T P^T                      values broadcast from their rows
+//! backward, per strip of 48 query rows and block of 128 keys:
+//!     P = exp(scale Q_s K_b^T (+ mask) - lse),  dP = dO_s V_b^T    (key/value panels, once per call)
+//!     dS = P .* (dP - delta)
+//!     dV_b += P^T dO_s,  dK_b += scale dS^T Q_s,  dQ_s += dS K_b   (Q_s, dO_s copied per strip)
 //! ```
 //!
-//! Every product is `C (+)= alpha A B` with `B`'s rows contiguous, read as vectors, and `A`'s
-//! entries broadcast from wherever they are: logits (`Q K^T`, `dO V^T`) read keys/values from panels
-//! of `NR` keys laid out `d x NR` once per call ([`pack_panels`], `O(n d)`), so that no power-of-two
-//! stride walks the cache; the other products read `V`, `dO`, `Q`, `K` rows as stored (narrow
-//! products, `d <= 2 W`, in taller blocks). The exponential is [`crate::exp::exp1`]'s reduction and
-//! polynomial in vector registers (AVX2: the same steps; AVX-512: its own rounding and scaling
-//! instructions), within 3 ulp of `libm::exp` like it, and the ragged ends of rows run as masked
-//! vectors rather than scalars (causal rows of a small model are mostly ragged ends).
-//! Workspace: panels `n_pad d` plus strip buffers `O(h (KEY_BLOCK + d))`, all from the caller.
+//! Every product is `C (+)= alpha A B` ([`accumulate`], or [`panel_product`] for the backward's
+//! logits): a block of `MR x NV W` outputs in registers while each step broadcasts `MR` entries of
+//! `A` (any strides) and loads one row of `B` (contiguous, usually 64-byte aligned workspace).
+//! The backward's logits read keys and values from panels of `NR` keys laid out `d x NR` once per
+//! call ([`pack_panels`], `O(n d)`); its other products read `K` rows as stored and the strip's
+//! `Q`, `dO` rows from aligned copies. Narrow products (`d <= 2 W`) run in taller blocks. The
+//! last strip is padded (repeated or zero queries whose results are discarded). The exponential
+//! is [`crate::exp::exp1`]'s reduction and polynomial in vector registers (AVX2: the same steps;
+//! AVX-512: its own rounding and scaling instructions), within 3 ulp of `libm::exp` like it; the
+//! ragged ends of rows run as masked vectors (causal rows of a small model are mostly ragged).
+//! Workspace: forward `O(48 (d + 64))`, backward panels `n_pad d` plus `O(48 (256 + d))`, all
+//! from the caller ([`Blocking::forward_len`], [`Blocking::backward_len`]).
 //!
 //! Every `unsafe` here is either a call of a `target_feature` function after run-time detection or
 //! a raw-pointer access whose bounds follow from the lengths asserted in the entry points
@@ -34,17 +36,20 @@ use core::arch::x86_64::{
     _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_maskload_ps, _mm256_maskstore_ps,
     _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps,
     _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm_add_ps, _mm_cvtss_f32,
-    _mm_max_ps, _mm_movehl_ps, _mm_shuffle_ps, _CMP_GT_OQ as CMP_GT_256, _CMP_LT_OQ as CMP_LT_256,
+    _mm_movehl_ps, _mm_shuffle_ps, _CMP_GT_OQ as CMP_GT_256, _CMP_LT_OQ as CMP_LT_256,
 };
 #[cfg(sda_avx512)]
 use core::arch::x86_64::{
     __m512, __mmask16, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps,
-    _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_scalef_ps,
-    _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps,
-    _mm512_roundscale_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_NLT_UQ,
-    _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_scalef_ps, _mm512_max_ps, _mm512_min_ps,
+    _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_roundscale_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps, _mm512_sub_ps, _CMP_NLT_UQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
 };
 
+/// Keys per block of the forward: 64 keys of `d = 64` (16 KiB of values) and the strip's logits
+/// (12 KiB) stay in L1 next to the transposed queries and output (128 measured 4-5% slower at
+/// n = 2048 and 4096).
+const FORWARD_KEY_BLOCK: usize = 64;
 /// Keys per block at most (a multiple of every panel width): the strip buffers hold `h` rows of it.
 /// 128 keys of `d = 64` (32 KiB of panels, as much of values) stay in L1/L2 while a strip's row
 /// groups reuse them (256 and 512 measured 2-5% slower at n = 2048 and 4096).
@@ -75,8 +80,6 @@ pub(crate) trait Simd {
     unsafe fn store(ptr: *mut f32, v: Self::V);
     /// Lanes `[0, len)` from `ptr` (only those are read), zero elsewhere; `0 < len < W`.
     unsafe fn load_partial(ptr: *const f32, len: usize) -> Self::V;
-    /// Lanes `[0, len)` from `ptr` (only those are read), `fill` elsewhere; `0 < len < W`.
-    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> Self::V;
     /// Lanes `[0, len)` to `ptr` (only those are written); `0 < len < W`.
     unsafe fn store_partial(ptr: *mut f32, v: Self::V, len: usize);
     /// `a * b + c`, one rounding.
@@ -86,8 +89,6 @@ pub(crate) trait Simd {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise maximum, `acc` when `x` is NaN.
     unsafe fn max_skip_nan(x: Self::V, acc: Self::V) -> Self::V;
-    /// Largest lane (no NaN lanes).
-    unsafe fn reduce_max(v: Self::V) -> f32;
     /// Sum of the lanes.
     unsafe fn reduce_add(v: Self::V) -> f32;
     /// [`crate::exp::exp1`] (fused) lane by lane.
@@ -137,11 +138,6 @@ impl Simd for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(Self::mask(len), ptr) }
     }
     #[inline(always)]
-    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> __m512 {
-        // SAFETY: as `load_partial`.
-        unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), Self::mask(len), ptr) }
-    }
-    #[inline(always)]
     unsafe fn store_partial(ptr: *mut f32, v: __m512, len: usize) {
         // SAFETY: as `load_partial`, for writes.
         unsafe { _mm512_mask_storeu_ps(ptr, Self::mask(len), v) }
@@ -166,10 +162,6 @@ impl Simd for Avx512 {
     unsafe fn max_skip_nan(x: __m512, acc: __m512) -> __m512 {
         // vmaxps returns its second operand when either is NaN.
         _mm512_max_ps(x, acc)
-    }
-    #[inline(always)]
-    unsafe fn reduce_max(v: __m512) -> f32 {
-        _mm512_reduce_max_ps(v)
     }
     #[inline(always)]
     unsafe fn reduce_add(v: __m512) -> f32 {
@@ -241,14 +233,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_maskload_ps(ptr, Self::mask(len)) }
     }
     #[inline(always)]
-    unsafe fn load_partial_or(ptr: *const f32, len: usize, fill: f32) -> __m256 {
-        // SAFETY: as `load_partial`; the blend takes `fill` where the mask is clear.
-        unsafe {
-            let mask = Self::mask(len);
-            _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(ptr, mask), _mm256_castsi256_ps(mask))
-        }
-    }
-    #[inline(always)]
     unsafe fn store_partial(ptr: *mut f32, v: __m256, len: usize) {
         // SAFETY: as `load_partial`, for writes.
         unsafe { _mm256_maskstore_ps(ptr, Self::mask(len), v) }
@@ -273,12 +257,6 @@ impl Simd for Avx2 {
     unsafe fn max_skip_nan(x: __m256, acc: __m256) -> __m256 {
         // vmaxps returns its second operand when either is NaN.
         _mm256_max_ps(x, acc)
-    }
-    #[inline(always)]
-    unsafe fn reduce_max(v: __m256) -> f32 {
-        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        _mm_cvtss_f32(_mm_max_ps(m, _mm_shuffle_ps::<0b01>(m, m)))
     }
     #[inline(always)]
     unsafe fn reduce_add(v: __m256) -> f32 {
@@ -345,6 +323,10 @@ pub(crate) struct Blocking {
     pub panel: usize,
     /// Query rows per strip (a multiple of `mr`).
     pub strip: usize,
+    /// Lanes per vector.
+    pub lanes: usize,
+    /// Query columns per strip of the forward (a multiple of `lanes`).
+    pub forward_cols: usize,
 }
 
 impl Blocking {
@@ -361,26 +343,41 @@ impl Blocking {
     }
     /// Query rows per strip: [`Self::strip`], or `2 mr` for causal heads, whose strips only see
     /// the keys up to their last row (smaller strips skip more of the hidden upper triangle).
-    fn strip_rows(&self, causal: bool) -> usize {
-        if causal {
-            self.strip.min(2 * self.mr)
-        } else {
-            self.strip
-        }
+    /// Never more than the sequence rounded up to whole register blocks.
+    fn strip_rows(&self, n: usize, causal: bool) -> usize {
+        let strip = if causal { self.strip.min(2 * self.mr) } else { self.strip };
+        strip.min(self.max_strip(n))
     }
-    /// Workspace elements of [`forward`]: up to `ALIGN - 1` to align the rest to 64 bytes, key
-    /// panels `n_pad d_k`, then per strip row a logit row, an output row and the running maximum
-    /// and sum.
+    /// The largest strip any call with `n` rows uses (sizes the workspace).
+    fn max_strip(&self, n: usize) -> usize {
+        self.strip.min(n.div_ceil(self.mr) * self.mr)
+    }
+    /// Queries per strip of the forward, which keeps its strip transposed (queries along the
+    /// vectors): `forward_cols` (one vector for causal heads), never more than `n` rounded up to
+    /// whole vectors.
+    fn forward_strip(&self, n: usize, causal: bool) -> usize {
+        let cols = if causal { self.lanes } else { self.forward_cols };
+        cols.min(self.max_forward_strip(n))
+    }
+    fn max_forward_strip(&self, n: usize) -> usize {
+        self.forward_cols.min(n.div_ceil(self.lanes) * self.lanes)
+    }
+    /// Keys per block of the forward (no panels: the keys are broadcast from their rows).
+    fn forward_key_block(&self, n: usize) -> usize {
+        FORWARD_KEY_BLOCK.min(n)
+    }
+    /// Workspace elements of [`forward`]: up to `ALIGN - 1` to align the rest to 64 bytes, then
+    /// per query column of a strip: the transposed queries (`d_k`), logits of one key block, the
+    /// transposed output (`d_v`), running maximum and sum.
     pub fn forward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let per_row = self.logit_stride(n) + aligned(d_v) + 2;
-        ALIGN - 1 + self.padded(n) * d_k + self.strip * per_row
+        ALIGN - 1 + self.max_forward_strip(n) * (d_k + self.forward_key_block(n) + d_v + 2)
     }
     /// Workspace elements of [`backward`]: alignment as in [`Self::forward_len`], key and value
-    /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row
-    /// and `delta`.
+    /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row,
+    /// copies of the `Q` and `dO` rows, and `delta`.
     pub fn backward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let per_row = 2 * self.logit_stride(n) + aligned(d_k) + 1;
-        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.strip * per_row
+        let per_row = 2 * self.logit_stride(n) + 2 * aligned(d_k) + aligned(d_v) + 1;
+        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.max_strip(n) * per_row
     }
 }
 
@@ -436,8 +433,20 @@ impl Isa {
     pub fn blocking(self) -> Blocking {
         match self {
             #[cfg(sda_avx512)]
-            Isa::Avx512 => Blocking { mr: AVX512_MR, panel: AVX512_NV * 16, strip: AVX512_STRIP },
-            Isa::Avx2 => Blocking { mr: AVX2_MR, panel: AVX2_NV * 8, strip: AVX2_STRIP },
+            Isa::Avx512 => Blocking {
+                mr: AVX512_MR,
+                panel: AVX512_NV * 16,
+                strip: AVX512_STRIP,
+                lanes: 16,
+                forward_cols: AVX512_FORWARD_NV * 16,
+            },
+            Isa::Avx2 => Blocking {
+                mr: AVX2_MR,
+                panel: AVX2_NV * 8,
+                strip: AVX2_STRIP,
+                lanes: 8,
+                forward_cols: AVX2_FORWARD_NV * 8,
+            },
         }
     }
 }
@@ -452,6 +461,15 @@ const AVX512_MR: usize = 6;
 const AVX512_NV: usize = 4;
 #[cfg(sda_avx512)]
 const AVX512_STRIP: usize = 48;
+/// AVX-512 forward: blocks of 8 rows x 3 vectors (24 accumulators); a strip is 48 queries wide,
+/// so each broadcast key or value entry is used once for the whole strip.
+#[cfg(sda_avx512)]
+const AVX512_FORWARD_MR: usize = 8;
+#[cfg(sda_avx512)]
+const AVX512_FORWARD_NV: usize = 3;
+/// AVX2 forward: blocks of 4 rows x 2 vectors, strips of 16 queries.
+const AVX2_FORWARD_MR: usize = 4;
+const AVX2_FORWARD_NV: usize = 2;
 /// AVX2: 16 registers, so blocks of 4 rows x 2 vectors (8 accumulators), panels of 16 keys.
 const AVX2_MR: usize = 4;
 const AVX2_NV: usize = 2;
@@ -522,6 +540,18 @@ unsafe fn panel_product<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// How [`accumulate`] writes `C`: `C = value A B`, or `C += value A B` when `accumulate`.
+#[derive(Clone, Copy)]
+struct Alpha {
+    value: f32,
+    accumulate: bool,
+}
+
+/// `C += alpha A B`.
+const fn add(value: f32) -> Alpha {
+    Alpha { value, accumulate: true }
+}
+
 /// Operand `A` of [`accumulate`]: element `(r, j)` at `ptr + r row_stride + j col_stride`.
 #[derive(Clone, Copy)]
 struct Broadcast {
@@ -547,7 +577,7 @@ unsafe fn accumulate_block<S: Simd, const R: usize, const NV: usize, const PARTI
     ld_c: usize,
     c0: usize,
     len: usize,
-    alpha: f32,
+    alpha: Alpha,
 ) {
     // SAFETY: all accesses are in the ranges the caller guarantees (see above); partial vectors
     // touch only `len` lanes.
@@ -568,16 +598,21 @@ unsafe fn accumulate_block<S: Simd, const R: usize, const NV: usize, const PARTI
                 }
             }
         }
-        let alpha = S::splat(alpha);
+        let (scale, add) = (S::splat(alpha.value), alpha.accumulate);
         for (r, acc_r) in acc.iter().enumerate() {
             let c_row = c.add(r * ld_c + c0);
             for (v, &acc_rv) in acc_r.iter().enumerate() {
                 let ptr = c_row.add(v * S::W);
                 if PARTIAL && v + 1 == NV {
-                    let old = S::load_partial(ptr, len);
-                    S::store_partial(ptr, S::fma(acc_rv, alpha, old), len);
+                    let new = if add {
+                        S::fma(acc_rv, scale, S::load_partial(ptr, len))
+                    } else {
+                        S::mul(acc_rv, scale)
+                    };
+                    S::store_partial(ptr, new, len);
                 } else {
-                    S::store(ptr, S::fma(acc_rv, alpha, S::load(ptr)));
+                    let new = if add { S::fma(acc_rv, scale, S::load(ptr)) } else { S::mul(acc_rv, scale) };
+                    S::store(ptr, new);
                 }
             }
         }
@@ -599,7 +634,7 @@ unsafe fn accumulate_rows<S: Simd, const R: usize, const NV: usize>(
     c: *mut f32,
     ld_c: usize,
     width: usize,
-    alpha: f32,
+    alpha: Alpha,
 ) {
     let mut c0 = 0;
     // SAFETY: every call covers columns inside [0, width), as the caller guarantees.
@@ -637,7 +672,7 @@ unsafe fn narrow_block<S: Simd, const R: usize>(
     c: *mut f32,
     ld_c: usize,
     width: usize,
-    alpha: f32,
+    alpha: Alpha,
 ) {
     let w = S::W;
     // SAFETY: each call covers exactly the columns [0, width), as the caller guarantees.
@@ -669,7 +704,7 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
     c: *mut f32,
     ld_c: usize,
     width: usize,
-    alpha: f32,
+    alpha: Alpha,
 ) {
     // Narrow products (the small heads of a model, d <= 2 W): blocks of NARROW_ROWS rows x one or
     // two vectors, so that enough independent accumulators hide the multiply-add latency.
@@ -701,25 +736,6 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
             let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
             accumulate_rows::<S, 1, NV>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
         }
-    }
-}
-
-/// Largest element of `x`, NaN skipped; `-inf` for an empty slice (or all NaN / `-inf`).
-#[inline(always)]
-unsafe fn row_max<S: Simd>(x: &[f32]) -> f32 {
-    let full = x.len() - x.len() % S::W;
-    // SAFETY: each load reads x[i..i + W] with i + W <= full <= x.len(), the partial one the
-    // x.len() - full < W elements from full.
-    unsafe {
-        let mut acc = S::splat(f32::NEG_INFINITY);
-        for i in (0..full).step_by(S::W) {
-            acc = S::max_skip_nan(S::load(x.as_ptr().add(i)), acc);
-        }
-        if full < x.len() {
-            let tail = S::load_partial_or(x.as_ptr().add(full), x.len() - full, f32::NEG_INFINITY);
-            acc = S::max_skip_nan(tail, acc);
-        }
-        S::reduce_max(acc)
     }
 }
 
@@ -828,7 +844,13 @@ pub(crate) fn forward(
 unsafe fn forward_avx512(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32], workspace: &mut [f32]) {
     // SAFETY: the features are the caller's precondition; lengths were asserted by `forward`.
     unsafe {
-        forward_body::<Avx512, AVX512_MR, AVX512_NV>(Isa::Avx512.blocking(), problem, out, lse, workspace)
+        forward_body::<Avx512, AVX512_FORWARD_MR, AVX512_FORWARD_NV>(
+            Isa::Avx512.blocking(),
+            problem,
+            out,
+            lse,
+            workspace,
+        )
     }
 }
 
@@ -837,12 +859,20 @@ unsafe fn forward_avx512(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32], workspace: &mut [f32]) {
     // SAFETY: the features are the caller's precondition; lengths were asserted by `forward`.
-    unsafe { forward_body::<Avx2, AVX2_MR, AVX2_NV>(Isa::Avx2.blocking(), problem, out, lse, workspace) }
+    unsafe {
+        forward_body::<Avx2, AVX2_FORWARD_MR, AVX2_FORWARD_NV>(
+            Isa::Avx2.blocking(),
+            problem,
+            out,
+            lse,
+            workspace,
+        )
+    }
 }
 
 /// # Safety
 /// The CPU has `S`'s features; `n > 0`; the lengths asserted by [`forward`] hold and the
-/// workspace has [`Blocking::forward_len`] elements; `blocking` matches `MR`, `NV W`.
+/// workspace has [`Blocking::forward_len`] elements; `blocking.forward_strip` is a multiple of `W`.
 #[inline(always)]
 unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     blocking: Blocking,
@@ -852,85 +882,139 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     workspace: &mut [f32],
 ) {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
-    let (nr, strip) = (blocking.panel, blocking.strip_rows(causal));
-    let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
-    let ld_acc = aligned(d_v);
-    let (panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
-    let (logit, rest) = rest.split_at_mut(strip * ld);
-    let (acc, rest) = rest.split_at_mut(strip * ld_acc);
-    let (row_max_run, rest) = rest.split_at_mut(strip);
-    let row_sum = &mut rest[..strip];
-    pack_panels(k, n, d_k, nr, panels);
-    for i0 in (0..n).step_by(strip) {
-        let rows = strip.min(n - i0);
-        let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
-        acc.fill(0.0);
-        row_max_run.fill(f32::NEG_INFINITY);
+    let (ld, block) = (blocking.forward_strip(n, causal), blocking.forward_key_block(n));
+    let (q_t, rest) = align_workspace(workspace).split_at_mut(d_k * ld);
+    let (logit_t, rest) = rest.split_at_mut(block * ld);
+    let (out_t, rest) = rest.split_at_mut(d_v * ld);
+    let (shift, rest) = rest.split_at_mut(ld);
+    let row_sum = &mut rest[..ld];
+    for i0 in (0..n).step_by(ld) {
+        let cols = ld.min(n - i0); // the strip's queries; columns [cols, width) are padding
+        let width = cols.div_ceil(S::W) * S::W;
+        // Q^T of the strip (d_k x width), zero in the padding columns: rows read contiguously.
+        for c in 0..cols {
+            for (p, &x) in q[(i0 + c) * d_k..(i0 + c + 1) * d_k].iter().enumerate() {
+                q_t[p * ld + c] = x;
+            }
+        }
+        for p in 0..d_k {
+            q_t[p * ld + cols..p * ld + width].fill(0.0);
+        }
+        out_t.fill(0.0);
+        // The running maxima, floored at f32::MIN: an all-masked column keeps MIN, whose
+        // exponentials exp(-inf - MIN) are 0 and whose rescalings exp(MIN - MIN) are 1.
+        shift.fill(f32::MIN);
         row_sum.fill(0.0);
-        let j_end = if causal { i0 + rows } else { n };
+        let j_end = if causal { i0 + cols } else { n };
         for j0 in (0..j_end).step_by(block) {
             let bk = block.min(j_end - j0);
-            // SAFETY: n > 0, q is n x d_k; panels hold n_pad / nr >= ceil((j0 + bk) / nr) panels;
-            // the logit buffer is strip x ld with ld >= block, a multiple of nr >= bk. Features: caller.
-            unsafe { logits::<S, MR, NV>(q, n, d_k, i0, padded, panels, j0, bk, scale, logit, ld) };
-            for r in 0..padded {
-                let row = &mut logit[r * ld..r * ld + bk];
-                if r >= rows {
-                    row.fill(0.0); // padding rows: no weight on anything
-                    continue;
-                }
-                let i = i0 + r;
-                if let Some(mask) = mask {
-                    for (a, &m) in row.iter_mut().zip(&mask[i * n + j0..i * n + j0 + bk]) {
-                        *a += m;
-                    }
-                }
-                let visible = if causal { bk.min((i + 1).saturating_sub(j0)) } else { bk };
-                // SAFETY (both calls): plain slices; the CPU has the features (caller).
-                let tile_max = unsafe { row_max::<S>(&row[..visible]) };
-                let old_max = row_max_run[r];
-                let new_max = if tile_max > old_max { tile_max } else { old_max };
-                if old_max != new_max {
-                    // exp(-inf) = 0 resets an empty accumulator.
-                    let alpha = (old_max - new_max).exp();
-                    row_sum[r] *= alpha;
-                    for o in &mut acc[r * ld_acc..r * ld_acc + d_v] {
-                        *o *= alpha;
-                    }
-                    row_max_run[r] = new_max;
-                }
-                // Everything seen so far masked: exp(-inf - 0) = 0 gives it no weight.
-                let shift = if new_max == f32::NEG_INFINITY { 0.0 } else { new_max };
-                row_sum[r] += unsafe { exp_shifted_sum::<S>(&mut row[..visible], shift) };
-                row[visible..].fill(0.0);
-            }
-            let a = Broadcast { ptr: logit.as_ptr(), row_stride: ld, col_stride: 1 };
-            // SAFETY: A = logit rows [0, padded) x columns [0, bk) (bk <= ld); B = v rows
-            // [j0, j0 + bk) of d_v (j0 + bk <= n); C = acc, padded <= strip rows of stride ld_acc >= d_v.
-            // Features: caller.
+            let keys = Broadcast { ptr: k[j0 * d_k..].as_ptr(), row_stride: d_k, col_stride: 1 };
+            // SAFETY: A = k rows [j0, j0 + bk) (<= n) of d_k; B = q_t, d_k rows of ld; C =
+            // logit_t, bk <= block rows of ld. Features: caller.
             unsafe {
-                let b = v[j0 * d_v..].as_ptr();
-                accumulate::<S, MR, NV>(padded, a, bk, b, d_v, acc.as_mut_ptr(), ld_acc, d_v, 1.0)
-            };
+                let c = logit_t.as_mut_ptr();
+                let overwrite = Alpha { value: scale, accumulate: false };
+                accumulate::<S, MR, NV>(bk, keys, d_k, q_t.as_ptr(), ld, c, ld, width, overwrite);
+            }
+            let plain = mask.is_none() && !causal && cols == width; // nothing to hide
+            for jr in (0..bk).filter(|_| !plain) {
+                let (j, row) = (j0 + jr, &mut logit_t[jr * ld..jr * ld + width]);
+                if let Some(mask) = mask {
+                    for (c, a) in row[..cols].iter_mut().enumerate() {
+                        *a += mask[(i0 + c) * n + j];
+                    }
+                }
+                // Queries i < j do not see key j when causal; padding columns see nothing.
+                let hidden = if causal { (j.saturating_sub(i0)).min(cols) } else { 0 };
+                row[..hidden].fill(f32::NEG_INFINITY);
+                row[cols..].fill(f32::NEG_INFINITY);
+            }
+            // SAFETY: every vector access covers W elements of a row of ld (a multiple of W) of
+            // the strip buffers; the features are the caller's.
+            unsafe { online_softmax_columns::<S>(logit_t, bk, ld, width, shift, row_sum, out_t, d_v) };
+            let values = Broadcast { ptr: v[j0 * d_v..].as_ptr(), row_stride: 1, col_stride: d_v };
+            // SAFETY: A = V^T of rows [j0, j0 + bk): element (p, jr) at v[(j0 + jr) d_v + p],
+            // p < d_v; B = logit_t, bk rows of ld; C = out_t, d_v rows of ld. Features: caller.
+            unsafe {
+                let (b, c) = (logit_t.as_ptr(), out_t.as_mut_ptr());
+                accumulate::<S, MR, NV>(d_v, values, bk, b, ld, c, ld, width, add(1.0));
+            }
         }
-        for r in 0..rows {
-            let acc_row = &acc[r * ld_acc..r * ld_acc + d_v];
-            let out_row = &mut out[(i0 + r) * d_v..(i0 + r + 1) * d_v];
-            let sum = row_sum[r];
+        for c in 0..cols {
+            let (i, sum) = (i0 + c, row_sum[c]);
+            let out_row = &mut out[i * d_v..(i + 1) * d_v];
             if sum > 0.0 {
                 let inv = sum.recip();
-                for (o, &a) in out_row.iter_mut().zip(acc_row) {
-                    *o = a * inv;
+                for (p, o) in out_row.iter_mut().enumerate() {
+                    *o = out_t[p * ld + c] * inv;
                 }
-                lse[i0 + r] = row_max_run[r] + sum.ln();
+                lse[i] = shift[c] + sum.ln();
             } else if sum == 0.0 {
                 out_row.fill(0.0);
-                lse[i0 + r] = f32::NEG_INFINITY;
+                lse[i] = f32::NEG_INFINITY;
             } else {
                 // NaN from the inputs.
-                out_row.copy_from_slice(acc_row);
-                lse[i0 + r] = sum;
+                for (p, o) in out_row.iter_mut().enumerate() {
+                    *o = out_t[p * ld + c];
+                }
+                lse[i] = sum;
             }
+        }
+    }
+}
+
+/// One key block of the online softmax on a transposed strip (`bk` rows of keys, the first
+/// `width` of `ld` columns of queries): merges the column maxima (NaN skipped) into `shift`, rescales the running sums
+/// and the `d_v x ld` output accumulator by `exp(old - new)`, and replaces the logits by
+/// `exp(logit - shift)`, adding them to the sums. All in vectors along the queries.
+///
+/// # Safety
+/// The CPU has `S`'s features; `width <= ld` is a multiple of `W`; `logit_t` holds `bk ld`,
+/// `out_t` `d_v ld`, `shift` and `row_sum` `ld` elements.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn online_softmax_columns<S: Simd>(
+    logit_t: &mut [f32],
+    bk: usize,
+    ld: usize,
+    width: usize,
+    shift: &mut [f32],
+    row_sum: &mut [f32],
+    out_t: &mut [f32],
+    d_v: usize,
+) {
+    assert!(logit_t.len() >= bk * ld && out_t.len() >= d_v * ld && shift.len() >= ld && row_sum.len() >= ld);
+    assert!(width <= ld && width % S::W == 0);
+    // SAFETY: c0 + W <= width <= ld for every c0 below, so each access lies in row jr (< bk) or p
+    // (< d_v) of a buffer of ld columns, or in shift / row_sum, as asserted.
+    unsafe {
+        for c0 in (0..width).step_by(S::W) {
+            let old = S::load(shift.as_ptr().add(c0));
+            let mut new = old;
+            for jr in 0..bk {
+                new = S::max_skip_nan(S::load(logit_t.as_ptr().add(jr * ld + c0)), new);
+            }
+            let mut old_lanes = [0.0f32; 16];
+            let mut new_lanes = [0.0f32; 16];
+            S::store(old_lanes.as_mut_ptr(), old);
+            S::store(new_lanes.as_mut_ptr(), new);
+            let mut sum = S::load(row_sum.as_ptr().add(c0));
+            if old_lanes[..S::W] != new_lanes[..S::W] {
+                let alpha = S::exp(S::sub(old, new));
+                sum = S::mul(sum, alpha);
+                for p in 0..d_v {
+                    let ptr = out_t.as_mut_ptr().add(p * ld + c0);
+                    S::store(ptr, S::mul(S::load(ptr), alpha));
+                }
+                S::store(shift.as_mut_ptr().add(c0), new);
+            }
+            for jr in 0..bk {
+                let ptr = logit_t.as_mut_ptr().add(jr * ld + c0);
+                let y = S::exp(S::sub(S::load(ptr), new));
+                S::store(ptr, y);
+                sum = S::add(sum, y);
+            }
+            S::store(row_sum.as_mut_ptr().add(c0), sum);
         }
     }
 }
@@ -1004,7 +1088,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
     let BackwardIo { out, lse, d_out, d_q, d_k: d_key, d_v: d_val } = io;
-    let (nr, strip) = (blocking.panel, blocking.strip_rows(causal));
+    let (nr, strip) = (blocking.panel, blocking.strip_rows(n, causal));
     let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
     let ld_dq = aligned(d_k);
     let (k_panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
@@ -1012,6 +1096,9 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
     let (prob, rest) = rest.split_at_mut(strip * ld);
     let (d_logit, rest) = rest.split_at_mut(strip * ld);
     let (d_q_strip, rest) = rest.split_at_mut(strip * ld_dq);
+    let ld_do = aligned(d_v);
+    let (q_strip, rest) = rest.split_at_mut(strip * ld_dq);
+    let (d_out_strip, rest) = rest.split_at_mut(strip * ld_do);
     let delta = &mut rest[..strip];
     pack_panels(k, n, d_k, nr, k_panels);
     pack_panels(v, n, d_v, nr, v_panels);
@@ -1020,7 +1107,11 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
         let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
         for (r, delta_r) in delta[..rows].iter_mut().enumerate() {
             let range = (i0 + r) * d_v..(i0 + r + 1) * d_v;
-            *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range]);
+            *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range.clone()]);
+            // The strip's dO and Q rows, copied to 64-byte-aligned rows: the B operands of dV and
+            // dK, read once per key block (unaligned rows would split every vector load).
+            d_out_strip[r * ld_do..r * ld_do + d_v].copy_from_slice(&d_out[range]);
+            q_strip[r * ld_dq..r * ld_dq + d_k].copy_from_slice(&q[(i0 + r) * d_k..(i0 + r + 1) * d_k]);
         }
         d_q_strip.fill(0.0);
         let j_end = if causal { i0 + rows } else { n };
@@ -1059,7 +1150,8 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
             let ds_t = Broadcast { ptr: d_logit.as_ptr(), row_stride: 1, col_stride: ld };
             let ds = Broadcast { ptr: d_logit.as_ptr(), row_stride: ld, col_stride: 1 };
             // SAFETY: P^T and dS^T are read at (key jr < bk, query r < rows): prob[r ld + jr] with
-            // r < strip, jr < bk <= ld. B = d_out / q rows [i0, i0 + rows) (<= n). C = d_val /
+            // r < strip, jr < bk <= ld. B = the strip copies of dO / Q, rows [0, rows) of strides
+            // ld_do >= d_v / ld_dq >= d_k. C = d_val /
             // d_key rows [j0, j0 + bk) (<= n). For dQ: A = dS rows [0, padded) x [0, bk), B = k
             // rows [j0, j0 + bk), C = d_q_strip (strip rows of stride ld_dq >= d_k). Features: caller.
             unsafe {
@@ -1068,24 +1160,24 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
                     bk,
                     p_t,
                     rows,
-                    d_out[i0 * d_v..].as_ptr(),
-                    d_v,
+                    d_out_strip.as_ptr(),
+                    ld_do,
                     d_val_rows,
                     d_v,
                     d_v,
-                    1.0,
+                    add(1.0),
                 );
                 let d_key_rows = d_key[j0 * d_k..].as_mut_ptr();
                 accumulate::<S, MR, NV>(
                     bk,
                     ds_t,
                     rows,
-                    q[i0 * d_k..].as_ptr(),
-                    d_k,
+                    q_strip.as_ptr(),
+                    ld_dq,
                     d_key_rows,
                     d_k,
                     d_k,
-                    scale,
+                    add(scale),
                 );
                 let d_q_rows = d_q_strip.as_mut_ptr();
                 accumulate::<S, MR, NV>(
@@ -1097,7 +1189,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
                     d_q_rows,
                     ld_dq,
                     d_k,
-                    1.0,
+                    add(1.0),
                 );
             }
         }
@@ -1389,6 +1481,35 @@ mod tests {
             }
             // SAFETY: only called for Isa::Avx2, which run-time detection reported.
             unsafe { inner(x) }
+        }
+    }
+
+    /// The public workspace formulas cover the fused layout where `softmax` documents it:
+    /// `n >= 135` with widths up to 256 (sampled), and the model's heads at `n = 128`.
+    #[test]
+    fn public_workspace_covers_the_fused_layout() {
+        use crate::attention::{softmax::SoftmaxAttention, Causality};
+        let mut shapes = vec![(128, 16, 16), (128, 24, 16), (128, 16, 24), (512, 64, 64), (4096, 64, 64)];
+        for n in (135..700).step_by(37) {
+            for d_k in (0..=256).step_by(19) {
+                for d_v in (0..=256).step_by(23) {
+                    shapes.push((n, d_k, d_v));
+                }
+            }
+        }
+        for &isa in &Isa::all_available() {
+            let blocking = isa.blocking();
+            for &(n, d_k, d_v) in &shapes {
+                let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
+                assert!(
+                    blocking.forward_len(n, d_k, d_v) <= head.forward_workspace_len(),
+                    "{isa:?} {n} {d_k} {d_v}"
+                );
+                assert!(
+                    blocking.backward_len(n, d_k, d_v) <= head.backward_workspace_len(),
+                    "{isa:?} {n} {d_k} {d_v}"
+                );
+            }
         }
     }
 

@@ -19,6 +19,14 @@
 //! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
 //! cannot be: `dK = dS^T Q` needs the other orientation).
 //! Products go through [`crate::kernel::gemm`].
+//!
+//! In `f32` on x86-64 with `std`, when the CPU has AVX-512 or AVX2/FMA, both passes run the fused
+//! tile kernels of `attention/fused.rs` instead (same semantics, same workspace buffers, within
+//! the same rounding bounds): query strips against key panels laid out once per call, the online
+//! softmax on a strip while it is in cache, and every product register-blocked without packing.
+//! They take their scratch from the same workspace, whose length formula covers them for
+//! `n >= 135` with widths up to 256, and for the model's heads (`n = 128`, widths 16-24); where it
+//! does not (short sequences), the generic path runs.
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 use super::fused;
