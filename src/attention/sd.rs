@@ -379,18 +379,10 @@ impl<T: Scalar> AttentionHead<T> {
         let rank_a = match self.kind {
             HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { rank_routing, rank_filtering } => {
-                let (da, rest) = d_proj.split_at_mut(n * rank_routing);
-                let (db, dc) = rest.split_at_mut(n * rank_routing);
-                sd_assemble_adjoint(
-                    n,
-                    rank_routing,
-                    rank_filtering,
-                    d_qh,
-                    d_kh,
-                    (da, Cols::dense(rank_routing)),
-                    (db, Cols::dense(rank_routing)),
-                    (dc, Cols::dense(rank_filtering)),
-                );
+                let (r, q) = (rank_routing, rank_filtering);
+                // Three consecutive dense blocks of d_proj: offsets n r and 2 n r.
+                let (da, db, dc) = (Cols::of(r, 0), Cols::of(r, n * r), Cols::of(q, 2 * n * r));
+                sd_assemble_adjoint(n, r, q, d_qh, d_kh, d_proj, da, db, dc);
                 rank_routing
             }
         };
@@ -524,8 +516,8 @@ impl Cols {
         Cols { stride: width, offset: 0 }
     }
 
-    /// Columns `offset .. offset + width` of an `n x stride` matrix.
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+    /// Columns `offset .. offset + width` of an `n x stride` matrix (an offset past the first row
+    /// addresses a later block: `Cols::of(r, n r)` is the second of two consecutive `n x r` blocks).
     pub(crate) fn of(stride: usize, offset: usize) -> Self {
         Cols { stride, offset }
     }
@@ -627,9 +619,10 @@ fn assemble_body<T: Scalar>(
 }
 
 /// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`
-/// (`d_qh`, `d_kh` contiguous `n x (2r + q)`), each written through its [`Cols`] (only those
-/// columns of each row are touched).
-/// In `f32` compiled for AVX-512 when the CPU has it (same operations: identical results).
+/// (`d_qh`, `d_kh` contiguous `n x (2r + q)`), written into `out` through three [`Cols`] views
+/// (which may share rows: e.g. the three column ranges of one packed `n x (2r + q)` gradient, or
+/// three consecutive dense blocks, whose offsets then include `n r`); only those entries are
+/// touched. In `f32` compiled for AVX-512 when the CPU has it (same operations: identical results).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     n: usize,
@@ -637,26 +630,22 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     q: usize,
     d_qh: &[T],
     d_kh: &[T],
-    da: (&mut [T], Cols),
-    db: (&mut [T], Cols),
-    dc: (&mut [T], Cols),
+    out: &mut [T],
+    da: Cols,
+    db: Cols,
+    dc: Cols,
 ) {
-    let (da_cols, db_cols, dc_cols) = (da.1, db.1, dc.1);
-    if let (Some(fq), Some(fk), Some(fa), Some(fb), Some(fc)) = (
-        T::f32_slice(d_qh),
-        T::f32_slice(d_kh),
-        T::f32_slice_mut(&mut *da.0),
-        T::f32_slice_mut(&mut *db.0),
-        T::f32_slice_mut(&mut *dc.0),
-    ) {
+    if let (Some(fq), Some(fk), Some(fo)) =
+        (T::f32_slice(d_qh), T::f32_slice(d_kh), T::f32_slice_mut(&mut *out))
+    {
         #[cfg(sda_avx512)]
         if crate::exp::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-            return unsafe { adjoint_avx512(n, r, q, fq, fk, (fa, da_cols), (fb, db_cols), (fc, dc_cols)) };
+            return unsafe { adjoint_avx512(n, r, q, fq, fk, fo, da, db, dc) };
         }
-        return adjoint_body(n, r, q, fq, fk, (fa, da_cols), (fb, db_cols), (fc, dc_cols));
+        return adjoint_body(n, r, q, fq, fk, fo, da, db, dc);
     }
-    adjoint_body(n, r, q, d_qh, d_kh, da, db, dc)
+    adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
 }
 
 /// [`adjoint_body`] compiled for AVX-512.
@@ -673,11 +662,12 @@ unsafe fn adjoint_avx512(
     q: usize,
     d_qh: &[f32],
     d_kh: &[f32],
-    da: (&mut [f32], Cols),
-    db: (&mut [f32], Cols),
-    dc: (&mut [f32], Cols),
+    out: &mut [f32],
+    da: Cols,
+    db: Cols,
+    dc: Cols,
 ) {
-    adjoint_body(n, r, q, d_qh, d_kh, da, db, dc)
+    adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
 }
 
 /// The loops of [`sd_assemble_adjoint`], shared by every variant.
@@ -689,20 +679,25 @@ fn adjoint_body<T: Scalar>(
     q: usize,
     d_qh: &[T],
     d_kh: &[T],
-    (da, da_cols): (&mut [T], Cols),
-    (db, db_cols): (&mut [T], Cols),
-    (dc, dc_cols): (&mut [T], Cols),
+    out: &mut [T],
+    da: Cols,
+    db: Cols,
+    dc: Cols,
 ) {
     let w = 2 * r + q;
     for ((i, dq), dk) in d_qh[..n * w].chunks_exact(w).enumerate().zip(d_kh[..n * w].chunks_exact(w)) {
-        let (da_i, db_i) = (&mut da[da_cols.start(i)..][..r], &mut db[db_cols.start(i)..][..r]);
-        let dc_i = &mut dc[dc_cols.start(i)..][..q];
-        for (t, (x, y)) in da_i.iter_mut().zip(db_i.iter_mut()).enumerate() {
-            *x = dq[t] - dk[r + t];
-            *y = dq[r + t] + dk[t];
+        let (dq_a, dq_bc) = dq.split_at(r);
+        let (dq_b, dq_c) = dq_bc.split_at(r);
+        let (dk_a, dk_bc) = dk.split_at(r);
+        let (dk_b, dk_c) = dk_bc.split_at(r);
+        for ((o, &x), &y) in out[da.start(i)..][..r].iter_mut().zip(dq_a).zip(dk_b) {
+            *o = x - y;
         }
-        for (t, z) in dc_i.iter_mut().enumerate() {
-            *z = dq[2 * r + t] - dk[2 * r + t];
+        for ((o, &x), &y) in out[db.start(i)..][..r].iter_mut().zip(dq_b).zip(dk_a) {
+            *o = x + y;
+        }
+        for ((o, &x), &y) in out[dc.start(i)..][..q].iter_mut().zip(dq_c).zip(dk_c) {
+            *o = x - y;
         }
     }
 }
@@ -743,33 +738,37 @@ mod tests {
                 unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
                 assert_eq!((&q2, &k2), (&q0, &k0));
             }
-            // Adjoint into head t's columns of packed gradients prefilled with a marker.
-            type Adjoint<'a> = &'a dyn Fn(&mut [f32], &mut [f32], &mut [f32]);
-            let run = |f: Adjoint<'_>| {
-                let (mut da, mut db, mut dc) =
-                    (vec![9.0f32; n * h * r], vec![9.0f32; n * h * r], vec![9.0f32; n * h * q]);
-                f(&mut da, &mut db, &mut dc);
-                (da, db, dc)
-            };
-            let (ca, cc) = (Cols::of(h * r, t * r), Cols::of(h * q, t * q));
-            let expect = run(&|da, db, dc| adjoint_body(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc)));
-            assert_eq!(
-                run(&|da, db, dc| sd_assemble_adjoint(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc))),
-                expect
+            // Adjoint into head t's columns of one packed gradient [dU | dV | dC] (n x h (2r + q)),
+            // prefilled with a marker.
+            let stride = h * w;
+            let (ca, cb, cc) = (
+                Cols::of(stride, t * r),
+                Cols::of(stride, h * r + t * r),
+                Cols::of(stride, 2 * h * r + t * q),
             );
+            let run = |f: &dyn Fn(&mut [f32])| {
+                let mut out = vec![9.0f32; n * stride];
+                f(&mut out);
+                out
+            };
+            let expect = run(&|o| adjoint_body(n, r, q, &q0, &k0, o, ca, cb, cc));
+            assert_eq!(run(&|o| sd_assemble_adjoint(n, r, q, &q0, &k0, o, ca, cb, cc)), expect);
             #[cfg(sda_avx512)]
             if crate::exp::has_avx512() {
                 // SAFETY: the CPU has AVX-512F, just detected.
-                let got = run(&|da, db, dc| unsafe {
-                    adjoint_avx512(n, r, q, &q0, &k0, (da, ca), (db, ca), (dc, cc))
-                });
+                let got = run(&|o| unsafe { adjoint_avx512(n, r, q, &q0, &k0, o, ca, cb, cc) });
                 assert_eq!(got, expect);
             }
-            let touched = |i: usize, cols: usize, width: usize| (i % cols) / width == t;
-            assert!(expect.0.iter().enumerate().all(|(i, &v)| touched(i, h * r, r) || v == 9.0));
-            assert!(expect.2.iter().enumerate().all(|(i, &v)| touched(i, h * q, q) || v == 9.0));
+            let touched = |j: usize| {
+                let col = j % stride;
+                (col >= t * r && col < (t + 1) * r)
+                    || (col >= h * r + t * r && col < h * r + (t + 1) * r)
+                    || (col >= 2 * h * r + t * q && col < 2 * h * r + (t + 1) * q)
+            };
+            assert!(expect.iter().enumerate().all(|(j, &v)| touched(j) || v == 9.0));
             // Values: da = dq_a - dk_b on a spot check.
-            assert_eq!(expect.0[2 * h * r + t * r + 1], q0[2 * w + 1] - k0[2 * w + r + 1]);
+            assert_eq!(expect[2 * stride + t * r + 1], q0[2 * w + 1] - k0[2 * w + r + 1]);
+            assert_eq!(expect[2 * stride + h * r + t * r + 1], q0[2 * w + r + 1] + k0[2 * w + 1]);
         }
     }
 }

@@ -129,11 +129,13 @@ impl AttentionMixer {
             .with_heads(self.dims.n_heads)
     }
 
-    /// Scratch of [`Self::project`]: S-D: the three packed products (`n h (2r + q)`, read in place
-    /// by the assembly); softmax: the packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
+    /// Scratch of [`Self::project`]: S-D: the wide product `A [U | V | C]` (`n h (2r + q)`, read in
+    /// place by the assembly) and the weights side by side (`d_model h (2r + q)`); softmax: the
+    /// packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
     fn projection_scratch(&self, n: usize) -> usize {
         match self.kind {
-            AttentionKind::Sd { .. } | AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
+            AttentionKind::Sd { .. } => n.saturating_add(self.dims.d_model).saturating_mul(self.packed_qk()),
+            AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
             AttentionKind::Linear => 0,
         }
     }
@@ -205,22 +207,18 @@ impl AttentionMixer {
         let w = self.qk_width();
         match self.kind {
             AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                let proj = &mut scratch[..n * self.packed_qk()];
-                // proj = [A U | A V | A C], each block contiguous (n x cols[b]).
-                let (mut offset, mut poff) = (0, 0);
-                for &cb in &cols {
-                    let weight = &params[offset..offset + d * cb];
-                    let out = &mut proj[poff..poff + n * cb];
-                    product_rows(n, d, cb, input, weight, out, Update::Overwrite);
-                    offset += d * cb;
-                    poff += n * cb;
-                }
-                let (pu, rest) = proj.split_at(n * cols[0]);
-                let (pv, pc) = rest.split_at(n * cols[1]);
+                // proj = A [U | V | C] (n x h (2r + q)) in one product against the three weight
+                // blocks laid side by side (d x h (2r + q)); each head's a, b, c are read in place.
+                let wide = self.packed_qk();
+                let (proj, rest) = scratch.split_at_mut(n * wide);
+                let w_wide = &mut rest[..d * wide];
+                self.side_by_side(params, w_wide);
+                product_rows(n, d, wide, input, w_wide, proj, Update::Overwrite);
+                let proj = &*proj;
                 for t in 0..self.dims.n_heads {
-                    let (a, b) = ((pu, Cols::of(cols[0], t * r)), (pv, Cols::of(cols[1], t * r)));
+                    let (a, b) = ((proj, Cols::of(wide, t * r)), (proj, Cols::of(wide, cols[0] + t * r)));
+                    let c = (proj, Cols::of(wide, cols[0] + cols[1] + t * f));
                     let head = t * n * w..(t + 1) * n * w;
-                    let c = (pc, Cols::of(cols[2], t * f));
                     sd_assemble(n, r, f, a, b, c, &mut q[head.clone()], &mut k[head]);
                 }
             }
@@ -242,10 +240,12 @@ impl AttentionMixer {
         }
     }
 
-    /// Adjoint of the projections from the gradients of their outputs, `d_blocks` holding one
-    /// contiguous `n x cols` block per parameter block (`[d(AU) | d(AV) | d(AC)]` or `[dQ | dK]`,
-    /// packed): `d_params += A^T d_block`, `d_input += d_block W^T` (`W^T` laid out in `scratch`,
-    /// [`Self::weight_t_len`] elements, so that the product runs unpacked on row-major operands).
+    /// Adjoint of the projections from the gradients of their outputs: `d_params += A^T d_block`,
+    /// `d_input += d_block W^T` (`W^T` laid out in `scratch`, [`Self::weight_t_len`] elements, so
+    /// that the product runs unpacked on row-major operands). `d_blocks` is, for S-D, one
+    /// `n x h (2r + q)` matrix `[d(AU) | d(AV) | d(AC)]` (the blocks side by side in each row, as
+    /// the forward's wide product); otherwise one contiguous `n x cols` block per parameter block
+    /// (`[dQ | dK]`, packed).
     #[allow(clippy::too_many_arguments)]
     fn project_backward<T: Scalar>(
         &self,
@@ -259,6 +259,33 @@ impl AttentionMixer {
     ) {
         let d = self.dims.d_model;
         let (cols, count) = self.blocks();
+        if let AttentionKind::Sd { .. } = self.kind {
+            // d_blocks is one n x h (2r + q) matrix [d(AU) | d(AV) | d(AC)]: one product for the
+            // weight gradients of the three blocks side by side, one for the input gradient
+            // against [U | V | C]^T (the blocks' transposes stacked).
+            let wide = self.packed_qk();
+            let (d_wide, rest) = scratch.split_at_mut(d * wide);
+            let w_wide_t = &mut rest[..wide * d];
+            gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
+            let (mut offset, mut col) = (0, 0);
+            for &cb in &cols {
+                for (p, d_row) in d_params[offset..offset + d * cb].chunks_exact_mut(cb).enumerate() {
+                    for (g, &v) in d_row.iter_mut().zip(&d_wide[p * wide + col..p * wide + col + cb]) {
+                        *g += v;
+                    }
+                }
+                kernel::transpose(
+                    d,
+                    cb,
+                    &params[offset..offset + d * cb],
+                    &mut w_wide_t[col * d..(col + cb) * d],
+                );
+                offset += d * cb;
+                col += cb;
+            }
+            product_rows(n, wide, d, d_blocks, w_wide_t, d_input, Update::Accumulate);
+            return;
+        }
         let (mut offset, mut poff) = (0, 0);
         for &cb in cols.iter().take(count) {
             let g = &d_blocks[poff..poff + n * cb];
@@ -273,11 +300,30 @@ impl AttentionMixer {
         }
     }
 
-    /// Scratch of [`Self::project_backward`]: one transposed weight block, `d_model` times the
-    /// widest block.
+    /// Scratch of [`Self::project_backward`]: S-D: the weight gradients side by side and the
+    /// stacked transposed weights (`2 d_model h (2r + q)`); otherwise one transposed weight block,
+    /// `d_model` times the widest block.
     fn weight_t_len(&self) -> usize {
         let (cols, _) = self.blocks();
-        self.dims.d_model.saturating_mul(cols[0].max(cols[1]).max(cols[2]))
+        match self.kind {
+            AttentionKind::Sd { .. } => self.dims.d_model.saturating_mul(self.packed_qk()).saturating_mul(2),
+            _ => self.dims.d_model.saturating_mul(cols[0].max(cols[1]).max(cols[2])),
+        }
+    }
+
+    /// `[U | V | C]` side by side (`d_model x h (2r + q)`, row `p` the rows `p` of the three
+    /// blocks) into `out`, for the one wide projection product of the S-D forward.
+    fn side_by_side<T: Scalar>(&self, params: &[T], out: &mut [T]) {
+        let (cols, _) = self.blocks();
+        let wide = self.packed_qk();
+        let (mut offset, mut col) = (0, 0);
+        for &cb in &cols {
+            for (p, row) in params[offset..offset + self.dims.d_model * cb].chunks_exact(cb).enumerate() {
+                out[p * wide + col..p * wide + col + cb].copy_from_slice(row);
+            }
+            offset += self.dims.d_model * cb;
+            col += cb;
+        }
     }
 
     /// Length of the packed projection gradients `d_blocks`: `n` times the columns of all blocks.
@@ -485,11 +531,11 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                     )?;
                     match self.kind {
                         AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                            let (pu, rest) = d_blocks.split_at_mut(n * cols[0]);
-                            let (pv, pc) = rest.split_at_mut(n * cols[1]);
-                            let (da, db) = ((pu, Cols::of(cols[0], t * r)), (pv, Cols::of(cols[1], t * r)));
-                            let dc = (pc, Cols::of(cols[2], t * f));
-                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, da, db, dc);
+                            // One n x h (2r + q) matrix [d(AU) | d(AV) | d(AC)] (see project_backward).
+                            let wide = self.packed_qk();
+                            let (da, db) = (Cols::of(wide, t * r), Cols::of(wide, cols[0] + t * r));
+                            let dc = Cols::of(wide, cols[0] + cols[1] + t * f);
+                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, d_blocks, da, db, dc);
                         }
                         _ => {
                             let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
