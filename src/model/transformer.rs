@@ -231,7 +231,7 @@ impl<T: Scalar> Model<T> {
         let mut mixer_ws = 0;
         for s in &self.sublayers {
             mixer_cache.push(zeros(size(s.cache_len(seq), batch, 1)?));
-            mixer_ws = mixer_ws.max(s.workspace_len(seq));
+            mixer_ws = mixer_ws.max(s.batch_workspace_len(batch, seq));
         }
         Ok(Activations {
             batch,
@@ -323,17 +323,16 @@ impl<T: Scalar> Model<T> {
             let cache = &mut state.mixer_cache[l];
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
-            for b in 0..batch {
-                sub.forward(
-                    n,
-                    theta,
-                    &a[b * n * d..(b + 1) * n * d],
-                    &v[b * n * dh..(b + 1) * n * dh],
-                    &mut o[b * n * dh..(b + 1) * n * dh],
-                    &mut cache[b * cl..(b + 1) * cl],
-                    &mut state.mixer_workspace,
-                )?;
-            }
+            sub.forward_batch(
+                batch,
+                n,
+                theta,
+                a,
+                v,
+                o,
+                &mut cache[..batch * cl],
+                &mut state.mixer_workspace,
+            )?;
             // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
             let m = &mut state.mid[l * rd..(l + 1) * rd];
             m.copy_from_slice(x_l);
@@ -540,20 +539,19 @@ impl<T: Scalar> Model<T> {
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
             state.d_tmp.fill(T::zero());
-            for b in 0..batch {
-                sub.backward(
-                    n,
-                    theta,
-                    &a[b * n * d..(b + 1) * n * d],
-                    &v[b * n * dh..(b + 1) * n * dh],
-                    &cache[b * cl..(b + 1) * cl],
-                    &state.d_heads[b * n * dh..(b + 1) * n * dh],
-                    &mut state.d_tmp[b * n * d..(b + 1) * n * d],
-                    &mut state.d_values[b * n * dh..(b + 1) * n * dh],
-                    &mut grads[off.attention.clone()],
-                    &mut state.mixer_workspace,
-                )?;
-            }
+            sub.backward_batch(
+                batch,
+                n,
+                theta,
+                a,
+                v,
+                &cache[..batch * cl],
+                &state.d_heads,
+                &mut state.d_tmp,
+                &mut state.d_values,
+                &mut grads[off.attention.clone()],
+                &mut state.mixer_workspace,
+            )?;
             // dA += dV W_V^T, dW_V += A^T dV.
             let w_t = &mut state.weight_t[..d * dh];
             kernel::transpose(d, dh, &params[off.w_v.clone()], w_t);
