@@ -688,7 +688,7 @@ unsafe fn narrow_block<S: Simd, const R: usize>(
 }
 
 /// `C += alpha A B` for `rows` rows of `C` (`rows x width`, row stride `ld_c`), `A` `rows x inner`
-/// broadcast, `B` `inner x width` (row stride `ld_b`): blocks of `MR` rows, then of 4, then
+/// broadcast, `B` `inner x width` (row stride `ld_b`): blocks of `MR` rows, then of 4, 2 and
 /// single rows.
 ///
 /// # Safety
@@ -721,8 +721,9 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
     }
     let full = start + (rows - start) / MR * MR;
     let quads = if MR > 4 { full + (rows - full) / 4 * 4 } else { full };
-    // SAFETY: row blocks [r0, r0 + MR), [r0, r0 + 4) and single rows lie in [0, rows), as the
-    // caller guarantees; A and C are offset to the block's first row.
+    let pairs = if MR > 2 { quads + (rows - quads) / 2 * 2 } else { quads };
+    // SAFETY: row blocks [r0, r0 + MR), [r0, r0 + 4), [r0, r0 + 2) and single rows lie in
+    // [0, rows), as the caller guarantees; A and C are offset to the block's first row.
     unsafe {
         for r0 in (start..full).step_by(MR) {
             let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
@@ -732,7 +733,11 @@ unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
             let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
             accumulate_rows::<S, 4, NV>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
         }
-        for r0 in quads..rows {
+        for r0 in (quads..pairs).step_by(2) {
+            let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
+            accumulate_rows::<S, 2, NV>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
+        }
+        for r0 in pairs..rows {
             let a_r = Broadcast { ptr: a.ptr.add(r0 * a.row_stride), ..a };
             accumulate_rows::<S, 1, NV>(a_r, inner, b, ld_b, c.add(r0 * ld_c), ld_c, width, alpha);
         }
