@@ -6,6 +6,8 @@ Usage (from the repository root):
     /work/venv/bin/python benches/torch_softmax_sd.py     # times PyTorch, prints the table
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
+`--only softmax` (or `sd`) restricts both sides to one kernel family, `--sizes 512,2048` to some n
+(short runs while iterating; the cargo bench gets the matching criterion filter).
 PyTorch runs single-threaded (torch.set_num_threads(1)), float32, d = 64:
 - softmax: torch.nn.functional.scaled_dot_product_attention on (1, 1, n, 64), bidirectional;
 - S-D (r = q = rank, d_model = d_v = 64): projections X U, X V, X C, X W_V, concatenated queries
@@ -112,20 +114,32 @@ def ours(group, bench_id, n):
     return json.loads(path.read_text())["median"]["point_estimate"] * 1e-9
 
 
+def option(name):
+    if name in sys.argv:
+        return sys.argv[sys.argv.index(name) + 1]
+    return None
+
+
 def main():
+    only = option("--only")
+    sizes = [int(s) for s in option("--sizes").split(",")] if option("--sizes") else SIZES
     if "--run-cargo" in sys.argv:
-        subprocess.run(["cargo", "bench", "--bench", "attention"], cwd=ROOT, check=True)
+        groups = {"softmax": "softmax_f32", "sd": "sd_r[0-9]+_f32"}.get(only, ".*")
+        sizes_re = "|".join(str(n) for n in sizes)
+        filter_re = f"^{groups}/[a-z_]+/({sizes_re})$"
+        subprocess.run(["cargo", "bench", "--bench", "attention", "--", filter_re], cwd=ROOT, check=True)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, d = {D}")
     header = f"{'kernel':<14}{'pass':<9}{'n':>6}{'ours ms':>11}{'ours GF/s':>11}{'torch ms':>11}{'torch GF/s':>12}{'torch/ours':>12}"
     print(header)
     print("-" * len(header))
     rows = []
-    for n in SIZES:
-        t_fwd, t_fb = torch_softmax(n)
-        f_fwd, f_fb = softmax_flops(n, D, D)
-        rows.append(("softmax", "softmax_f32", n, [("fwd", t_fwd, f_fwd), ("fwd_bwd", t_fb, f_fb)]))
-        for rank in (8, 32):
+    for n in sizes:
+        if only in (None, "softmax"):
+            t_fwd, t_fb = torch_softmax(n)
+            f_fwd, f_fb = softmax_flops(n, D, D)
+            rows.append(("softmax", "softmax_f32", n, [("fwd", t_fwd, f_fwd), ("fwd_bwd", t_fb, f_fb)]))
+        for rank in (8, 32) if only in (None, "sd") else ():
             t_fwd, t_fb = torch_sd(n, rank)
             f_fwd, f_fb = sd_flops(n, rank)
             rows.append((f"sd r={rank}", f"sd_r{rank}_f32", n, [("fwd", t_fwd, f_fwd), ("fwd_bwd", t_fb, f_fb)]))

@@ -27,7 +27,7 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `e^x` of one element (see the module documentation); inlined into each vector loop. NaN needs
 /// no select: it flows through every operation below (`clamp` keeps it).
 #[inline(always)]
-fn exp1<const FUSED: bool>(input: f32) -> f32 {
+pub(crate) fn exp1<const FUSED: bool>(input: f32) -> f32 {
     let clamped = input.clamp(-86.5, 88.72);
     let shifted = madd::<FUSED>(clamped, core::f32::consts::LOG2_E, ROUND_MAGIC);
     let k = shifted - ROUND_MAGIC;
@@ -186,7 +186,7 @@ pub(crate) fn exp_sub_accumulate_f64(x: &mut [f64], shift: &[f64], sum: &mut [f6
 /// 3 `f32` ulps of 1 (`~4e-7`) for every `x` (a relative error near 0, where `tanh x ~ x`, but the
 /// model only uses `1 + tanh`); exactly `±1` once `e^{2|x|}` overflows; NaN stays NaN.
 #[inline(always)]
-fn tanh1<const FUSED: bool>(x: f32) -> f32 {
+pub(crate) fn tanh1<const FUSED: bool>(x: f32) -> f32 {
     let e = exp1::<FUSED>(2.0 * x.abs());
     let t = 1.0 - 2.0 / (e + 1.0);
     if x < 0.0 {

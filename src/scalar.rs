@@ -61,6 +61,14 @@ pub trait Scalar:
     /// about `4e-7`), `libm::tanh` for `f64`. NaN stays NaN. The GELU's inner loop.
     fn tanh_in_place(x: &mut [Self]);
 
+    /// `Some(x)` when `Self` is `f32`, else `None`: lets generic kernels hand `f32` slices to the
+    /// fused f32 kernels (attention tiles, the MLP's bias-GELU) without `unsafe` casts. Not for use outside the crate.
+    #[doc(hidden)]
+    fn f32_slice(x: &[Self]) -> Option<&[f32]>;
+    /// The `&mut` form of [`Scalar::f32_slice`].
+    #[doc(hidden)]
+    fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
+
     /// `a * b + c`: one fused multiply-add when `FUSED` (callers instantiate it only where the
     /// target has FMA, inside `target_feature` code, so that it is one instruction), else a product
     /// and a sum with two roundings. Without `std` it is always the latter.
@@ -113,7 +121,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -143,6 +151,14 @@ macro_rules! impl_scalar {
             #[inline]
             fn tanh_in_place(x: &mut [Self]) {
                 $tanh(x)
+            }
+            #[inline(always)]
+            fn f32_slice(x: &[Self]) -> Option<&[f32]> {
+                $as_f32!(x)
+            }
+            #[inline(always)]
+            fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32!(x)
             }
             #[inline(always)]
             fn multiply_add<const FUSED: bool>(a: Self, b: Self, c: Self) -> Self {
@@ -194,6 +210,20 @@ macro_rules! impl_scalar {
     };
 }
 
+/// `Some(x)`: the slice is already `f32`.
+macro_rules! is_f32 {
+    ($x:expr) => {
+        Some($x)
+    };
+}
+/// `None`: the slice is not `f32`.
+macro_rules! not_f32 {
+    ($x:expr) => {{
+        let _ = $x;
+        None
+    }};
+}
+
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
@@ -201,6 +231,7 @@ impl_scalar!(
     crate::exp::exp_sub_accumulate_f32,
     crate::exp::tanh_in_place_f32,
     crate::microkernel::product_f32,
+    is_f32,
     "f32"
 );
 impl_scalar!(
@@ -210,5 +241,6 @@ impl_scalar!(
     crate::exp::exp_sub_accumulate_f64,
     crate::exp::tanh_in_place_f64,
     crate::microkernel::product_f64,
+    not_f32,
     "f64"
 );

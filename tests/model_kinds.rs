@@ -147,6 +147,85 @@ fn mixer_rejects_bad_shapes() {
     }
 }
 
+/// `forward_batch` / `backward_batch` (S-D: the projections of all rows in one product each way)
+/// against one `forward` / `backward` per sequence, for every kind, in f64: outputs, caches,
+/// `d_values` to rounding, `d_input` and `d_params` (sums over sequences in another order) to
+/// rounding; wrong batched lengths are errors.
+#[test]
+fn batched_mixer_matches_sequence_by_sequence() {
+    let dims = SublayerDims { d_model: 6, n_heads: 2, d_head: 3 };
+    let (batch, n) = (3usize, 5usize);
+    let (d, hw) = (6usize, 6usize);
+    for kind in [AttentionKind::Softmax, SD, AttentionKind::Linear] {
+        let m = AttentionMixer::new(dims, kind).unwrap();
+        let p = normal_vec(AttentionSublayer::<f64>::param_len(&m), 0.5, 40);
+        let (x, v) = (normal_vec(batch * n * d, 1.0, 41), normal_vec(batch * n * hw, 1.0, 42));
+        let d_out = normal_vec(batch * n * hw, 1.0, 43);
+        let cl = AttentionSublayer::<f64>::cache_len(&m, n);
+        // Sequence by sequence.
+        let mut ws = vec![0.0; AttentionSublayer::<f64>::workspace_len(&m, n)];
+        let (mut out0, mut cache0) = (vec![0.0; batch * n * hw], vec![0.0; batch * cl]);
+        let (mut dx0, mut dv0, mut dp0) =
+            (vec![0.0; batch * n * d], vec![0.0; batch * n * hw], vec![0.0; p.len()]);
+        for b in 0..batch {
+            let (rx, rv) = (b * n * d..(b + 1) * n * d, b * n * hw..(b + 1) * n * hw);
+            m.forward(
+                n,
+                &p,
+                &x[rx.clone()],
+                &v[rv.clone()],
+                &mut out0[rv.clone()],
+                &mut cache0[b * cl..(b + 1) * cl],
+                &mut ws,
+            )
+            .unwrap();
+            m.backward(
+                n,
+                &p,
+                &x[rx.clone()],
+                &v[rv.clone()],
+                &cache0[b * cl..(b + 1) * cl],
+                &d_out[rv.clone()],
+                &mut dx0[rx],
+                &mut dv0[rv],
+                &mut dp0,
+                &mut ws,
+            )
+            .unwrap();
+        }
+        // Batched.
+        let mut ws = vec![0.0; AttentionSublayer::<f64>::batch_workspace_len(&m, batch, n)];
+        let (mut out1, mut cache1) = (vec![0.0; batch * n * hw], vec![0.0; batch * cl]);
+        let (mut dx1, mut dv1, mut dp1) =
+            (vec![0.0; batch * n * d], vec![0.0; batch * n * hw], vec![0.0; p.len()]);
+        m.forward_batch(batch, n, &p, &x, &v, &mut out1, &mut cache1, &mut ws).unwrap();
+        m.backward_batch(batch, n, &p, &x, &v, &cache1, &d_out, &mut dx1, &mut dv1, &mut dp1, &mut ws)
+            .unwrap();
+        let close = |a: &[f64], b: &[f64], what: &str| {
+            let scale = b.iter().fold(1.0f64, |s, v| s.max(v.abs()));
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() <= 1e-12 * scale, "{kind:?} {what}[{i}]: {x} vs {y}");
+            }
+        };
+        close(&out1, &out0, "out");
+        close(&cache1, &cache0, "cache");
+        close(&dv1, &dv0, "d_values");
+        close(&dx1, &dx0, "d_input");
+        close(&dp1, &dp0, "d_params");
+        // Wrong batched lengths.
+        assert!(m.forward_batch(batch, n, &p, &x[1..], &v, &mut out1, &mut cache1, &mut ws).is_err());
+        assert!(m.forward_batch(batch, n, &p, &x, &v, &mut out1, &mut cache1[1..], &mut ws).is_err());
+        let short = AttentionSublayer::<f64>::batch_workspace_len(&m, batch, n) - 1;
+        if kind == SD {
+            assert!(m.forward_batch(batch, n, &p, &x, &v, &mut out1, &mut cache1, &mut ws[..short]).is_err());
+        }
+        assert!(m
+            .backward_batch(batch, n, &p, &x, &v, &cache1, &d_out[1..], &mut dx1, &mut dv1, &mut dp1, &mut ws)
+            .is_err());
+        assert!(m.forward_batch(usize::MAX, 2, &p, &x, &v, &mut out1, &mut cache1, &mut ws).is_err());
+    }
+}
+
 /// Params at init plus N(0, 0.3^2) noise so that every path carries gradient.
 fn perturbed(model: &Model<f64>, seed: u64) -> Vec<f64> {
     let mut params = vec![0.0; model.param_len()];

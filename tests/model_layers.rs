@@ -12,7 +12,7 @@ use sd_attention::model::gelu::{gelu_backward, gelu_forward};
 use sd_attention::model::linear::{linear_backward, linear_forward};
 use sd_attention::model::loss::cross_entropy;
 use sd_attention::model::mlp::{
-    mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams,
+    mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams, ROW_BLOCK,
 };
 use sd_attention::model::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use sd_attention::Error;
@@ -151,7 +151,7 @@ fn mlp_backward_matches_finite_differences() {
     mlp_forward(n, d, f, params, &x, &mut y, &mut cache).unwrap();
     let mut g = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
     let mut dx = vec![0.0; n * d];
-    let mut ws = vec![0.0; mlp_workspace_len(n, f)];
+    let mut ws = vec![0.0; mlp_workspace_len(n, d, f)];
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { w_1: g0, b_1: g1, w_2: g2, b_2: g3 };
     mlp_backward(n, d, f, params, &x, &cache, &r, &mut dx, Update::Overwrite, grads, &mut ws).unwrap();
@@ -177,6 +177,53 @@ fn mlp_backward_matches_finite_differences() {
         mlp_forward(n, d, f, params, &x, &mut y, &mut short),
         Err(Error::WorkspaceTooSmall { .. })
     ));
+}
+
+/// The row-blocked MLP (two full blocks and a ragged one) against the unblocked composition of
+/// the public layers in f64 (`linear`, `gelu`, and their backward passes): outputs and every
+/// gradient agree to rounding (only the order of the sums over rows differs).
+#[test]
+fn mlp_blocks_match_unblocked_layers() {
+    let (n, d, f) = (2 * ROW_BLOCK + 3, 6, 9);
+    let x = normal_vec(n * d, 1.0, 30);
+    let p = [
+        normal_vec(d * f, 0.5, 31),
+        normal_vec(f, 0.5, 32),
+        normal_vec(f * d, 0.5, 33),
+        normal_vec(d, 0.5, 34),
+    ];
+    let r = normal_vec(n * d, 1.0, 35);
+    let params = MlpParams { w_1: &p[0], b_1: &p[1], w_2: &p[2], b_2: &p[3] };
+    let (mut y, mut cache) = (vec![0.0; n * d], vec![0.0; mlp_cache_len(n, f)]);
+    mlp_forward(n, d, f, params, &x, &mut y, &mut cache).unwrap();
+    let mut g = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
+    let (mut dx, mut ws) = (vec![0.0; n * d], vec![0.0; mlp_workspace_len(n, d, f)]);
+    assert_eq!(ws.len(), ROW_BLOCK * f + 2 * d * f);
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads { w_1: g0, b_1: g1, w_2: g2, b_2: g3 };
+    mlp_backward(n, d, f, params, &x, &cache, &r, &mut dx, Update::Overwrite, grads, &mut ws).unwrap();
+    // Reference, unblocked.
+    let (mut u, mut h, mut y_ref) = (vec![0.0; n * f], vec![0.0; n * f], vec![0.0; n * d]);
+    linear_forward(n, d, f, &x, &p[0], Some(&p[1]), &mut u).unwrap();
+    gelu_forward(&u, &mut h).unwrap();
+    linear_forward(n, f, d, &h, &p[2], Some(&p[3]), &mut y_ref).unwrap();
+    let mut e = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
+    let (mut dh, mut du, mut dx_ref) = (vec![0.0; n * f], vec![0.0; n * f], vec![0.0; n * d]);
+    let [e0, e1, e2, e3] = &mut e;
+    linear_backward(n, f, d, &h, &p[2], &r, Some(&mut dh), Update::Overwrite, e2, Some(e3)).unwrap();
+    gelu_backward(&u, &dh, &mut du).unwrap();
+    linear_backward(n, d, f, &x, &p[0], &du, Some(&mut dx_ref), Update::Overwrite, e0, Some(e1)).unwrap();
+    let close = |a: &[f64], b: &[f64], what: &str| {
+        let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (i, (&ai, &bi)) in a.iter().zip(b).enumerate() {
+            assert!((ai - bi).abs() <= 1e-12 * scale, "{what}[{i}]: {ai} vs {bi}");
+        }
+    };
+    close(&y, &y_ref, "y");
+    close(&dx, &dx_ref, "dx");
+    for k in 0..4 {
+        close(&g[k], &e[k], "grads");
+    }
 }
 
 fn run_norm(kind: NormKind, n: usize, d: usize, p: &[f64], x: &[f64]) -> Vec<f64> {
@@ -315,6 +362,25 @@ fn cross_entropy_values_gradient_stability_and_errors() {
     let l64 = cross_entropy(v, &widen(&z32), &targets, &mut dz64).unwrap();
     let zmax = z.iter().fold(0.0f64, |a, b| a.max(b.abs()));
     assert!((l32 as f64 - l64).abs() <= (v as f64 + 4.0) * EPS32 * (zmax + 1.0));
+    // The same bound over rows wider than the 16 lanes of the vectorized maximum and exp (odd V).
+    let (n2, v2) = (3, 37);
+    let z2 = narrow(&normal_vec(n2 * v2, 3.0, 25));
+    let (mut d32, mut d64) = (vec![0.0f32; n2 * v2], vec![0.0; n2 * v2]);
+    let t2 = [36u8, 0, 17];
+    let l32 = cross_entropy(v2, &z2, &t2, &mut d32).unwrap();
+    let l64 = cross_entropy(v2, &widen(&z2), &t2, &mut d64).unwrap();
+    let zmax = z2.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
+    assert!((l32 as f64 - l64).abs() <= (v2 as f64 + 4.0) * EPS32 * (zmax + 1.0));
+    for (&g32, &g64) in d32.iter().zip(&d64) {
+        assert!((g32 as f64 - g64).abs() <= (v2 as f64 + 4.0) * EPS32 * (zmax + 1.0) / n2 as f64);
+    }
+    // NaN anywhere in a row (a vector lane or the tail) makes the loss and that row NaN.
+    for at in [5usize, 20, 36] {
+        let mut zn = z2.clone();
+        zn[v2 + at] = f32::NAN;
+        assert!(cross_entropy(v2, &zn, &t2, &mut d32).unwrap().is_nan());
+        assert!(d32[v2..2 * v2].iter().all(|g| g.is_nan()) && d32[..v2].iter().all(|g| g.is_finite()));
+    }
     // NaN logits give a NaN loss (documented), bad targets and empty input are errors.
     assert!(cross_entropy(2, &[f64::NAN, 0.0], &[0], &mut d2).unwrap().is_nan());
     assert!(matches!(cross_entropy(2, &[0.0f64, 0.0], &[2], &mut d2), Err(Error::InvalidValue { .. })));

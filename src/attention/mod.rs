@@ -7,6 +7,8 @@
 //! * [`linear`]: ELU+1 linear attention: parallel, causal (chunked) and recurrent.
 //! * [`multihead`]: softmax and S-D/standard heads over packed multi-head layouts.
 
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod fused;
 pub mod linear;
 pub mod multihead;
 pub mod sd;

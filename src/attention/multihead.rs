@@ -9,6 +9,22 @@ use super::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
 
+/// `dst = src` for two rows of equal length; rows that are a multiple of 8 elements long (head
+/// widths) are copied in fixed blocks of 8, which compile to vector moves rather than a `memcpy`
+/// call per row (rows here are 8..64 elements).
+#[inline(always)]
+fn copy_row<T: Scalar>(dst: &mut [T], src: &[T]) {
+    if dst.len() % 8 == 0 {
+        for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+            let s: &[T; 8] = s.try_into().expect("chunks of 8");
+            let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// Copies columns `[offset, offset + width)` of the `n x stride` matrix `src` into `n x width` `dst`.
 pub(crate) fn gather<T: Scalar>(
     n: usize,
@@ -19,8 +35,10 @@ pub(crate) fn gather<T: Scalar>(
     dst: &mut [T],
 ) {
     for i in 0..n {
-        dst[i * width..(i + 1) * width]
-            .copy_from_slice(&src[i * stride + offset..i * stride + offset + width]);
+        copy_row(
+            &mut dst[i * width..(i + 1) * width],
+            &src[i * stride + offset..i * stride + offset + width],
+        );
     }
 }
 
@@ -34,9 +52,91 @@ pub(crate) fn scatter<T: Scalar>(
     dst: &mut [T],
 ) {
     for i in 0..n {
-        dst[i * stride + offset..i * stride + offset + width]
-            .copy_from_slice(&src[i * width..(i + 1) * width]);
+        copy_row(
+            &mut dst[i * stride + offset..i * stride + offset + width],
+            &src[i * width..(i + 1) * width],
+        );
     }
+}
+
+/// The rows of `src` (`n x h width`, `h` heads side by side) split head-major into `dst`
+/// (`h` blocks of `n x width`): `dst[t][i] = src[i][t width..(t + 1) width]`. One pass over `src`
+/// (each row read once, against `h` strided passes of [`gather`]). In `f32` compiled for AVX-512
+/// or AVX2 when the CPU has them (plain copies: identical results).
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+pub(crate) fn split_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
+    let (src, dst) = (&src[..n * h * width], &mut dst[..n * h * width]);
+    if let (Some(s), Some(d)) = (T::f32_slice(src), T::f32_slice_mut(dst)) {
+        return heads_f32::<true>(n, h, width, s, d);
+    }
+    heads_body::<T, true>(n, h, width, src, dst)
+}
+
+/// The inverse of [`split_heads`]: `h` blocks of `n x width` in `src` side by side into the rows
+/// of `dst` (`n x h width`).
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+pub(crate) fn merge_heads<T: Scalar>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
+    let (src, dst) = (&src[..n * h * width], &mut dst[..n * h * width]);
+    if let (Some(s), Some(d)) = (T::f32_slice(src), T::f32_slice_mut(dst)) {
+        return heads_f32::<false>(n, h, width, s, d);
+    }
+    heads_body::<T, false>(n, h, width, src, dst)
+}
+
+/// [`split_heads`] (`SPLIT`) or [`merge_heads`], shared by every instruction-set variant.
+#[inline(always)]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+fn heads_body<T: Scalar, const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[T], dst: &mut [T]) {
+    let hw = h * width;
+    for i in 0..n {
+        for t in 0..h {
+            let (packed, block) = (i * hw + t * width, (t * n + i) * width);
+            if SPLIT {
+                copy_row(&mut dst[block..block + width], &src[packed..packed + width]);
+            } else {
+                copy_row(&mut dst[packed..packed + width], &src[block..block + width]);
+            }
+        }
+    }
+}
+
+/// [`heads_body`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn heads_avx2<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
+    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+}
+
+/// [`heads_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f")]
+unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
+    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+}
+
+/// The `f32` path of [`split_heads`] / [`merge_heads`], dispatched to the widest instruction set.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
+    #[cfg(sda_avx512)]
+    if crate::exp::has_avx512() {
+        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
+        return unsafe { heads_avx512::<SPLIT>(n, h, width, src, dst) };
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just detected (the only precondition).
+            return unsafe { heads_avx2::<SPLIT>(n, h, width, src, dst) };
+        }
+    }
+    heads_body::<f32, SPLIT>(n, h, width, src, dst)
 }
 
 fn packed(what: &'static str, n_heads: usize, width: usize) -> Result<usize> {
@@ -280,5 +380,61 @@ impl<T: Scalar> MultiHead<T> {
             crate::kernel::axpy(T::one(), d_x_h, grads.d_x);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// [`split_heads`] and [`merge_heads`] against [`gather`] / [`scatter`] head by head, f32
+    /// (every variant the CPU has, called directly) and f64, widths that are and are not multiples
+    /// of 8; a round trip is the identity.
+    #[test]
+    fn split_and_merge_heads_match_gather_and_scatter() {
+        for (n, h, width) in [(0usize, 2usize, 8usize), (1, 1, 1), (5, 3, 16), (7, 4, 5), (3, 2, 24)] {
+            let src: Vec<f32> = (0..n * h * width).map(|i| i as f32).collect();
+            let mut expect = vec![0.0f32; n * h * width];
+            for t in 0..h {
+                gather(n, h * width, t * width, width, &src, &mut expect[t * n * width..(t + 1) * n * width]);
+            }
+            type Variant = fn(usize, usize, usize, &[f32], &mut [f32]);
+            let mut variants: Vec<(&str, Variant, Variant)> = vec![
+                ("portable", heads_body::<f32, true>, heads_body::<f32, false>),
+                ("dispatched", split_heads, merge_heads),
+            ];
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY (both): the CPU has AVX2, just detected.
+                variants.push((
+                    "avx2",
+                    |n, h, w, s, d| unsafe { heads_avx2::<true>(n, h, w, s, d) },
+                    |n, h, w, s, d| unsafe { heads_avx2::<false>(n, h, w, s, d) },
+                ));
+            }
+            #[cfg(sda_avx512)]
+            if crate::exp::has_avx512() {
+                // SAFETY (both): the CPU has AVX-512F, just detected.
+                variants.push((
+                    "avx512",
+                    |n, h, w, s, d| unsafe { heads_avx512::<true>(n, h, w, s, d) },
+                    |n, h, w, s, d| unsafe { heads_avx512::<false>(n, h, w, s, d) },
+                ));
+            }
+            for (name, split, merge) in variants {
+                let mut blocks = vec![-1.0f32; n * h * width];
+                split(n, h, width, &src, &mut blocks);
+                assert_eq!(blocks, expect, "{name} split {n} {h} {width}");
+                let mut back = vec![-1.0f32; n * h * width];
+                merge(n, h, width, &blocks, &mut back);
+                assert_eq!(back, src, "{name} merge {n} {h} {width}");
+            }
+            let src64: Vec<f64> = src.iter().map(|&v| v as f64).collect();
+            let mut blocks64 = vec![0.0f64; n * h * width];
+            split_heads(n, h, width, &src64, &mut blocks64);
+            assert!(blocks64.iter().zip(&expect).all(|(&a, &b)| a == b as f64));
+        }
     }
 }

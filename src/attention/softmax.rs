@@ -19,7 +19,17 @@
 //! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
 //! cannot be: `dK = dS^T Q` needs the other orientation).
 //! Products go through [`crate::kernel::gemm`].
+//!
+//! In `f32` on x86-64 with `std`, when the CPU has AVX-512 or AVX2/FMA, both passes run the fused
+//! tile kernels of `attention/fused.rs` instead (same semantics, same workspace buffers, within
+//! the same rounding bounds): query strips against key panels laid out once per call, the online
+//! softmax on a strip while it is in cache, and every product register-blocked without packing.
+//! They take their scratch from the same workspace, whose length formula covers them for
+//! `n >= 135` with widths up to 256, and for the model's heads (`n = 128`, widths 16-24); where it
+//! does not (short sequences), the generic path runs.
 
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+use super::fused;
 use super::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
@@ -357,6 +367,99 @@ fn logit_tile_transposed<T: Scalar>(
     }
 }
 
+/// The head's shapes and `f32` inputs for the fused kernels, or `None` when `T` is not `f32`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+fn fused_problem<'a, T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    mask: Option<&'a [T]>,
+) -> Option<fused::Problem<'a>> {
+    let mask = match mask {
+        Some(mask) => Some(T::f32_slice(mask)?),
+        None => None,
+    };
+    Some(fused::Problem {
+        n: head.n_tokens,
+        d_k: head.d_k,
+        d_v: head.d_v,
+        scale: head.scale.as_f64() as f32, // exact: T is f32 here
+        causal: head.causality == Causality::Causal,
+        q: T::f32_slice(q)?,
+        k: T::f32_slice(k)?,
+        v: T::f32_slice(v)?,
+        mask,
+    })
+}
+
+/// The fused `f32` forward (`super::fused`) when `T` is `f32`, the CPU has AVX2/FMA or AVX-512
+/// and the workspace (sized by [`SoftmaxAttention::forward_workspace_len`]) covers its layout;
+/// returns whether it ran.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn fused_forward<T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &mut [T],
+    lse: &mut [T],
+    workspace: &mut [T],
+) -> bool {
+    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+        return false;
+    };
+    match (T::f32_slice_mut(out), T::f32_slice_mut(lse), T::f32_slice_mut(workspace)) {
+        (Some(out), Some(lse), Some(workspace)) => fused::forward(isa, &problem, out, lse, workspace),
+        _ => false,
+    }
+}
+
+/// The fused `f32` backward when it applies (as [`fused_forward`]): `None` when it ran, else the
+/// gradients handed back untouched.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn fused_backward<'g, T: Scalar>(
+    head: &SoftmaxAttention<T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    out: &[T],
+    lse: &[T],
+    d_out: &[T],
+    grads: SoftmaxGrads<'g, T>,
+    workspace: &mut [T],
+) -> Option<SoftmaxGrads<'g, T>> {
+    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+        return Some(grads);
+    };
+    let (Some(out), Some(lse), Some(d_out), Some(workspace)) =
+        (T::f32_slice(out), T::f32_slice(lse), T::f32_slice(d_out), T::f32_slice_mut(workspace))
+    else {
+        return Some(grads);
+    };
+    let ran = match (
+        T::f32_slice_mut(&mut *grads.d_q),
+        T::f32_slice_mut(&mut *grads.d_k),
+        T::f32_slice_mut(&mut *grads.d_v),
+    ) {
+        (Some(d_q), Some(d_k), Some(d_v)) => {
+            let io = fused::BackwardIo { out, lse, d_out, d_q, d_k, d_v };
+            // Touches nothing and returns false when the workspace is too short for its layout.
+            fused::backward(isa, &problem, io, workspace)
+        }
+        _ => false,
+    };
+    if ran {
+        None
+    } else {
+        Some(grads)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_unchecked<T: Scalar>(
     head: &SoftmaxAttention<T>,
@@ -368,6 +471,10 @@ fn forward_unchecked<T: Scalar>(
     lse: &mut [T],
     workspace: &mut [T],
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if fused_forward(head, q, k, v, mask, out, lse, workspace) {
+        return;
+    }
     let (n, d_v) = (head.n_tokens, head.d_v);
     if n == 0 {
         return;
@@ -473,6 +580,11 @@ fn backward_unchecked<T: Scalar>(
     grads: SoftmaxGrads<'_, T>,
     workspace: &mut [T],
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let grads = match fused_backward(head, q, k, v, mask, out, lse, d_out, grads, workspace) {
+        None => return,
+        Some(grads) => grads,
+    };
     let (n, d_k, d_v) = (head.n_tokens, head.d_k, head.d_v);
     let SoftmaxGrads { d_q, d_k: d_key, d_v: d_val } = grads;
     d_q.fill(T::zero());

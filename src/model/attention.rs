@@ -33,12 +33,14 @@
 //! matrix-free spectra of [`crate::spectrum`].
 
 use super::config::AttentionKind;
-use super::sublayer::{AttentionSublayer, SublayerDims};
+use super::linear::product_rows;
+use super::sublayer::{backward_each, forward_each, AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
-use crate::attention::multihead::{gather, scatter};
-use crate::attention::sd::{sd_assemble, sd_assemble_adjoint};
+use crate::attention::multihead::{gather, merge_heads, scatter, split_heads};
+use crate::attention::sd::{sd_assemble, sd_assemble_adjoint, Cols};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
+use crate::dense::Update;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::kernel::{self, Transpose};
 use crate::rng::SplitMix64;
@@ -127,11 +129,11 @@ impl AttentionMixer {
             .with_heads(self.dims.n_heads)
     }
 
-    /// Scratch of [`Self::project`]: S-D: the three packed products (`n h (2r + q)`) and one head's
-    /// `a, b, c` (`n (2r + q)`); softmax: the packed `A W_Q` or `A W_K` (`n h d_head`); linear: 0.
+    /// Scratch of [`Self::project`]: softmax: the packed `A W_Q` or `A W_K` (`n h d_head`);
+    /// linear: 0; S-D: 0 (it projects in `sd_forward`, see `sd_workspace_len`).
     fn projection_scratch(&self, n: usize) -> usize {
         match self.kind {
-            AttentionKind::Sd { .. } => n.saturating_mul(self.packed_qk().saturating_add(self.qk_width())),
+            AttentionKind::Sd { .. } => 0,
             AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
             AttentionKind::Linear => 0,
         }
@@ -165,13 +167,8 @@ impl AttentionMixer {
                 let (u, rest) = params.split_at(d * cols[0]);
                 let (v, c) = rest.split_at(d * cols[1]);
                 // Rows of U_t, V_t, C_t play the roles of the token rows a_i, b_i, c_i.
-                let (ut, rest) = workspace.split_at_mut(d * r);
-                let (vt, rest) = rest.split_at_mut(d * r);
-                let ct = &mut rest[..d * q];
-                gather(d, cols[0], head * r, r, u, ut);
-                gather(d, cols[1], head * r, r, v, vt);
-                gather(d, cols[2], head * q, q, c, ct);
-                sd_assemble(d, r, q, ut, vt, ct, w_q, w_k);
+                let (ut, vt) = (Cols::of(cols[0], head * r), Cols::of(cols[1], head * r));
+                sd_assemble(d, r, q, (u, ut), (v, vt), (c, Cols::of(cols[2], head * q)), w_q, w_k);
             }
             _ => {
                 let (wq_all, wk_all) = params.split_at(d * cols[0]);
@@ -182,12 +179,10 @@ impl AttentionMixer {
         Ok(())
     }
 
-    /// Scratch of [`Self::head_factors`]: `d_model (2r + q)` for S-D, 0 otherwise.
+    /// Scratch of [`Self::head_factors`]: none any more (0; the S-D factors are assembled in place
+    /// from the packed parameters). Kept so that callers need not change.
     pub fn head_factors_workspace_len(&self) -> usize {
-        match self.kind {
-            AttentionKind::Sd { .. } => self.dims.d_model * self.qk_width(),
-            _ => 0,
-        }
+        0
     }
 
     fn param_len_checked(&self) -> usize {
@@ -210,35 +205,13 @@ impl AttentionMixer {
         let (cols, _) = self.blocks();
         let w = self.qk_width();
         match self.kind {
-            AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                let (proj, rest) = scratch.split_at_mut(n * self.packed_qk());
-                let (a, rest) = rest.split_at_mut(n * r);
-                let (b, rest) = rest.split_at_mut(n * r);
-                let c = &mut rest[..n * f];
-                // proj = [A U | A V | A C], each block contiguous (n x cols[b]).
-                let (mut offset, mut poff) = (0, 0);
-                for &cb in &cols {
-                    let weight = &params[offset..offset + d * cb];
-                    let out = &mut proj[poff..poff + n * cb];
-                    gemm_into(n, d, cb, input, Transpose::No, weight, Transpose::No, T::zero(), out);
-                    offset += d * cb;
-                    poff += n * cb;
-                }
-                let (pu, rest) = proj.split_at(n * cols[0]);
-                let (pv, pc) = rest.split_at(n * cols[1]);
-                for t in 0..self.dims.n_heads {
-                    gather(n, cols[0], t * r, r, pu, a);
-                    gather(n, cols[1], t * r, r, pv, b);
-                    gather(n, cols[2], t * f, f, pc, c);
-                    let head = t * n * w..(t + 1) * n * w;
-                    sd_assemble(n, r, f, a, b, c, &mut q[head.clone()], &mut k[head]);
-                }
-            }
+            // S-D projects in `sd_forward` (all rows of a batch in one product).
+            AttentionKind::Sd { .. } => {}
             AttentionKind::Softmax => {
                 let packed = &mut scratch[..n * cols[0]];
                 for (block, out) in [(0, q), (1, k)] {
                     let weight = &params[block * d * cols[0]..(block + 1) * d * cols[0]];
-                    gemm_into(n, d, cols[0], input, Transpose::No, weight, Transpose::No, T::zero(), packed);
+                    product_rows(n, d, cols[0], input, weight, packed, Update::Overwrite);
                     for t in 0..self.dims.n_heads {
                         gather(n, cols[0], t * w, w, packed, &mut out[t * n * w..(t + 1) * n * w]);
                     }
@@ -246,15 +219,19 @@ impl AttentionMixer {
             }
             AttentionKind::Linear => {
                 let (w_q, w_k) = params.split_at(d * cols[0]);
-                gemm_into(n, d, cols[0], input, Transpose::No, w_q, Transpose::No, T::zero(), q);
-                gemm_into(n, d, cols[1], input, Transpose::No, w_k, Transpose::No, T::zero(), k);
+                product_rows(n, d, cols[0], input, w_q, q, Update::Overwrite);
+                product_rows(n, d, cols[1], input, w_k, k, Update::Overwrite);
             }
         }
     }
 
-    /// Adjoint of the projections from the gradients of their outputs, `d_blocks` holding one
-    /// contiguous `n x cols` block per parameter block (`[d(AU) | d(AV) | d(AC)]` or `[dQ | dK]`,
-    /// packed): `d_params += A^T d_block`, `d_input += d_block W^T`.
+    /// Adjoint of the projections from the gradients of their outputs: `d_params += A^T d_block`,
+    /// `d_input += d_block W^T` (`W^T` laid out in `scratch`, [`Self::weight_t_len`] elements, so
+    /// that the product runs unpacked on row-major operands). `d_blocks` is, for S-D, one
+    /// `n x h (2r + q)` matrix `[d(AU) | d(AV) | d(AC)]` (the blocks side by side in each row, as
+    /// the forward's wide product); otherwise one contiguous `n x cols` block per parameter block
+    /// (`[dQ | dK]`, packed).
+    #[allow(clippy::too_many_arguments)]
     fn project_backward<T: Scalar>(
         &self,
         n: usize,
@@ -263,18 +240,74 @@ impl AttentionMixer {
         d_blocks: &[T],
         d_input: &mut [T],
         d_params: &mut [T],
+        scratch: &mut [T],
     ) {
         let d = self.dims.d_model;
         let (cols, count) = self.blocks();
+        if let AttentionKind::Sd { .. } = self.kind {
+            // d_blocks is one n x h (2r + q) matrix [d(AU) | d(AV) | d(AC)]: one product for the
+            // weight gradients of the three blocks side by side, one for the input gradient
+            // against [U | V | C]^T (the blocks' transposes stacked).
+            let wide = self.packed_qk();
+            let (d_wide, rest) = scratch.split_at_mut(d * wide);
+            let w_wide_t = &mut rest[..wide * d];
+            gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
+            let (mut offset, mut col) = (0, 0);
+            for &cb in &cols {
+                for (p, d_row) in d_params[offset..offset + d * cb].chunks_exact_mut(cb).enumerate() {
+                    for (g, &v) in d_row.iter_mut().zip(&d_wide[p * wide + col..p * wide + col + cb]) {
+                        *g += v;
+                    }
+                }
+                kernel::transpose(
+                    d,
+                    cb,
+                    &params[offset..offset + d * cb],
+                    &mut w_wide_t[col * d..(col + cb) * d],
+                );
+                offset += d * cb;
+                col += cb;
+            }
+            product_rows(n, wide, d, d_blocks, w_wide_t, d_input, Update::Accumulate);
+            return;
+        }
         let (mut offset, mut poff) = (0, 0);
         for &cb in cols.iter().take(count) {
             let g = &d_blocks[poff..poff + n * cb];
             let weight = &params[offset..offset + d * cb];
             let d_weight = &mut d_params[offset..offset + d * cb];
             gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
-            gemm_into(n, cb, d, g, Transpose::No, weight, Transpose::Yes, T::one(), d_input);
+            let weight_t = &mut scratch[..d * cb];
+            kernel::transpose(d, cb, weight, weight_t);
+            product_rows(n, cb, d, g, weight_t, d_input, Update::Accumulate);
             offset += d * cb;
             poff += n * cb;
+        }
+    }
+
+    /// Scratch of [`Self::project_backward`]: S-D: the weight gradients side by side and the
+    /// stacked transposed weights (`2 d_model h (2r + q)`); otherwise one transposed weight block,
+    /// `d_model` times the widest block.
+    fn weight_t_len(&self) -> usize {
+        let (cols, _) = self.blocks();
+        match self.kind {
+            AttentionKind::Sd { .. } => self.dims.d_model.saturating_mul(self.packed_qk()).saturating_mul(2),
+            _ => self.dims.d_model.saturating_mul(cols[0].max(cols[1]).max(cols[2])),
+        }
+    }
+
+    /// `[U | V | C]` side by side (`d_model x h (2r + q)`, row `p` the rows `p` of the three
+    /// blocks) into `out`, for the one wide projection product of the S-D forward.
+    fn side_by_side<T: Scalar>(&self, params: &[T], out: &mut [T]) {
+        let (cols, _) = self.blocks();
+        let wide = self.packed_qk();
+        let (mut offset, mut col) = (0, 0);
+        for &cb in &cols {
+            for (p, row) in params[offset..offset + self.dims.d_model * cb].chunks_exact(cb).enumerate() {
+                out[p * wide + col..p * wide + col + cb].copy_from_slice(row);
+            }
+            offset += self.dims.d_model * cb;
+            col += cb;
         }
     }
 
@@ -284,11 +317,12 @@ impl AttentionMixer {
         n.saturating_mul(cols[0] + cols[1] + cols[2])
     }
 
-    /// Per-head scratch of the softmax kinds' backward: `dQ_t, dK_t` (`n w` each), `V_t`, `dO_t`,
-    /// `dV_t` (`n d_head` each), S-D's `da, db, dc` (`n w`).
+    /// Scratch of the softmax kinds' backward: one head's `dQ_t, dK_t` (`n w` each), and `V`,
+    /// `dO`, `dV` of all heads, head-major (`n h d_head` each). (S-D's `da, db, dc` go straight
+    /// into the packed gradients.)
     fn head_scratch(&self, n: usize) -> usize {
-        let (w, dh) = (self.qk_width(), self.dims.d_head);
-        n.saturating_mul(w.saturating_mul(3).saturating_add(dh.saturating_mul(3)))
+        let (w, hw) = (self.qk_width(), self.heads_width());
+        n.saturating_mul(w.saturating_mul(2).saturating_add(hw.saturating_mul(3)))
     }
 
     fn check<T: Scalar>(&self, n: usize, params: &[T], input: &[T], values: &[T]) -> Result<()> {
@@ -346,6 +380,9 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
 
     fn workspace_len(&self, n_tokens: usize) -> usize {
         let n = n_tokens;
+        if let AttentionKind::Sd { .. } = self.kind {
+            return self.sd_workspace_len::<T>(1, n);
+        }
         let grads = self.d_blocks_len(n);
         let (forward, backward) = match self.kind {
             AttentionKind::Linear => {
@@ -354,15 +391,16 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
             }
             _ => {
                 let s = self.softmax::<T>(n);
-                let v_t = n.saturating_mul(self.dims.d_head);
+                let v_heads = n.saturating_mul(self.heads_width());
                 (
-                    v_t.saturating_add(s.forward_workspace_len()),
+                    v_heads.saturating_add(s.forward_workspace_len()),
                     self.head_scratch(n).saturating_add(s.backward_workspace_len()),
                 )
             }
         };
         let forward = forward.max(self.projection_scratch(n));
-        let backward = grads.saturating_add(backward.max(self.projection_scratch(n)));
+        let backward =
+            grads.saturating_add(backward.max(self.projection_scratch(n)).max(self.weight_t_len()));
         forward.max(backward)
     }
 
@@ -384,6 +422,9 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         if n == 0 {
             return Ok(());
         }
+        if let AttentionKind::Sd { .. } = self.kind {
+            return self.sd_forward(1, n, params, input, values, out, cache, workspace);
+        }
         let [lq, lk, lo, ll] = self.cache_parts(n);
         let (q, rest) = cache.split_at_mut(lq);
         let (k, rest) = rest.split_at_mut(lk);
@@ -393,25 +434,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         if self.kind == AttentionKind::Linear {
             return self.linear().forward(n, q, k, values, out, workspace);
         }
-        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
-        let attention = self.softmax(n);
-        let (v_t, rest) = workspace.split_at_mut(n * dh);
-        for t in 0..h {
-            gather(n, hw, t * dh, dh, values, v_t);
-            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-            let out_t = &mut out_cache[o];
-            attention.forward(
-                &q[qk.clone()],
-                &k[qk],
-                v_t,
-                None,
-                out_t,
-                &mut lse[t * n..(t + 1) * n],
-                rest,
-            )?;
-            scatter(n, hw, t * dh, dh, out_t, out);
-        }
-        Ok(())
+        self.heads_forward(n, q, k, values, out, out_cache, lse, workspace)
     }
 
     fn backward(
@@ -439,66 +462,305 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         if n == 0 {
             return Ok(());
         }
+        if let AttentionKind::Sd { .. } = self.kind {
+            return self.sd_backward(
+                1, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
+            );
+        }
         let [lq, lk, lo, ll] = self.cache_parts(n);
         let (q, rest) = cache.split_at(lq);
         let (k, rest) = rest.split_at(lk);
         let (out, rest) = rest.split_at(lo);
         let lse = &rest[..ll];
-        let (d_blocks, rest) = workspace.split_at_mut(self.d_blocks_len(n));
-        let (h, w, dh) = (self.dims.n_heads, self.qk_width(), self.dims.d_head);
+        let (d_blocks, scratch) = workspace.split_at_mut(self.d_blocks_len(n));
         let (cols, _) = self.blocks();
+        if self.kind == AttentionKind::Linear {
+            let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
+            self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, scratch)?;
+        } else {
+            self.heads_backward(n, (q, k, out, lse), values, d_out, d_values, d_blocks, scratch)?;
+        }
+        self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch);
+        Ok(())
+    }
+
+    fn batch_workspace_len(&self, batch: usize, n_tokens: usize) -> usize {
         match self.kind {
-            AttentionKind::Linear => {
-                let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
-                self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, rest)?;
+            AttentionKind::Sd { .. } => self.sd_workspace_len::<T>(batch, n_tokens),
+            _ => AttentionSublayer::<T>::workspace_len(self, n_tokens),
+        }
+    }
+
+    /// S-D: the projections of all `batch n` rows as one product each way (forward
+    /// `A [U | V | C]`, backward its two adjoint products), the heads sequence by sequence.
+    /// Other kinds: one [`forward`](AttentionSublayer::forward) per sequence.
+    fn forward_batch(
+        &self,
+        batch: usize,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            return forward_each(self, batch, n_tokens, params, input, values, out, cache, workspace);
+        }
+        let n = n_tokens;
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        check_matrix("out", out.len(), rows, self.heads_width())?;
+        let cache_len = AttentionSublayer::<T>::cache_len(self, n)
+            .checked_mul(batch)
+            .ok_or(Error::DimensionOverflow { what: "cache" })?;
+        check_workspace(cache.len(), cache_len)?;
+        check_workspace(workspace.len(), self.sd_workspace_len::<T>(batch, n))?;
+        if rows == 0 {
+            return Ok(());
+        }
+        self.sd_forward(batch, n, params, input, values, out, cache, workspace)
+    }
+
+    /// See [`forward_batch`](Self::forward_batch).
+    fn backward_batch(
+        &self,
+        batch: usize,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            return backward_each(
+                self, batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
+                workspace,
+            );
+        }
+        let n = n_tokens;
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        let hw = self.heads_width();
+        check_matrix("d_out", d_out.len(), rows, hw)?;
+        check_matrix("d_input", d_input.len(), rows, self.dims.d_model)?;
+        check_matrix("d_values", d_values.len(), rows, hw)?;
+        check_len("d_params", d_params.len(), params.len())?;
+        let cache_len = AttentionSublayer::<T>::cache_len(self, n)
+            .checked_mul(batch)
+            .ok_or(Error::DimensionOverflow { what: "cache" })?;
+        check_workspace(cache.len(), cache_len)?;
+        check_workspace(workspace.len(), self.sd_workspace_len::<T>(batch, n))?;
+        if rows == 0 {
+            return Ok(());
+        }
+        self.sd_backward(
+            batch, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
+        )
+    }
+}
+
+impl AttentionMixer {
+    /// Scratch of the S-D paths for `batch` sequences of `n`: forward the side-by-side weights
+    /// (`d_model w_h`, `w_h = h (2r + q)`), the wide product of all rows (`batch n w_h`), one
+    /// sequence's head-major values and the softmax forward's workspace; backward the projection
+    /// gradients of all rows (`batch n w_h`) and the larger of one sequence's head scratch (plus the
+    /// softmax backward's workspace) and [`Self::weight_t_len`].
+    fn sd_workspace_len<T: Scalar>(&self, batch: usize, n: usize) -> usize {
+        let s = self.softmax::<T>(n);
+        let (d, wide) = (self.dims.d_model, self.packed_qk());
+        let all_rows = batch.saturating_mul(n).saturating_mul(wide);
+        let forward = d
+            .saturating_mul(wide)
+            .saturating_add(all_rows)
+            .saturating_add(n.saturating_mul(self.heads_width()))
+            .saturating_add(s.forward_workspace_len());
+        let heads = self.head_scratch(n).saturating_add(s.backward_workspace_len());
+        let backward = all_rows.saturating_add(heads.max(self.weight_t_len()));
+        forward.max(backward)
+    }
+
+    /// The S-D forward of `batch` validated sequences (see `forward_batch`).
+    #[allow(clippy::too_many_arguments)]
+    fn sd_forward<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let AttentionKind::Sd { routing_rank: r, filtering_rank: f } = self.kind else {
+            return Err(Error::InvalidParameter { what: "kind", expected: "S-D" });
+        };
+        let (d, wide, hw, w) = (self.dims.d_model, self.packed_qk(), self.heads_width(), self.qk_width());
+        let (cols, _) = self.blocks();
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        let [lq, lk, lo, ll] = self.cache_parts(n);
+        // proj = A [U | V | C] over all rows, the three weight blocks laid side by side; each
+        // head's a, b, c are then read in place.
+        let (w_wide, rest) = workspace.split_at_mut(d * wide);
+        let (proj, rest) = rest.split_at_mut(batch * n * wide);
+        self.side_by_side(params, w_wide);
+        product_rows(batch * n, d, wide, input, w_wide, proj, Update::Overwrite);
+        for b in 0..batch {
+            let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at_mut(lq);
+            let (k, rest_c) = rest_c.split_at_mut(lk);
+            let (out_cache, rest_c) = rest_c.split_at_mut(lo);
+            let lse = &mut rest_c[..ll];
+            let proj_b = &proj[b * n * wide..(b + 1) * n * wide];
+            for t in 0..self.dims.n_heads {
+                let (a, bb) = ((proj_b, Cols::of(wide, t * r)), (proj_b, Cols::of(wide, cols[0] + t * r)));
+                let c = (proj_b, Cols::of(wide, cols[0] + cols[1] + t * f));
+                let head = t * n * w..(t + 1) * n * w;
+                sd_assemble(n, r, f, a, bb, c, &mut q[head.clone()], &mut k[head]);
             }
-            _ => {
-                let attention = self.softmax(n);
-                let (d_q_t, rest) = rest.split_at_mut(n * w);
-                let (d_k_t, rest) = rest.split_at_mut(n * w);
-                let (v_t, rest) = rest.split_at_mut(n * dh);
-                let (d_out_t, rest) = rest.split_at_mut(n * dh);
-                let (d_v_t, rest) = rest.split_at_mut(n * dh);
-                let (d_abc, rest) = rest.split_at_mut(n * w);
-                for t in 0..h {
-                    gather(n, hw, t * dh, dh, values, v_t);
-                    gather(n, hw, t * dh, dh, d_out, d_out_t);
-                    let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-                    let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: &mut *d_v_t };
-                    let lse_t = &lse[t * n..(t + 1) * n];
-                    attention.backward(
-                        &q[qk.clone()],
-                        &k[qk],
-                        v_t,
-                        None,
-                        &out[o],
-                        lse_t,
-                        d_out_t,
-                        grads,
-                        rest,
-                    )?;
-                    scatter(n, hw, t * dh, dh, d_v_t, d_values);
-                    match self.kind {
-                        AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                            let (da, rest) = d_abc.split_at_mut(n * r);
-                            let (db, dc) = rest.split_at_mut(n * r);
-                            sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, da, db, &mut dc[..n * f]);
-                            let (pu, rest) = d_blocks.split_at_mut(n * cols[0]);
-                            let (pv, pc) = rest.split_at_mut(n * cols[1]);
-                            scatter(n, cols[0], t * r, r, da, pu);
-                            scatter(n, cols[1], t * r, r, db, pv);
-                            scatter(n, cols[2], t * f, f, &dc[..n * f], pc);
-                        }
-                        _ => {
-                            let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
-                            scatter(n, cols[0], t * w, w, d_q_t, pq);
-                            scatter(n, cols[1], t * w, w, d_k_t, pk);
-                        }
-                    }
+            let rows = b * n * hw..(b + 1) * n * hw;
+            self.heads_forward(n, q, k, &values[rows.clone()], &mut out[rows], out_cache, lse, rest)?;
+        }
+        Ok(())
+    }
+
+    /// The S-D backward of `batch` validated sequences (see `backward_batch`).
+    #[allow(clippy::too_many_arguments)]
+    fn sd_backward<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (wide, hw) = (self.packed_qk(), self.heads_width());
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        let [lq, lk, lo, ll] = self.cache_parts(n);
+        let (d_all, scratch) = workspace.split_at_mut(batch * n * wide);
+        for b in 0..batch {
+            let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at(lq);
+            let (k, rest_c) = rest_c.split_at(lk);
+            let (out, rest_c) = rest_c.split_at(lo);
+            let lse = &rest_c[..ll];
+            let rows = b * n * hw..(b + 1) * n * hw;
+            let d_blocks = &mut d_all[b * n * wide..(b + 1) * n * wide];
+            self.heads_backward(
+                n,
+                (q, k, out, lse),
+                &values[rows.clone()],
+                &d_out[rows.clone()],
+                &mut d_values[rows],
+                d_blocks,
+                scratch,
+            )?;
+        }
+        self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch);
+        Ok(())
+    }
+
+    /// The heads of one sequence of a softmax kind, forward: values split head-major once, each
+    /// head's causal softmax into the cache's head-major output (and `lse`), merged into the packed
+    /// `out` once.
+    #[allow(clippy::too_many_arguments)]
+    fn heads_forward<T: Scalar>(
+        &self,
+        n: usize,
+        q: &[T],
+        k: &[T],
+        values: &[T],
+        out: &mut [T],
+        out_cache: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
+        let attention = self.softmax(n);
+        let (v_heads, rest) = workspace.split_at_mut(n * hw);
+        split_heads(n, h, dh, values, v_heads);
+        for t in 0..h {
+            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
+            attention.forward(
+                &q[qk.clone()],
+                &k[qk],
+                &v_heads[o.clone()],
+                None,
+                &mut out_cache[o],
+                &mut lse[t * n..(t + 1) * n],
+                rest,
+            )?;
+        }
+        merge_heads(n, h, dh, out_cache, out);
+        Ok(())
+    }
+
+    /// The heads of one sequence of a softmax kind, backward: each head's softmax backward, its
+    /// `dQ_t, dK_t` mapped into `d_blocks` (S-D: the adjoint of the assembly into the packed
+    /// `n x h (2r + q)` gradient; softmax: scattered into `[dQ | dK]`), `dV` merged into `d_values`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn heads_backward<T: Scalar>(
+        &self,
+        n: usize,
+        (q, k, out, lse): (&[T], &[T], &[T], &[T]),
+        values: &[T],
+        d_out: &[T],
+        d_values: &mut [T],
+        d_blocks: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
+        let (cols, _) = self.blocks();
+        let attention = self.softmax(n);
+        let (d_q_t, rest) = workspace.split_at_mut(n * w);
+        let (d_k_t, rest) = rest.split_at_mut(n * w);
+        let (v_heads, rest) = rest.split_at_mut(n * hw);
+        let (d_out_heads, rest) = rest.split_at_mut(n * hw);
+        let (d_v_heads, rest) = rest.split_at_mut(n * hw);
+        split_heads(n, h, dh, values, v_heads);
+        split_heads(n, h, dh, d_out, d_out_heads);
+        for t in 0..h {
+            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
+            let d_v_t = &mut d_v_heads[o.clone()];
+            let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: d_v_t };
+            attention.backward(
+                &q[qk.clone()],
+                &k[qk],
+                &v_heads[o.clone()],
+                None,
+                &out[o.clone()],
+                &lse[t * n..(t + 1) * n],
+                &d_out_heads[o],
+                grads,
+                rest,
+            )?;
+            match self.kind {
+                AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
+                    // One n x h (2r + q) matrix [d(AU) | d(AV) | d(AC)] (see project_backward).
+                    let wide = self.packed_qk();
+                    let (da, db) = (Cols::of(wide, t * r), Cols::of(wide, cols[0] + t * r));
+                    let dc = Cols::of(wide, cols[0] + cols[1] + t * f);
+                    sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, d_blocks, da, db, dc);
+                }
+                _ => {
+                    let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
+                    scatter(n, cols[0], t * w, w, d_q_t, pq);
+                    scatter(n, cols[1], t * w, w, d_k_t, pk);
                 }
             }
         }
-        self.project_backward(n, params, input, d_blocks, d_input, d_params);
+        merge_heads(n, h, dh, d_v_heads, d_values);
         Ok(())
     }
 }

@@ -31,8 +31,9 @@
 //! forward pass fills and the backward pass reads, and a shared workspace of `workspace_len(n)`
 //! elements. No method allocates.
 
+use crate::error::{check_matrix, check_workspace};
 use crate::rng::SplitMix64;
-use crate::{Result, Scalar};
+use crate::{Error, Result, Scalar};
 
 /// Dimensions of an attention sub-layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,4 +94,146 @@ pub trait AttentionSublayer<T: Scalar> {
         d_params: &mut [T],
         workspace: &mut [T],
     ) -> Result<()>;
+
+    /// Scratch elements [`forward_batch`](Self::forward_batch) or
+    /// [`backward_batch`](Self::backward_batch) need for `batch` sequences of `n_tokens`; by
+    /// default one sequence's [`workspace_len`](Self::workspace_len).
+    fn batch_workspace_len(&self, batch: usize, n_tokens: usize) -> usize {
+        let _ = batch;
+        self.workspace_len(n_tokens)
+    }
+
+    /// [`forward`](Self::forward) of `batch` sequences of `n_tokens`, stored one after the other
+    /// (`input` `batch n x d_model`, `values`, `out` `batch n x n_heads d_head`, `cache` `batch`
+    /// blocks of `cache_len(n)`); `workspace >= batch_workspace_len(batch, n)`. By default one
+    /// [`forward`](Self::forward) per sequence ([`forward_each`]); an implementation may batch
+    /// work across sequences (one product over all rows) with the same results up to rounding.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_batch(
+        &self,
+        batch: usize,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        forward_each(self, batch, n_tokens, params, input, values, out, cache, workspace)
+    }
+
+    /// [`backward`](Self::backward) of `batch` sequences laid out as in
+    /// [`forward_batch`](Self::forward_batch) (same contract: adds to `d_input`, `d_params`,
+    /// overwrites `d_values`). By default one [`backward`](Self::backward) per sequence
+    /// ([`backward_each`]).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_batch(
+        &self,
+        batch: usize,
+        n_tokens: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        backward_each(
+            self, batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
+            workspace,
+        )
+    }
+}
+
+/// Rows `batch n` (checked), and the lengths of the batched inputs of a sub-layer.
+fn batch_rows<T: Scalar, S: AttentionSublayer<T> + ?Sized>(
+    sub: &S,
+    batch: usize,
+    n: usize,
+    input: usize,
+    values: usize,
+    cache: usize,
+) -> Result<usize> {
+    let dims = sub.dims();
+    let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+    let heads = dims.n_heads.checked_mul(dims.d_head).ok_or(Error::DimensionOverflow { what: "heads" })?;
+    check_matrix("input", input, rows, dims.d_model)?;
+    check_matrix("values", values, rows, heads)?;
+    let cache_len = sub.cache_len(n).checked_mul(batch).ok_or(Error::DimensionOverflow { what: "cache" })?;
+    check_workspace(cache, cache_len)?;
+    Ok(rows)
+}
+
+/// The default [`AttentionSublayer::forward_batch`]: one `forward` per sequence, after checking
+/// the batched lengths.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_each<T: Scalar, S: AttentionSublayer<T> + ?Sized>(
+    sub: &S,
+    batch: usize,
+    n: usize,
+    params: &[T],
+    input: &[T],
+    values: &[T],
+    out: &mut [T],
+    cache: &mut [T],
+    workspace: &mut [T],
+) -> Result<()> {
+    batch_rows(sub, batch, n, input.len(), values.len(), cache.len())?;
+    check_matrix("out", out.len(), batch * n, sub.dims().n_heads * sub.dims().d_head)?;
+    let (d, hw, cl) = (sub.dims().d_model, sub.dims().n_heads * sub.dims().d_head, sub.cache_len(n));
+    for b in 0..batch {
+        sub.forward(
+            n,
+            params,
+            &input[b * n * d..(b + 1) * n * d],
+            &values[b * n * hw..(b + 1) * n * hw],
+            &mut out[b * n * hw..(b + 1) * n * hw],
+            &mut cache[b * cl..(b + 1) * cl],
+            workspace,
+        )?;
+    }
+    Ok(())
+}
+
+/// The default [`AttentionSublayer::backward_batch`]: one `backward` per sequence, after checking
+/// the batched lengths.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_each<T: Scalar, S: AttentionSublayer<T> + ?Sized>(
+    sub: &S,
+    batch: usize,
+    n: usize,
+    params: &[T],
+    input: &[T],
+    values: &[T],
+    cache: &[T],
+    d_out: &[T],
+    d_input: &mut [T],
+    d_values: &mut [T],
+    d_params: &mut [T],
+    workspace: &mut [T],
+) -> Result<()> {
+    let rows = batch_rows(sub, batch, n, input.len(), values.len(), cache.len())?;
+    let (d, hw, cl) = (sub.dims().d_model, sub.dims().n_heads * sub.dims().d_head, sub.cache_len(n));
+    check_matrix("d_out", d_out.len(), rows, hw)?;
+    check_matrix("d_input", d_input.len(), rows, d)?;
+    check_matrix("d_values", d_values.len(), rows, hw)?;
+    for b in 0..batch {
+        sub.backward(
+            n,
+            params,
+            &input[b * n * d..(b + 1) * n * d],
+            &values[b * n * hw..(b + 1) * n * hw],
+            &cache[b * cl..(b + 1) * cl],
+            &d_out[b * n * hw..(b + 1) * n * hw],
+            &mut d_input[b * n * d..(b + 1) * n * d],
+            &mut d_values[b * n * hw..(b + 1) * n * hw],
+            d_params,
+            workspace,
+        )?;
+    }
+    Ok(())
 }

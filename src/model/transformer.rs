@@ -23,13 +23,14 @@
 use super::config::{ModelConfig, ParamCounts, PositionKind};
 use super::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use super::layout::ParamLayout;
-use super::linear::{linear_backward, linear_forward};
+use super::linear::{linear_backward, linear_forward, product_rows};
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
-use super::norm::{norm_backward, norm_forward, norm_stats_len};
+use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
-use crate::dense::{matmul, matmul_nt, matmul_tn, Update};
+use crate::dense::{matmul_tn, Update};
 use crate::error::check_len;
+use crate::kernel;
 use crate::rng::SplitMix64;
 use crate::{Error, Result, Scalar};
 use alloc::boxed::Box;
@@ -66,9 +67,9 @@ pub struct Activations<T> {
     resid: Vec<T>,
     /// After attention `m_l`.
     mid: Vec<T>,
-    /// Attention input `a_l = norm1(x_l)`.
+    /// Attention input `a_l = norm1(x_l)` (empty without norm: `a_l` is `x_l`, read from `resid`).
     attn_in: Vec<T>,
-    /// MLP input `norm2(m_l)`.
+    /// MLP input `norm2(m_l)` (empty without norm: read from `mid`).
     mlp_in: Vec<T>,
     stats1: Vec<T>,
     stats2: Vec<T>,
@@ -87,6 +88,8 @@ pub struct Activations<T> {
     d_tmp: Vec<T>,
     d_heads: Vec<T>,
     d_values: Vec<T>,
+    /// A transposed weight (`W_O^T`, `W_V^T` or `E^T`) for the unpacked products.
+    weight_t: Vec<T>,
     mlp_workspace: Vec<T>,
     mixer_workspace: Vec<T>,
 }
@@ -228,7 +231,7 @@ impl<T: Scalar> Model<T> {
         let mut mixer_ws = 0;
         for s in &self.sublayers {
             mixer_cache.push(zeros(size(s.cache_len(seq), batch, 1)?));
-            mixer_ws = mixer_ws.max(s.workspace_len(seq));
+            mixer_ws = mixer_ws.max(s.batch_workspace_len(batch, seq));
         }
         Ok(Activations {
             batch,
@@ -236,8 +239,8 @@ impl<T: Scalar> Model<T> {
             tokens: vec![0; rows],
             resid: zeros(size(rd, l + 1, 1)?),
             mid: zeros(size(rd, l, 1)?),
-            attn_in: zeros(size(rd, l, 1)?),
-            mlp_in: zeros(size(rd, l, 1)?),
+            attn_in: zeros(if c.norm == NormKind::None { 0 } else { size(rd, l, 1)? }),
+            mlp_in: zeros(if c.norm == NormKind::None { 0 } else { size(rd, l, 1)? }),
             stats1: zeros(size(norm_stats_len(rows), l, 1)?),
             stats2: zeros(size(norm_stats_len(rows), l, 1)?),
             values: zeros(size(rh, l, 1)?),
@@ -253,7 +256,8 @@ impl<T: Scalar> Model<T> {
             d_tmp: zeros(rd),
             d_heads: zeros(rh),
             d_values: zeros(rh),
-            mlp_workspace: zeros(mlp_workspace_len(rows, c.d_mlp)),
+            weight_t: zeros(size(c.d_model, c.d_heads().max(VOCAB), 1)?),
+            mlp_workspace: zeros(mlp_workspace_len(rows, c.d_model, c.d_mlp)),
             mixer_workspace: zeros(mixer_ws),
         })
     }
@@ -301,44 +305,54 @@ impl<T: Scalar> Model<T> {
             )?;
         }
         let mlp_cl = mlp_cache_len(rows, c.d_mlp);
+        let skip_norm = c.norm == NormKind::None;
         for (l, (off, sub)) in self.layout.layers.iter().zip(&self.sublayers).enumerate() {
             let (x_l, rest) = state.resid[l * rd..].split_at_mut(rd);
             let x_next = &mut rest[..rd];
-            let a = &mut state.attn_in[l * rd..(l + 1) * rd];
             let stats1 = &mut state.stats1[l * rs..(l + 1) * rs];
-            norm_forward(c.norm, rows, d, &params[off.norm1.clone()], x_l, a, stats1)?;
+            let a: &[T] = if skip_norm {
+                x_l
+            } else {
+                let a = &mut state.attn_in[l * rd..(l + 1) * rd];
+                norm_forward(c.norm, rows, d, &params[off.norm1.clone()], x_l, a, stats1)?;
+                a
+            };
             let v = &mut state.values[l * rh..(l + 1) * rh];
             linear_forward(rows, d, dh, a, &params[off.w_v.clone()], None, v)?;
             let o = &mut state.mixed[l * rh..(l + 1) * rh];
             let cache = &mut state.mixer_cache[l];
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
-            for b in 0..batch {
-                sub.forward(
-                    n,
-                    theta,
-                    &a[b * n * d..(b + 1) * n * d],
-                    &v[b * n * dh..(b + 1) * n * dh],
-                    &mut o[b * n * dh..(b + 1) * n * dh],
-                    &mut cache[b * cl..(b + 1) * cl],
-                    &mut state.mixer_workspace,
-                )?;
-            }
-            linear_forward(rows, dh, d, o, &params[off.w_o.clone()], None, &mut state.row_tmp)?;
-            let m = &mut state.mid[l * rd..(l + 1) * rd];
-            for ((mi, &xi), &yi) in m.iter_mut().zip(x_l.iter()).zip(&state.row_tmp) {
-                *mi = xi + yi;
-            }
-            let h = &mut state.mlp_in[l * rd..(l + 1) * rd];
-            norm_forward(
-                c.norm,
-                rows,
-                d,
-                &params[off.norm2.clone()],
-                m,
-                h,
-                &mut state.stats2[l * rs..(l + 1) * rs],
+            sub.forward_batch(
+                batch,
+                n,
+                theta,
+                a,
+                v,
+                o,
+                &mut cache[..batch * cl],
+                &mut state.mixer_workspace,
             )?;
+            // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
+            let m = &mut state.mid[l * rd..(l + 1) * rd];
+            m.copy_from_slice(x_l);
+            product_rows(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate);
+            let m = &state.mid[l * rd..(l + 1) * rd];
+            let h: &[T] = if skip_norm {
+                m
+            } else {
+                let h = &mut state.mlp_in[l * rd..(l + 1) * rd];
+                norm_forward(
+                    c.norm,
+                    rows,
+                    d,
+                    &params[off.norm2.clone()],
+                    m,
+                    h,
+                    &mut state.stats2[l * rs..(l + 1) * rs],
+                )?;
+                h
+            };
             let mlp = MlpParams {
                 w_1: &params[off.w_1.clone()],
                 b_1: &params[off.b_1.clone()],
@@ -369,7 +383,10 @@ impl<T: Scalar> Model<T> {
             &mut state.final_stats,
         )?;
         if c.tied_unembedding {
-            matmul_nt(rows, d, VOCAB, &state.final_out, embedding, &mut state.logits, Update::Overwrite)?;
+            // logits = F E^T, with E^T laid out once (unpacked product).
+            let e_t = &mut state.weight_t[..d * VOCAB];
+            kernel::transpose(VOCAB, d, embedding, e_t);
+            product_rows(rows, d, VOCAB, &state.final_out, e_t, &mut state.logits, Update::Overwrite);
         } else {
             linear_forward(
                 rows,
@@ -412,7 +429,7 @@ impl<T: Scalar> Model<T> {
                 &mut grads[emb.clone()],
                 Update::Accumulate,
             )?;
-            matmul(
+            product_rows(
                 rows,
                 VOCAB,
                 d,
@@ -420,7 +437,7 @@ impl<T: Scalar> Model<T> {
                 &params[emb.clone()],
                 &mut state.d_tmp,
                 Update::Overwrite,
-            )?;
+            );
         } else {
             let un = self.layout.unembedding.clone();
             linear_backward(
@@ -451,6 +468,7 @@ impl<T: Scalar> Model<T> {
             &mut grads[fnorm],
         )?;
         let mlp_cl = mlp_cache_len(rows, c.d_mlp);
+        let skip_norm = c.norm == NormKind::None;
         for (l, (off, sub)) in self.layout.layers.iter().zip(&self.sublayers).enumerate().rev() {
             // MLP: d_resid holds dL/dx_{l+1}.
             let mlp = MlpParams {
@@ -469,7 +487,11 @@ impl<T: Scalar> Model<T> {
                 d,
                 c.d_mlp,
                 mlp,
-                &state.mlp_in[l * rd..(l + 1) * rd],
+                if skip_norm {
+                    &state.mid[l * rd..(l + 1) * rd]
+                } else {
+                    &state.mlp_in[l * rd..(l + 1) * rd]
+                },
                 &state.mlp_cache[l * mlp_cl..(l + 1) * mlp_cl],
                 &state.d_resid,
                 &mut state.d_tmp,
@@ -490,7 +512,11 @@ impl<T: Scalar> Model<T> {
                 &mut grads[off.norm2.clone()],
             )?;
             // Attention: d_resid holds dL/dm_l.
+            // dO = dm W_O^T (W_O^T laid out once, unpacked product), dW_O += O^T dm.
             let o = &state.mixed[l * rh..(l + 1) * rh];
+            let w_t = &mut state.weight_t[..dh * d];
+            kernel::transpose(dh, d, &params[off.w_o.clone()], w_t);
+            product_rows(rows, d, dh, &state.d_resid, w_t, &mut state.d_heads, Update::Overwrite);
             linear_backward(
                 rows,
                 dh,
@@ -498,31 +524,38 @@ impl<T: Scalar> Model<T> {
                 o,
                 &params[off.w_o.clone()],
                 &state.d_resid,
-                Some(&mut state.d_heads),
+                None,
                 Update::Overwrite,
                 &mut grads[off.w_o.clone()],
                 None,
             )?;
-            let a = &state.attn_in[l * rd..(l + 1) * rd];
+            let a = if skip_norm {
+                &state.resid[l * rd..(l + 1) * rd]
+            } else {
+                &state.attn_in[l * rd..(l + 1) * rd]
+            };
             let v = &state.values[l * rh..(l + 1) * rh];
             let cache = &state.mixer_cache[l];
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
             state.d_tmp.fill(T::zero());
-            for b in 0..batch {
-                sub.backward(
-                    n,
-                    theta,
-                    &a[b * n * d..(b + 1) * n * d],
-                    &v[b * n * dh..(b + 1) * n * dh],
-                    &cache[b * cl..(b + 1) * cl],
-                    &state.d_heads[b * n * dh..(b + 1) * n * dh],
-                    &mut state.d_tmp[b * n * d..(b + 1) * n * d],
-                    &mut state.d_values[b * n * dh..(b + 1) * n * dh],
-                    &mut grads[off.attention.clone()],
-                    &mut state.mixer_workspace,
-                )?;
-            }
+            sub.backward_batch(
+                batch,
+                n,
+                theta,
+                a,
+                v,
+                &cache[..batch * cl],
+                &state.d_heads,
+                &mut state.d_tmp,
+                &mut state.d_values,
+                &mut grads[off.attention.clone()],
+                &mut state.mixer_workspace,
+            )?;
+            // dA += dV W_V^T, dW_V += A^T dV.
+            let w_t = &mut state.weight_t[..d * dh];
+            kernel::transpose(d, dh, &params[off.w_v.clone()], w_t);
+            product_rows(rows, dh, d, &state.d_values, w_t, &mut state.d_tmp, Update::Accumulate);
             linear_backward(
                 rows,
                 d,
@@ -530,7 +563,7 @@ impl<T: Scalar> Model<T> {
                 a,
                 &params[off.w_v.clone()],
                 &state.d_values,
-                Some(&mut state.d_tmp),
+                None,
                 Update::Accumulate,
                 &mut grads[off.w_v.clone()],
                 None,

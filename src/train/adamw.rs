@@ -94,14 +94,177 @@ pub fn adamw_update<T: Scalar>(
     let eps = T::of_f64(config.eps);
     let lr_t = T::of_f64(lr);
     let shrink = T::of_f64(if decay { 1.0 - lr * config.weight_decay } else { 1.0 });
-    for (((p, &g), mi), vi) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *mi = b1 * *mi + one_b1 * g;
-        *vi = b2 * *vi + one_b2 * g * g;
-        let m_hat = *mi * inv_c1;
-        let v_hat = *vi * inv_c2;
-        *p = *p * shrink - lr_t * m_hat / (v_hat.sqrt() + eps);
+    let k = Coefficients { b1, b2, one_b1, one_b2, inv_c1, inv_c2, eps, lr: lr_t, shrink };
+    if let (Some(p), Some(g), Some(m), Some(v), Some(k)) =
+        (T::f32_slice_mut(params), T::f32_slice(grads), T::f32_slice_mut(m), T::f32_slice_mut(v), k.as_f32())
+    {
+        update_f32(&k, p, g, m, v);
+        return Ok(());
     }
+    update_body(&k, params, grads, m, v);
     Ok(())
+}
+
+/// The per-step constants of the update, in the parameters' precision.
+#[derive(Clone, Copy)]
+struct Coefficients<T> {
+    b1: T,
+    b2: T,
+    one_b1: T,
+    one_b2: T,
+    inv_c1: T,
+    inv_c2: T,
+    eps: T,
+    lr: T,
+    shrink: T,
+}
+
+impl<T: Scalar> Coefficients<T> {
+    /// The same constants as `f32`, when `T` is `f32`.
+    fn as_f32(&self) -> Option<Coefficients<f32>> {
+        let all = [
+            self.b1,
+            self.b2,
+            self.one_b1,
+            self.one_b2,
+            self.inv_c1,
+            self.inv_c2,
+            self.eps,
+            self.lr,
+            self.shrink,
+        ];
+        let f = T::f32_slice(&all)?;
+        Some(Coefficients {
+            b1: f[0],
+            b2: f[1],
+            one_b1: f[2],
+            one_b2: f[3],
+            inv_c1: f[4],
+            inv_c2: f[5],
+            eps: f[6],
+            lr: f[7],
+            shrink: f[8],
+        })
+    }
+}
+
+/// The update loop, shared by every instruction-set variant (plain multiplies, adds, one square
+/// root and one division per element, no fused multiply-add: every variant rounds alike, so the
+/// results, and checkpoints resumed from them, are identical on every CPU).
+#[inline(always)]
+fn update_body<T: Scalar>(k: &Coefficients<T>, params: &mut [T], grads: &[T], m: &mut [T], v: &mut [T]) {
+    for (((p, &g), mi), vi) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *mi = k.b1 * *mi + k.one_b1 * g;
+        *vi = k.b2 * *vi + k.one_b2 * g * g;
+        let m_hat = *mi * k.inv_c1;
+        let v_hat = *vi * k.inv_c2;
+        *p = *p * k.shrink - k.lr * m_hat / (v_hat.sqrt() + k.eps);
+    }
+}
+
+/// [`update_body`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn update_avx2(
+    k: &Coefficients<f32>,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    update_body(k, params, grads, m, v)
+}
+
+/// [`update_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(sda_avx512)]
+#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
+#[target_feature(enable = "avx512f")]
+unsafe fn update_avx512(
+    k: &Coefficients<f32>,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    update_body(k, params, grads, m, v)
+}
+
+/// The `f32` update, dispatched to the widest instruction set the CPU has.
+fn update_f32(k: &Coefficients<f32>, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+    #[cfg(sda_avx512)]
+    if crate::exp::has_avx512() {
+        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
+        return unsafe { update_avx512(k, params, grads, m, v) };
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just detected (the only precondition).
+            return unsafe { update_avx2(k, params, grads, m, v) };
+        }
+    }
+    update_body(k, params, grads, m, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Every f32 variant the CPU has, called directly, gives bit for bit the portable loop's
+    /// parameters and moments (same operations, same roundings), over lengths around the vector
+    /// widths.
+    #[test]
+    fn update_variants_are_bit_identical() {
+        let k = Coefficients::<f32> {
+            b1: 0.9,
+            b2: 0.95,
+            one_b1: 0.1,
+            one_b2: 0.05,
+            inv_c1: 10.0,
+            inv_c2: 20.0,
+            eps: 1e-8,
+            lr: 3e-3,
+            shrink: 0.9997,
+        };
+        type Variant = fn(&Coefficients<f32>, &mut [f32], &[f32], &mut [f32], &mut [f32]);
+        let mut variants: Vec<(&str, Variant)> = Vec::new();
+        variants.push(("dispatched", update_f32));
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just detected.
+            variants.push(("avx2", |k, p, g, m, v| unsafe { update_avx2(k, p, g, m, v) }));
+        }
+        #[cfg(sda_avx512)]
+        if crate::exp::has_avx512() {
+            // SAFETY: the CPU has AVX-512F, just detected.
+            variants.push(("avx512", |k, p, g, m, v| unsafe { update_avx512(k, p, g, m, v) }));
+        }
+        for len in [0usize, 1, 7, 16, 17, 100] {
+            let g: Vec<f32> = (0..len).map(|i| (i as f32 * 0.7).sin() * 0.01).collect();
+            let start: Vec<f32> = (0..len).map(|i| (i as f32 * 0.3).cos()).collect();
+            let (mut p0, mut m0, mut v0) =
+                (start.clone(), g.clone(), g.iter().map(|x| x * x).collect::<Vec<_>>());
+            update_body(&k, &mut p0, &g, &mut m0, &mut v0);
+            for (name, f) in &variants {
+                let (mut p, mut m, mut v) =
+                    (start.clone(), g.clone(), g.iter().map(|x| x * x).collect::<Vec<_>>());
+                f(&k, &mut p, &g, &mut m, &mut v);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    (bits(&p), bits(&m), bits(&v)),
+                    (bits(&p0), bits(&m0), bits(&v0)),
+                    "{name} len {len}"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(feature = "alloc")]
