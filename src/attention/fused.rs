@@ -896,14 +896,18 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     for i0 in (0..n).step_by(ld) {
         let cols = ld.min(n - i0); // the strip's queries; columns [cols, width) are padding
         let width = cols.div_ceil(S::W) * S::W;
-        // Q^T of the strip (d_k x width), zero in the padding columns: rows read contiguously.
-        for c in 0..cols {
-            for (p, &x) in q[(i0 + c) * d_k..(i0 + c + 1) * d_k].iter().enumerate() {
-                q_t[p * ld + c] = x;
+        // Q^T of the strip (d_k x width), zero in the padding columns.
+        if cols == ld {
+            crate::kernel::transpose(ld, d_k, &q[i0 * d_k..(i0 + ld) * d_k], &mut q_t[..d_k * ld]);
+        } else {
+            for c in 0..cols {
+                for (p, &x) in q[(i0 + c) * d_k..(i0 + c + 1) * d_k].iter().enumerate() {
+                    q_t[p * ld + c] = x;
+                }
             }
-        }
-        for p in 0..d_k {
-            q_t[p * ld + cols..p * ld + width].fill(0.0);
+            for p in 0..d_k {
+                q_t[p * ld + cols..p * ld + width].fill(0.0);
+            }
         }
         out_t.fill(0.0);
         // The running maxima, floored at f32::MIN: an all-masked column keeps MIN, whose
@@ -945,23 +949,32 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
                 accumulate::<S, MR, NV>(d_v, values, bk, b, ld, c, ld, width, add(1.0));
             }
         }
+        // The strip's output rows: O^T transposed back (blocked when the strip is full), then each
+        // row normalized.
+        let out_rows = &mut out[i0 * d_v..(i0 + cols) * d_v];
+        if cols == ld {
+            crate::kernel::transpose(d_v, ld, &out_t[..d_v * ld], out_rows);
+        } else {
+            for (c, out_row) in out_rows.chunks_exact_mut(d_v.max(1)).enumerate().take(cols) {
+                for (p, o) in out_row.iter_mut().enumerate() {
+                    *o = out_t[p * ld + c];
+                }
+            }
+        }
         for c in 0..cols {
             let (i, sum) = (i0 + c, row_sum[c]);
             let out_row = &mut out[i * d_v..(i + 1) * d_v];
             if sum > 0.0 {
                 let inv = sum.recip();
-                for (p, o) in out_row.iter_mut().enumerate() {
-                    *o = out_t[p * ld + c] * inv;
+                for o in out_row.iter_mut() {
+                    *o *= inv;
                 }
                 lse[i] = shift[c] + sum.ln();
             } else if sum == 0.0 {
                 out_row.fill(0.0);
                 lse[i] = f32::NEG_INFINITY;
             } else {
-                // NaN from the inputs.
-                for (p, o) in out_row.iter_mut().enumerate() {
-                    *o = out_t[p * ld + c];
-                }
+                // NaN from the inputs: the row stays unnormalized.
                 lse[i] = sum;
             }
         }
