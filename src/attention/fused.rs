@@ -345,14 +345,23 @@ impl Blocking {
     }
     /// Query rows per strip: [`Self::strip`], or `2 mr` for causal heads, whose strips only see
     /// the keys up to their last row (smaller strips skip more of the hidden upper triangle).
-    /// Never more than the sequence rounded up to whole register blocks.
-    fn strip_rows(&self, n: usize, causal: bool) -> usize {
-        let strip = if causal { self.strip.min(2 * self.mr) } else { self.strip };
-        strip.min(self.max_strip(n))
+    /// Never more than the sequence rounded up to whole register blocks. Three times as tall
+    /// when the keys and values outgrow a third of L2 (the backward streams key and value panels
+    /// and the key rows, 1.5 times the forward's bytes, once per strip): +2-5% at n = 2048, +8% at
+    /// n = 4096 (d = 64).
+    fn strip_rows(&self, n: usize, d_k: usize, d_v: usize, causal: bool) -> usize {
+        let strip = if causal { self.strip.min(2 * self.mr) } else { self.max_strip(n, d_k, d_v) };
+        strip.min(self.max_strip(n, d_k, d_v))
     }
     /// The largest strip any call with `n` rows uses (sizes the workspace).
-    fn max_strip(&self, n: usize) -> usize {
-        self.strip.min(n.div_ceil(self.mr) * self.mr)
+    fn max_strip(&self, n: usize, d_k: usize, d_v: usize) -> usize {
+        let key_value_bytes = n.saturating_mul(d_k + d_v).saturating_mul(4);
+        let strip = if key_value_bytes.saturating_mul(3) > WIDE_STRIP_BYTES.saturating_mul(2) {
+            3 * self.strip
+        } else {
+            self.strip
+        };
+        strip.min(n.div_ceil(self.mr) * self.mr)
     }
     /// Queries per strip of the forward, which keeps its strip transposed (queries along the
     /// vectors): `forward_cols` (one vector for causal heads), never more than `n` rounded up to
@@ -385,7 +394,7 @@ impl Blocking {
     /// copies of the `Q` and `dO` rows, and `delta`.
     pub fn backward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
         let per_row = 2 * self.logit_stride(n) + 2 * aligned(d_k) + aligned(d_v) + 1;
-        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.max_strip(n) * per_row
+        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.max_strip(n, d_k, d_v) * per_row
     }
 }
 
@@ -1114,7 +1123,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
     let BackwardIo { out, lse, d_out, d_q, d_k: d_key, d_v: d_val } = io;
-    let (nr, strip) = (blocking.panel, blocking.strip_rows(n, causal));
+    let (nr, strip) = (blocking.panel, blocking.strip_rows(n, d_k, d_v, causal));
     let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
     let ld_dq = aligned(d_k);
     let (k_panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
