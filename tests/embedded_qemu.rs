@@ -414,7 +414,7 @@ fn run_firmware() -> Option<String> {
     let Ok(built) = std::fs::metadata(&elf).and_then(|m| m.modified()) else {
         return skip(format!("no firmware at {}", elf.display()));
     };
-    if let Some(newer) = newest_source(root).filter(|(time, _)| *time > built) {
+    if let Some(newer) = newest_source(root, &elf).filter(|(time, _)| *time > built) {
         return skip(format!("the firmware is older than {}", newer.1.display()));
     }
     let spawned = Command::new("qemu-system-arm")
@@ -454,13 +454,16 @@ fn run_firmware() -> Option<String> {
     Some(text)
 }
 
-/// The most recently modified source the firmware is built from (the crate's `src/`, the example's
-/// `src/`, and both manifests).
-fn newest_source(root: &Path) -> Option<(SystemTime, PathBuf)> {
-    fn visit(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
+/// The most recently modified source the firmware is built from: the files listed in the dep-info
+/// file cargo writes beside the ELF (`<elf>.d`: exactly what the thumbv7em build compiled, so a
+/// change to an x86-only file such as `src/attention/fused.rs`, which cargo rightly does not
+/// rebuild the firmware for, does not count), or, without it, everything under the crate's `src/`,
+/// the example's `src/` and both manifests.
+fn newest_source(root: &Path, elf: &Path) -> Option<(SystemTime, PathBuf)> {
+    fn consider(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
         if path.is_dir() {
             for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                visit(&entry.path(), newest);
+                consider(&entry.path(), newest);
             }
         } else if let Ok(time) = std::fs::metadata(path).and_then(|m| m.modified()) {
             if newest.as_ref().map_or(true, |(t, _)| time > *t) {
@@ -469,8 +472,20 @@ fn newest_source(root: &Path) -> Option<(SystemTime, PathBuf)> {
         }
     }
     let mut newest = None;
+    let dep_info = elf.with_file_name(format!("{}.d", elf.file_name()?.to_string_lossy()));
+    if let Ok(text) = std::fs::read_to_string(&dep_info) {
+        // `target: dep dep ...` on the first line; spaces inside paths are escaped as `\ `.
+        let deps = text.lines().next().and_then(|line| line.split_once(": ")).map(|(_, deps)| deps);
+        for dep in deps.unwrap_or("").replace("\\ ", "\u{0}").split_whitespace() {
+            consider(Path::new(&dep.replace('\u{0}', " ")), &mut newest);
+        }
+        for manifest in ["Cargo.toml", "examples/cortex-m/Cargo.toml"] {
+            consider(&root.join(manifest), &mut newest);
+        }
+        return newest;
+    }
     for part in ["src", "Cargo.toml", "examples/cortex-m/src", "examples/cortex-m/Cargo.toml"] {
-        visit(&root.join(part), &mut newest);
+        consider(&root.join(part), &mut newest);
     }
     newest
 }
