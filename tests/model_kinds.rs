@@ -33,7 +33,13 @@ fn mixer_heads_match_the_single_head_kernels() {
     let dims = SublayerDims { d_model: 6, n_heads: 3, d_head: 4 };
     let n = 9;
     let (d, h, dh) = (dims.d_model, dims.n_heads, dims.d_head);
-    for kind in [AttentionKind::Softmax, AttentionKind::Sd { routing_rank: 2, filtering_rank: 3 }] {
+    // Filtering rank 0 (an empty C block) is a fuzz regression: it made `chunks_exact(0)` panic.
+    let kinds = [
+        AttentionKind::Softmax,
+        AttentionKind::Sd { routing_rank: 2, filtering_rank: 3 },
+        AttentionKind::Sd { routing_rank: 2, filtering_rank: 0 },
+    ];
+    for kind in kinds {
         let mixer = AttentionMixer::new(dims, kind).unwrap();
         let p = AttentionSublayer::<f64>::param_len(&mixer);
         let params = normal_vec(p, 0.7, 1);

@@ -333,7 +333,7 @@ pub(crate) struct Blocking {
 
 impl Blocking {
     fn padded(&self, n: usize) -> usize {
-        n.div_ceil(self.panel) * self.panel
+        n.div_ceil(self.panel).saturating_mul(self.panel)
     }
     fn key_block(&self, n: usize) -> usize {
         KEY_BLOCK.min(self.padded(n))
@@ -361,7 +361,7 @@ impl Blocking {
         } else {
             self.strip
         };
-        strip.min(n.div_ceil(self.mr) * self.mr)
+        strip.min(n.div_ceil(self.mr).saturating_mul(self.mr))
     }
     /// Queries per strip of the forward, which keeps its strip transposed (queries along the
     /// vectors): `forward_cols` (one vector for causal heads), never more than `n` rounded up to
@@ -377,7 +377,7 @@ impl Blocking {
     fn max_forward_strip(&self, n: usize, d_k: usize, d_v: usize) -> usize {
         let key_value_bytes = n.saturating_mul(d_k + d_v).saturating_mul(4);
         let cols = if key_value_bytes > WIDE_STRIP_BYTES { 2 * self.forward_cols } else { self.forward_cols };
-        cols.min(n.div_ceil(self.lanes) * self.lanes)
+        cols.min(n.div_ceil(self.lanes).saturating_mul(self.lanes))
     }
     /// Keys per block of the forward (no panels: the keys are broadcast from their rows).
     fn forward_key_block(&self, n: usize) -> usize {
@@ -387,14 +387,23 @@ impl Blocking {
     /// per query column of a strip: the transposed queries (`d_k`), logits of one key block, the
     /// transposed output (`d_v`), running maximum and sum.
     pub fn forward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        ALIGN - 1 + self.max_forward_strip(n, d_k, d_v) * (d_k + self.forward_key_block(n) + d_v + 2)
+        // Saturating: empty problems may carry huge widths (n = 0, d = usize::MAX / 3), and a
+        // saturated length only means that no workspace is long enough for the fused layout.
+        let per_column = d_k.saturating_add(self.forward_key_block(n)).saturating_add(d_v).saturating_add(2);
+        (ALIGN - 1).saturating_add(self.max_forward_strip(n, d_k, d_v).saturating_mul(per_column))
     }
     /// Workspace elements of [`backward`]: alignment as in [`Self::forward_len`], key and value
     /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row,
     /// copies of the `Q` and `dO` rows, and `delta`.
     pub fn backward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let per_row = 2 * self.logit_stride(n) + 2 * aligned(d_k) + aligned(d_v) + 1;
-        ALIGN - 1 + self.padded(n) * (d_k + d_v) + self.max_strip(n, d_k, d_v) * per_row
+        // Saturating, as in `forward_len`.
+        let per_row = (2 * self.logit_stride(n))
+            .saturating_add(aligned(d_k).saturating_mul(2))
+            .saturating_add(aligned(d_v))
+            .saturating_add(1);
+        (ALIGN - 1)
+            .saturating_add(self.padded(n).saturating_mul(d_k.saturating_add(d_v)))
+            .saturating_add(self.max_strip(n, d_k, d_v).saturating_mul(per_row))
     }
 }
 

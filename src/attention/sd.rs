@@ -211,6 +211,16 @@ impl<T: Scalar> AttentionHead<T> {
         w.saturating_mul(2).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
     }
 
+    /// The part of [`Self::projection_len`] beyond `Qh`, `Kh` and `X W_V`: `n w` for the S-D
+    /// head's `[XU | XV | XC]`, nothing for a standard head. (Never computed as a difference: an
+    /// empty sequence may carry huge widths, whose products only saturate.)
+    fn packed_projection_len(&self, n_tokens: usize) -> usize {
+        match self.kind {
+            HeadKind::Standard { .. } => 0,
+            HeadKind::RoutingFiltering { .. } => self.qk_width().saturating_mul(n_tokens),
+        }
+    }
+
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
@@ -319,7 +329,7 @@ impl<T: Scalar> AttentionHead<T> {
         let (qh, rest) = workspace.split_at_mut(n * w);
         let (kh, rest) = rest.split_at_mut(n * w);
         let (vp, rest) = rest.split_at_mut(n * self.d_v);
-        let (proj, rest) = rest.split_at_mut(self.projection_len(n) - n * (2 * w + self.d_v));
+        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
         self.project(n, x, params, qh, kh, vp, proj);
         attn.forward(qh, kh, vp, None, out, lse, rest)
     }
@@ -354,7 +364,7 @@ impl<T: Scalar> AttentionHead<T> {
         let (qh, rest) = workspace.split_at_mut(n * w);
         let (kh, rest) = rest.split_at_mut(n * w);
         let (vp, rest) = rest.split_at_mut(n * d_v);
-        let (proj, rest) = rest.split_at_mut(self.projection_len(n) - n * (2 * w + d_v));
+        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
         let (d_qh, rest) = rest.split_at_mut(n * w);
         let (d_kh, rest) = rest.split_at_mut(n * w);
         let (d_vp, rest) = rest.split_at_mut(n * d_v);
@@ -594,6 +604,10 @@ fn assemble_body<T: Scalar>(
     kh: &mut [T],
 ) {
     let w = 2 * r + q;
+    if w == 0 {
+        // No routing or filtering columns: nothing to assemble (and no chunks of width 0).
+        return;
+    }
     for ((i, q_row), k_row) in
         qh[..n * w].chunks_exact_mut(w).enumerate().zip(kh[..n * w].chunks_exact_mut(w))
     {
@@ -685,6 +699,9 @@ fn adjoint_body<T: Scalar>(
     dc: Cols,
 ) {
     let w = 2 * r + q;
+    if w == 0 {
+        return;
+    }
     for ((i, dq), dk) in d_qh[..n * w].chunks_exact(w).enumerate().zip(d_kh[..n * w].chunks_exact(w)) {
         let (dq_a, dq_bc) = dq.split_at(r);
         let (dq_b, dq_c) = dq_bc.split_at(r);

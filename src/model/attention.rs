@@ -254,6 +254,10 @@ impl AttentionMixer {
             gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
             let (mut offset, mut col) = (0, 0);
             for &cb in &cols {
+                if cb == 0 {
+                    // An empty block (r = 0 or q = 0): no rows to move, and no chunks of width 0.
+                    continue;
+                }
                 for (p, d_row) in d_params[offset..offset + d * cb].chunks_exact_mut(cb).enumerate() {
                     for (g, &v) in d_row.iter_mut().zip(&d_wide[p * wide + col..p * wide + col + cb]) {
                         *g += v;
@@ -303,6 +307,10 @@ impl AttentionMixer {
         let wide = self.packed_qk();
         let (mut offset, mut col) = (0, 0);
         for &cb in &cols {
+            if cb == 0 {
+                // An empty block (r = 0 or q = 0): no rows to move, and no chunks of width 0.
+                continue;
+            }
             for (p, row) in params[offset..offset + self.dims.d_model * cb].chunks_exact(cb).enumerate() {
                 out[p * wide + col..p * wide + col + cb].copy_from_slice(row);
             }

@@ -76,6 +76,10 @@ pub fn mlp_forward<T: Scalar>(
     check_matrix("x", x.len(), n, d_model)?;
     check_matrix("y", y.len(), n, d_model)?;
     check_matrix("w_1", params.w_1.len(), d_model, d_mlp)?;
+    if d_model == 0 && d_mlp == 0 {
+        // Every row is empty (and `n` may be huge: no row loop over nothing; fuzz regression).
+        return Ok(());
+    }
     let (slope, rest) = cache.split_at_mut(h);
     let g = &mut rest[..h];
     for r0 in (0..n).step_by(ROW_BLOCK) {
@@ -114,6 +118,10 @@ pub fn mlp_backward<T: Scalar>(
     check_matrix("dx", dx.len(), n, d_model)?;
     check_matrix("w_1", params.w_1.len(), d_model, d_mlp)?;
     check_matrix("w_2", params.w_2.len(), d_mlp, d_model)?;
+    if d_model == 0 && d_mlp == 0 {
+        // Empty rows and empty parameters: nothing to add (as in `mlp_forward`).
+        return Ok(());
+    }
     let (slope, g) = (&cache[..h], &cache[h..2 * h]);
     let MlpGrads { w_1: g_w1, b_1: g_b1, w_2: g_w2, b_2: g_b2 } = grads;
     let (w_1t, rest) = workspace.split_at_mut(d_model * d_mlp);
