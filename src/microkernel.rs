@@ -10,8 +10,10 @@
 //! and of a small model have `k` between 8 and a few hundred, where the copies cost as much as the
 //! arithmetic. Here the operands are read where they lie: a block of `R x W` outputs is held in
 //! registers while `k` steps each broadcast `R` entries of `A` and load one row of `W` entries of
-//! `B`, then written (or added) to `C` once. Blocks cover `C` column panel by column panel (the
-//! `k x W` panel of `B` stays in the first-level cache across the row blocks); the ragged edges
+//! `B`, then written (or added) to `C` once. `C` is covered in bands of [`ROW_BAND`] rows, each
+//! band column panel by column panel: the band's rows of `A` stay in the first- or second-level
+//! cache while the panels of `B` sweep past them (without bands, every panel re-read all of `A`
+//! from the second level: 2048 x 64 x 256 ran at 115 GF/s whole, 150 GF/s in bands). The ragged edges
 //! use narrower and shorter blocks (`W` halving down to 1, `R` to 4, 2, 1), so any shape works and
 //! every output is computed by the same sum in the same order, `sum_p a_ip b_pj` from `p = 0`
 //! (with `alpha` applied once at the end). Results therefore do not depend on where a block falls.
@@ -111,9 +113,7 @@ fn panels<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     j0
 }
 
-/// The whole product with blocks of `R x W`, then the column remainder in panels of `W/2`, `W/4`,
-/// ..., 1 (each width runs at most once, since the remainder is below twice it). `W` is a power
-/// of two of at most 64.
+/// The whole product in bands of [`ROW_BAND`] rows ([`band`]). `W` is a power of two of at most 64.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn product<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
@@ -138,6 +138,33 @@ fn product<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
         }
         return;
     }
+    for i0 in (0..m).step_by(ROW_BAND) {
+        let rows = ROW_BAND.min(m - i0);
+        let (a, c) = (&a[i0 * lda..], &mut c[i0 * ldc..]);
+        band::<T, FUSED, R, W>(rows, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+    }
+}
+
+/// Rows of `C` per band of [`product`] (see the module documentation).
+pub(crate) const ROW_BAND: usize = 128;
+
+/// One band of [`product`]: blocks of `R x W`, then the column remainder in panels of `W/2`, ...,
+/// 1 (each width runs at most once, since the remainder is below twice it).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn band<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) {
     let mut j0 = panels::<T, FUSED, R, W>(m, k, n, 0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     if W > 32 {
         j0 = panels::<T, FUSED, R, 32>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
@@ -401,7 +428,14 @@ mod tests {
                 }
             }
         }
-        cases.extend([(128, 64, 256), (33, 257, 129), (1, 300, 1)]);
+        // Beyond one band of ROW_BAND rows, with a ragged last band.
+        cases.extend([
+            (128, 64, 256),
+            (33, 257, 129),
+            (1, 300, 1),
+            (ROW_BAND + 7, 16, 40),
+            (2 * ROW_BAND, 3, 9),
+        ]);
         for (case, &(m, k, n)) in cases.iter().enumerate() {
             let (lda, ldb, ldc) = (k + case % 3, n + case % 5, n + 1 + case % 2);
             let a = random(m * lda + 3, &mut rng);

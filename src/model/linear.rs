@@ -3,8 +3,8 @@
 //! Shapes: `X` is `n x d_in`, `W` is `d_in x d_out`, `b` (optional) has `d_out` entries, `Y` is
 //! `n x d_out`. Used for the value and output projections `W_V`, `W_O` of attention, the two layers
 //! of the MLP, and an untied unembedding. Allocation-free. The forward product runs through the
-//! crate's register-blocked microkernel in blocks of [`PRODUCT_ROWS`] rows ([`product_rows`]: no
-//! packing; at the model's sizes, `k` = 64..256, faster than the packed path), the backward
+//! crate's register-blocked microkernel ([`product_rows`]: no packing; at the model's sizes,
+//! `k` = 64..256, faster than the packed path), the backward
 //! products through [`crate::dense`].
 //! NaN and infinity propagate as IEEE arithmetic says (nothing is rejected).
 
@@ -86,16 +86,10 @@ pub fn linear_backward<T: Scalar>(
     Ok(())
 }
 
-/// Rows per call of the microkernel in [`product_rows`]: a block of `A` (`128 x k`) stays in the
-/// first- or second-level cache while the kernel sweeps the column panels of `B` (whole-matrix calls
-/// re-read all of `A` from the second level per panel: 2048 x 64 x 256 ran at 115 GF/s whole,
-/// 150 GF/s in blocks of 128 rows).
-pub(crate) const PRODUCT_ROWS: usize = 128;
-
-/// `C = A B` (or `C += A B`) for contiguous row-major `A` (`m x k`), `B` (`k x n`), `C` (`m x n`),
-/// in blocks of [`PRODUCT_ROWS`] rows through the unpacked microkernel. Validated callers only
-/// (panics if a slice is shorter than its dimensions). Each entry is the in-order sum of `k`
-/// products (the microkernel's contract), whatever the blocking.
+/// `C = A B` (or `C += A B`) for contiguous row-major `A` (`m x k`), `B` (`k x n`), `C` (`m x n`)
+/// through the crate's unpacked microkernel (which also keeps `A` in cache by working in bands of
+/// rows). Validated callers only (panics if a slice is shorter than its dimensions). Each entry is
+/// the in-order sum of `k` products (the microkernel's contract).
 pub(crate) fn product_rows<T: Scalar>(
     m: usize,
     k: usize,
@@ -105,21 +99,7 @@ pub(crate) fn product_rows<T: Scalar>(
     c: &mut [T],
     update: Update,
 ) {
-    let accumulate = update == Update::Accumulate;
-    if n == 0 || m == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(T::zero());
-        }
-        return;
-    }
-    for (a_block, c_block) in a[..m * k].chunks(PRODUCT_ROWS * k).zip(c[..m * n].chunks_mut(PRODUCT_ROWS * n))
-    {
-        let rows = c_block.len() / n;
-        crate::microkernel::gemm_rows(rows, k, n, T::one(), a_block, k, b, n, c_block, n, accumulate);
-    }
+    crate::microkernel::gemm_rows(m, k, n, T::one(), a, k, b, n, c, n, update == Update::Accumulate);
 }
 
 #[cfg(test)]
@@ -127,8 +107,8 @@ mod tests {
     use super::*;
     use std::vec;
 
-    /// [`product_rows`] against the textbook triple loop in f64, across block boundaries (`m` around
-    /// multiples of [`PRODUCT_ROWS`]) and edge sizes (`k = 0`, `n = 0`, `1`), overwriting (the old
+    /// [`product_rows`] against the textbook triple loop in f64, across band boundaries (`m` around
+    /// multiples of the microkernel's `ROW_BAND`) and edge sizes (`k = 0`, `n = 0`, `1`), overwriting (the old
     /// `C` is NaN and must not leak) and accumulating.
     #[test]
     fn product_rows_matches_naive() {
