@@ -79,6 +79,7 @@ extern crate std;
 
 pub mod attention;
 pub mod check;
+mod cpu;
 pub mod dense;
 pub mod erank;
 mod error;

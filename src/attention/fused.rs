@@ -433,10 +433,10 @@ impl Isa {
     /// The widest instruction set the running CPU has, if any.
     pub fn detect() -> Option<Isa> {
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             return Some(Isa::Avx512);
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             return Some(Isa::Avx2);
         }
         None
@@ -447,10 +447,10 @@ impl Isa {
     pub fn all_available() -> std::vec::Vec<Isa> {
         let mut isas = std::vec::Vec::new();
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             isas.push(Isa::Avx512);
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             isas.push(Isa::Avx2);
         }
         isas

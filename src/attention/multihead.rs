@@ -125,7 +125,7 @@ unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src:
 #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::exp::has_avx512() {
+    if crate::cpu::has_avx512() {
         // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
         return unsafe { heads_avx512::<SPLIT>(n, h, width, src, dst) };
     }
@@ -415,7 +415,7 @@ mod tests {
                 ));
             }
             #[cfg(sda_avx512)]
-            if crate::exp::has_avx512() {
+            if crate::cpu::has_avx512() {
                 // SAFETY (both): the CPU has AVX-512F, just detected.
                 variants.push((
                     "avx512",

@@ -560,7 +560,7 @@ pub(crate) fn sd_assemble<T: Scalar>(
         (T::f32_slice(a.0), T::f32_slice(b.0), T::f32_slice(c.0), T::f32_slice_mut(qh), T::f32_slice_mut(kh))
     {
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
             return unsafe { assemble_avx512(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk) };
         }
@@ -653,7 +653,7 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
         (T::f32_slice(d_qh), T::f32_slice(d_kh), T::f32_slice_mut(&mut *out))
     {
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
             return unsafe { adjoint_avx512(n, r, q, fq, fk, fo, da, db, dc) };
         }
@@ -749,7 +749,7 @@ mod tests {
             sd_assemble(n, r, q, a, b, c, &mut q1, &mut k1);
             assert_eq!((&q1, &k1), (&q0, &k0));
             #[cfg(sda_avx512)]
-            if crate::exp::has_avx512() {
+            if crate::cpu::has_avx512() {
                 let (mut q2, mut k2) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
                 // SAFETY: the CPU has AVX-512F, just detected.
                 unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
@@ -771,7 +771,7 @@ mod tests {
             let expect = run(&|o| adjoint_body(n, r, q, &q0, &k0, o, ca, cb, cc));
             assert_eq!(run(&|o| sd_assemble_adjoint(n, r, q, &q0, &k0, o, ca, cb, cc)), expect);
             #[cfg(sda_avx512)]
-            if crate::exp::has_avx512() {
+            if crate::cpu::has_avx512() {
                 // SAFETY: the CPU has AVX-512F, just detected.
                 let got = run(&|o| unsafe { adjoint_avx512(n, r, q, &q0, &k0, o, ca, cb, cc) });
                 assert_eq!(got, expect);

@@ -193,7 +193,7 @@ unsafe fn slope_backward_avx512(slope: &[f32], grad: &mut [f32], d_bias: &mut [f
 /// The `f32` path of [`gelu_backward_cached`], dispatched to the widest instruction set the CPU has.
 fn slope_backward_f32(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::exp::has_avx512() {
+    if crate::cpu::has_avx512() {
         // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
         return unsafe { slope_backward_avx512(slope, grad, d_bias) };
     }
@@ -263,13 +263,13 @@ unsafe fn bias_gelu_avx512(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
 /// `g` as long), dispatched to the widest instruction set the CPU has.
 fn bias_gelu_f32(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::exp::has_avx512() {
+    if crate::cpu::has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA, just detected (the only precondition).
         return unsafe { bias_gelu_avx512(bias, hidden, g) };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, just detected (the only precondition).
             return unsafe { bias_gelu_avx2(bias, hidden, g) };
         }
@@ -301,12 +301,12 @@ mod tests {
         variants.push(("portable", bias_gelu_body::<false>));
         variants.push(("dispatched", bias_gelu_f32));
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, just detected.
             variants.push(("avx2", |b, h, g| unsafe { bias_gelu_avx2(b, h, g) }));
         }
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             // SAFETY: the CPU has AVX-512F and FMA, just detected.
             variants.push(("avx512", |b, h, g| unsafe { bias_gelu_avx512(b, h, g) }));
         }
@@ -354,7 +354,7 @@ mod tests {
             variants.push(("avx2", |s, g, d| unsafe { slope_backward_avx2(s, g, d) }));
         }
         #[cfg(sda_avx512)]
-        if crate::exp::has_avx512() {
+        if crate::cpu::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected.
             variants.push(("avx512", |s, g, d| unsafe { slope_backward_avx512(s, g, d) }));
         }
