@@ -222,6 +222,21 @@ pub struct Series {
     pub color: &'static str,
     pub points: Vec<(f64, f64)>,
     pub dashed: bool,
+    /// Spread of each point (e.g. the standard deviation over seeds), drawn as a shaded band and
+    /// error bars `y - spread .. y + spread`; empty for none.
+    pub spread: Vec<f64>,
+}
+
+impl Series {
+    /// The band `(x, y - spread, y + spread)` of the finite points that have a spread.
+    fn band(&self) -> Vec<(f64, f64, f64)> {
+        self.points
+            .iter()
+            .zip(&self.spread)
+            .filter(|(p, s)| p.1.is_finite() && s.is_finite())
+            .map(|(&(x, y), &s)| (x, y - s.abs(), y + s.abs()))
+            .collect()
+    }
 }
 
 fn nice_step(range: f64, ticks: f64) -> f64 {
@@ -248,8 +263,11 @@ fn escape(s: &str) -> String {
 pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], integer_x: bool) -> String {
     let (w, h) = (720.0, 440.0);
     let (left, right, top, bottom) = (70.0, 190.0, 40.0, 55.0);
-    let all: Vec<(f64, f64)> =
+    let mut all: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    for se in series {
+        all.extend(se.band().iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]));
+    }
     let (mut x0, mut x1) =
         all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
     let (mut y0, mut y1) =
@@ -329,6 +347,36 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], i
         top + ph / 2.0,
         escape(y_label)
     );
+    for se in series {
+        let band = se.band();
+        if band.len() >= 2 {
+            let outline: Vec<String> = band
+                .iter()
+                .map(|&(x, _, hi)| format!("{:.1},{:.1}", sx(x), sy(hi)))
+                .chain(band.iter().rev().map(|&(x, lo, _)| format!("{:.1},{:.1}", sx(x), sy(lo))))
+                .collect();
+            s += &format!(
+                "<polygon points=\"{}\" fill=\"{}\" fill-opacity=\"0.15\" stroke=\"none\"/>\n",
+                outline.join(" "),
+                se.color
+            );
+        }
+        for &(x, lo, hi) in &band {
+            let px = sx(x);
+            s += &format!(
+                "<path d=\"M{:.1},{:.1}H{:.1}M{px:.1},{:.1}V{:.1}M{:.1},{:.1}H{:.1}\" stroke=\"{}\" stroke-width=\"1.2\"/>\n",
+                px - 4.0,
+                sy(lo),
+                px + 4.0,
+                sy(lo),
+                sy(hi),
+                px - 4.0,
+                sy(hi),
+                px + 4.0,
+                se.color
+            );
+        }
+    }
     for (i, se) in series.iter().enumerate() {
         let pts: Vec<String> = se
             .points
