@@ -155,7 +155,10 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
         "\nspectral cascade: entropy effective rank per layer, mean over heads, then mean ± std over {} seed(s) [min, max over heads and seeds]; capacity of S = 2r = {capacity}",
         runs.len()
     );
-    println!("layer   erank S (trained)            erank D (trained)            rho               | erank S at init   erank D at init");
+    println!(
+        "{:>5}  {:<31} {:<31} {:<15} | {:<15} {:<15}",
+        "layer", "erank S (trained)", "erank D (trained)", "rho", "erank S at init", "erank D at init"
+    );
     let layers = runs[0].trained.len();
     for l in 0..layers {
         let heads = |part: usize| {
@@ -164,7 +167,7 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
             format!("[{lo:.2}, {hi:.2}]")
         };
         println!(
-            "{:>5}   {:<15} {:<12} {:<15} {:<12} {:<17} | {:<16} {:<16}",
+            "{:>5}  {:<16}{:<15} {:<16}{:<15} {:<15} | {:<15} {:<15}",
             runs[0].trained[l].layer + 1,
             pm(&column(&s_tr, l), 3),
             heads(0),

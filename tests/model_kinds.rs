@@ -479,9 +479,13 @@ fn sd_layer_linearizes_into_its_own_query_key_width() {
     for (t, (wq, wk)) in heads.iter().enumerate() {
         // The S-D head's queries and keys, a_i [U | V | C] and a_i [V | -U | -C].
         let project = |m: &[f64]| -> Vec<f64> {
-            (0..n)
-                .flat_map(|i| (0..w).map(move |c| (0..d).map(|p| input[i * d + p] * m[p * w + c]).sum::<f64>()))
-                .collect()
+            let mut out = vec![0.0; n * w];
+            for i in 0..n {
+                for c in 0..w {
+                    out[i * w + c] = (0..d).map(|p| input[i * d + p] * m[p * w + c]).sum::<f64>();
+                }
+            }
+            out
         };
         let (qt, kt) = (project(wq), project(wk));
         let vt: Vec<f64> = (0..n).flat_map(|i| values[i * h * dh + t * dh..i * h * dh + (t + 1) * dh].to_vec()).collect();
