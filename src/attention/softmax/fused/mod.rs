@@ -1,4 +1,4 @@
-//! Fused `f32` tile kernels of softmax attention (SPEC section 4) for x86-64 with AVX-512 or
+//! Fused `f32` tile kernels of softmax attention (`docs/math.md` section 4) for x86-64 with AVX-512 or
 //! AVX2/FMA: the forward and backward of [`super::softmax`] without per-call packing or
 //! allocation, every product register-blocked over operands read where they lie or laid out once.
 //!
@@ -20,7 +20,7 @@
 //! call ([`pack_panels`], `O(n d)`); its other products read `K` rows as stored and the strip's
 //! `Q`, `dO` rows from aligned copies. Narrow products (`d <= 2 W`) run in taller blocks. The
 //! last strip is padded (repeated or zero queries whose results are discarded). The exponential
-//! is [`crate::exp::exp1`]'s reduction and polynomial in vector registers (AVX2: the same steps;
+//! is [`crate::linalg::exp::exp1`]'s reduction and polynomial in vector registers (AVX2: the same steps;
 //! AVX-512: its own rounding and scaling instructions), within 3 ulp of `libm::exp` like it; the
 //! ragged ends of rows run as masked vectors (causal rows of a small model are mostly ragged).
 //! Workspace: forward `O(48 (d + 64))`, backward panels `n_pad d` plus `O(48 (256 + d))`, all
@@ -93,7 +93,7 @@ pub(crate) trait Simd {
     unsafe fn max_skip_nan(x: Self::V, acc: Self::V) -> Self::V;
     /// Sum of the lanes.
     unsafe fn reduce_add(v: Self::V) -> f32;
-    /// [`crate::exp::exp1`] (fused) lane by lane.
+    /// [`crate::linalg::exp::exp1`] (fused) lane by lane.
     unsafe fn exp(x: Self::V) -> Self::V;
 }
 
@@ -290,7 +290,7 @@ impl Simd for Avx2 {
     }
 }
 
-/// One head's problem in `f32`, lengths as [`super::softmax::SoftmaxAttention`] checks them.
+/// One head's problem in `f32`, lengths as [`super::SoftmaxAttention`] checks them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Problem<'a> {
     pub n: usize,
@@ -433,10 +433,10 @@ impl Isa {
     /// The widest instruction set the running CPU has, if any.
     pub fn detect() -> Option<Isa> {
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             return Some(Isa::Avx512);
         }
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             return Some(Isa::Avx2);
         }
         None
@@ -447,10 +447,10 @@ impl Isa {
     pub fn all_available() -> std::vec::Vec<Isa> {
         let mut isas = std::vec::Vec::new();
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             isas.push(Isa::Avx512);
         }
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             isas.push(Isa::Avx2);
         }
         isas
@@ -838,7 +838,7 @@ unsafe fn logits<S: Simd, const MR: usize, const NV: usize>(
 }
 
 /// The fused forward of one head in `f32` with the given instruction set: `out`, `lse` as
-/// [`super::softmax::SoftmaxAttention::forward`]. Returns `false` (touching nothing) when the
+/// [`super::SoftmaxAttention::forward`]. Returns `false` (touching nothing) when the
 /// workspace is shorter than [`Blocking::forward_len`].
 ///
 /// Panics if a length disagrees with the dimensions (validated callers never trigger this).
@@ -924,7 +924,7 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
         let width = cols.div_ceil(S::W) * S::W;
         // Q^T of the strip (d_k x width), zero in the padding columns.
         if cols == ld {
-            crate::kernel::transpose(ld, d_k, &q[i0 * d_k..(i0 + ld) * d_k], &mut q_t[..d_k * ld]);
+            crate::linalg::kernel::transpose(ld, d_k, &q[i0 * d_k..(i0 + ld) * d_k], &mut q_t[..d_k * ld]);
         } else {
             for c in 0..cols {
                 for (p, &x) in q[(i0 + c) * d_k..(i0 + c + 1) * d_k].iter().enumerate() {
@@ -979,7 +979,7 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
         // row normalized.
         let out_rows = &mut out[i0 * d_v..(i0 + cols) * d_v];
         if cols == ld {
-            crate::kernel::transpose(d_v, ld, &out_t[..d_v * ld], out_rows);
+            crate::linalg::kernel::transpose(d_v, ld, &out_t[..d_v * ld], out_rows);
         } else {
             for (c, out_row) in out_rows.chunks_exact_mut(d_v.max(1)).enumerate().take(cols) {
                 for (p, o) in out_row.iter_mut().enumerate() {
@@ -1075,7 +1075,7 @@ pub(crate) struct BackwardIo<'a> {
 }
 
 /// The fused backward of one head in `f32` with the given instruction set, as
-/// [`super::softmax::SoftmaxAttention::backward`]. Returns `false` (touching nothing) when the
+/// [`super::SoftmaxAttention::backward`]. Returns `false` (touching nothing) when the
 /// workspace is shorter than [`Blocking::backward_len`].
 ///
 /// Panics if a length disagrees with the dimensions (validated callers never trigger this).
@@ -1151,7 +1151,7 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
         let padded = rows.div_ceil(MR) * MR; // rows computed: whole register blocks
         for (r, delta_r) in delta[..rows].iter_mut().enumerate() {
             let range = (i0 + r) * d_v..(i0 + r + 1) * d_v;
-            *delta_r = crate::kernel::dot(&d_out[range.clone()], &out[range.clone()]);
+            *delta_r = crate::linalg::kernel::dot(&d_out[range.clone()], &out[range.clone()]);
             // The strip's dO and Q rows, copied to 64-byte-aligned rows: the B operands of dV and
             // dK, read once per key block (unaligned rows would split every vector load).
             d_out_strip[r * ld_do..r * ld_do + d_v].copy_from_slice(&d_out[range]);
@@ -1464,7 +1464,7 @@ mod tests {
         }
     }
 
-    /// Each variant's vector exponential against `libm::exp` (within 3 ulp, as `crate::exp`'s
+    /// Each variant's vector exponential against `libm::exp` (within 3 ulp, as `crate::linalg::exp`'s
     /// scalar one) on a dense grid, and its special values: `-inf` and anything below -86.5 give
     /// 0, overflow gives `+inf`, NaN stays NaN.
     #[test]
