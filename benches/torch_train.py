@@ -3,7 +3,7 @@
 Usage (from the repository root):
 
     cargo bench --bench train                       # writes target/criterion/train/sd_demo_step/new/estimates.json
-    /work/venv/bin/python benches/torch_train.py    # times PyTorch, prints both and the ratio
+    python3 benches/torch_train.py                  # times PyTorch, prints both and the ratio
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
 
