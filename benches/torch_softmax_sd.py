@@ -3,7 +3,9 @@
 Usage (from the repository root):
 
     cargo bench --bench attention                         # writes target/criterion/<group>/<id>/new/estimates.json
-    /work/venv/bin/python benches/torch_softmax_sd.py     # times PyTorch, prints the table
+    .venv/bin/python benches/torch_softmax_sd.py          # times PyTorch, prints the table
+
+`.venv` is a Python with torch: `python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt`.
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
 `--only softmax` (or `sd`) restricts both sides to one kernel family, `--sizes 512,2048` to some n

@@ -3,7 +3,9 @@
 Usage (from the repository root):
 
     cargo bench --bench train                       # writes target/criterion/train/sd_demo_step/new/estimates.json
-    /work/venv/bin/python benches/torch_train.py    # times PyTorch, prints both and the ratio
+    .venv/bin/python benches/torch_train.py         # times PyTorch, prints both and the ratio
+
+`.venv` is a Python with torch: `python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt`.
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
 
