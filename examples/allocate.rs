@@ -1,4 +1,4 @@
-//! Cascade allocation (SPEC section 7): give each layer the routing rank its measured cascade asks
+//! Cascade allocation (`docs/math.md` section 7): give each layer the routing rank its measured cascade asks
 //! for, train that model, and compare attention parameter counts and validation perplexity with
 //! the uniform model.
 //!
@@ -7,13 +7,13 @@
 //! effective rank `e_l` of each one's routing `S` per layer (mean over heads), and sets
 //! `r_l = clamp(ceil(e_l / 2), 1, r)`: `S` has rank `2 r_l` and its singular values come in pairs,
 //! so `e_l / 2` is the effective number of rotation planes (this rule is ours; the paper's is not
-//! known here, SPEC section 8). The filtering rank stays `q`. The allocated model is then trained
+//! known here, `docs/math.md` section 8). The filtering rank stays `q`. The allocated model is then trained
 //! from scratch with the same seed, batches, schedule and step count as the uniform one (the step
 //! count is read from its checkpoint). With `--seeds N` (default 3) the tables give the mean and
 //! standard deviation over seeds; `--jobs` trainings run at a time, one thread each.
 //!
 //! ```text
-//! cargo run --release --example cascade -- --seeds 3 --steps 3000 --jobs 3   # first: the uniform models
+//! cargo run --release --example cascade -- --seeds 3 --steps 1250 --jobs 3   # first: the uniform models
 //! cargo run --release --example allocate -- --jobs 3
 //! ```
 

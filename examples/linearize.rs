@@ -1,4 +1,4 @@
-//! Linearization (SPEC section 7): for k = 0..L, replace the attention of the first k layers of a
+//! Linearization (`docs/math.md` section 7): for k = 0..L, replace the attention of the first k layers of a
 //! trained model by causal ELU+1 linear attention and measure validation perplexity on the held-out
 //! plays, without (and optionally with) a short re-fit; for an S-D model without norm and the
 //! standard transformer, softmax with pre-norm LayerNorm, of the same shape (d_model 64, 8 layers
@@ -88,7 +88,7 @@ fn main() {
     let mut f = Flags::from_env();
     let shape = Shape::from_flags(&mut f);
     let run = RunConfig {
-        steps: f.get("steps", 3000, "training steps per model"),
+        steps: f.get("steps", 2500, "training steps per model"),
         batch: f.get("batch", 16, "sequences per batch"),
         seq: shape.seq,
         lr: f.get("lr", 3e-3, "peak learning rate of the S-D model"),

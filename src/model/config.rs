@@ -8,9 +8,9 @@ use alloc::vec::Vec;
 /// The attention kernel of one layer (all heads of a layer share the kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKind {
-    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 4).
+    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 4).
     Softmax,
-    /// S-D attention (SPEC section 5): per head, routing `S = U V^T - V U^T` with `U, V`
+    /// S-D attention (`docs/math.md` section 5): per head, routing `S = U V^T - V U^T` with `U, V`
     /// `d_model x routing_rank`, filtering `D = -C C^T` with `C` `d_model x filtering_rank`.
     Sd {
         /// `r`: rank(S) <= 2 r.
@@ -18,12 +18,12 @@ pub enum AttentionKind {
         /// `q`: rank(D) <= q.
         filtering_rank: usize,
     },
-    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 6).
+    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 6).
     Linear,
     /// ELU+1 linear attention whose per-head `W_Q, W_K` are `d_model x qk_width` (values stay
     /// `d_head` wide): [`AttentionKind::Linear`] is the case `qk_width = d_head`. An S-D head
     /// linearizes into this kind with its own query/key maps `[U | V | C]` and `[V | -U | -C]`, of
-    /// width `qk_width = 2r + q` (SPEC section 5).
+    /// width `qk_width = 2r + q` (`docs/math.md` section 5).
     LinearQk {
         /// Width of one head's queries and keys (at least 1).
         qk_width: usize,
