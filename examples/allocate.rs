@@ -17,10 +17,10 @@
 //! cargo run --release --example allocate -- --jobs 3
 //! ```
 
-#[path = "support/lm.rs"]
-mod lm;
 #[path = "support/experiment.rs"]
 mod experiment;
+#[path = "support/lm.rs"]
+mod lm;
 
 use experiment::*;
 use lm::*;
@@ -45,7 +45,8 @@ struct SeedRun {
 
 fn main() {
     let mut f = Flags::from_env();
-    let load = f.string("load", "target/cascade.ckpt", "the uniform S-D model of seed 1 (seed N: -seedN added)");
+    let load =
+        f.string("load", "target/cascade.ckpt", "the uniform S-D model of seed 1 (seed N: -seedN added)");
     let steps: u64 = f.get("steps", 0, "training steps of the allocated models (0: the uniform model's)");
     let batch: usize = f.get("batch", 16, "sequences per batch (use the cascade run's)");
     let lr: f64 = f.get("lr", 3e-3, "peak learning rate (use the cascade run's)");
@@ -113,7 +114,8 @@ fn main() {
         let model = Model::<f32>::with_attention(config.clone()).unwrap();
         let counts = model.param_counts();
         let mut trainer = Trainer::new(model, run.train_config()).unwrap();
-        let (seconds, _) = train(&mut trainer, &corpus.train, &run, &format!("allocated seed {seed}"), seeds.jobs);
+        let (seconds, _) =
+            train(&mut trainer, &corpus.train, &run, &format!("allocated seed {seed}"), seeds.jobs);
         let ppl = trainer.evaluate(&corpus.valid, windows).unwrap().exp();
         let after = layer_spectra(&config, &attention_params(&trainer));
         let layers = ranks.iter().zip(&after).map(|(&(ru, ra, e), s)| (ru, ra, e, s.mean(0))).collect();
@@ -183,10 +185,28 @@ fn main() {
     let (ra, ra_s) = series_of(&|x| 2.0 * x.1 as f64);
     let (ea, ea_s) = series_of(&|x| x.3);
     let series = vec![
-        Series { name: "erank S, uniform".into(), color: "#d62728", points: eu, dashed: false, spread: spread(eu_s) },
+        Series {
+            name: "erank S, uniform".into(),
+            color: "#d62728",
+            points: eu,
+            dashed: false,
+            spread: spread(eu_s),
+        },
         Series { name: "2 r uniform".into(), color: "#7f7f7f", points: ru, dashed: true, spread: vec![] },
-        Series { name: "2 r allocated".into(), color: "#2ca02c", points: ra, dashed: true, spread: spread(ra_s) },
-        Series { name: "erank S, allocated".into(), color: "#1f77b4", points: ea, dashed: false, spread: spread(ea_s) },
+        Series {
+            name: "2 r allocated".into(),
+            color: "#2ca02c",
+            points: ra,
+            dashed: true,
+            spread: spread(ra_s),
+        },
+        Series {
+            name: "erank S, allocated".into(),
+            color: "#1f77b4",
+            points: ea,
+            dashed: false,
+            spread: spread(ea_s),
+        },
     ];
     let seeds_note = if n > 1 { format!(", {n} seeds (mean ± std)") } else { String::new() };
     let title = format!(

@@ -17,10 +17,10 @@
 //! cargo run --release --example cascade -- --help
 //! ```
 
-#[path = "support/lm.rs"]
-mod lm;
 #[path = "support/experiment.rs"]
 mod experiment;
+#[path = "support/lm.rs"]
+mod lm;
 
 use experiment::*;
 use lm::*;
@@ -56,7 +56,8 @@ fn main() {
     let seeds = Seeds::from_flags(&mut f, 1);
     let eval_windows: usize = f.get("eval-windows", 1000, "validation windows of seq bytes (0 = all)");
     let svg = f.string("svg", "target/cascade.svg", "SVG plot output");
-    let ckpt_path = f.string("checkpoint", "target/cascade.ckpt", "checkpoint output (seed N > 1: -seedN added)");
+    let ckpt_path =
+        f.string("checkpoint", "target/cascade.ckpt", "checkpoint output (seed N > 1: -seedN added)");
     let load = f.string("load", "", "skip training: load this checkpoint (seed N > 1: -seedN added)");
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     f.finish("cascade: train a small S-D model without norm on Shakespeare and measure the spectral cascade");
@@ -99,11 +100,13 @@ fn main() {
                 .unwrap_or_else(|e| fail(&format!("{path}: {e}")))
         };
         let config = trainer.model().config().clone();
-        let at_init = layer_spectra(&config, &attention_params(&Trainer::new(
-            Model::<f32>::with_attention(config.clone()).unwrap(),
-            run.train_config(),
-        )
-        .unwrap()));
+        let at_init = layer_spectra(
+            &config,
+            &attention_params(
+                &Trainer::new(Model::<f32>::with_attention(config.clone()).unwrap(), run.train_config())
+                    .unwrap(),
+            ),
+        );
         let (mut seconds, mut loss) = (0.0, f64::NAN);
         if load.is_empty() {
             (seconds, loss) = train(&mut trainer, &corpus.train, &run, &label, seeds.jobs);
@@ -149,7 +152,8 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
             .map(|r| (if init { &r.at_init } else { &r.trained }).iter().map(|s| s.mean(part)).collect())
             .collect()
     };
-    let (s_tr, d_tr, rho_tr, s_in, d_in) = (per(0, false), per(1, false), per(2, false), per(0, true), per(1, true));
+    let (s_tr, d_tr, rho_tr, s_in, d_in) =
+        (per(0, false), per(1, false), per(2, false), per(0, true), per(1, true));
     let capacity = runs[0].trained.first().map_or(0, |s| s.capacity);
     println!(
         "\nspectral cascade: entropy effective rank per layer, mean over heads, then mean ± std over {} seed(s) [min, max over heads and seeds]; capacity of S = 2r = {capacity}",
@@ -215,14 +219,29 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
             dashed: false,
             spread: spread(&d_std),
         },
-        Series { name: "S at init".into(), color: "#d62728", points: pts(&si_mean), dashed: true, spread: vec![] },
-        Series { name: "D at init".into(), color: "#1f77b4", points: pts(&di_mean), dashed: true, spread: vec![] },
+        Series {
+            name: "S at init".into(),
+            color: "#d62728",
+            points: pts(&si_mean),
+            dashed: true,
+            spread: vec![],
+        },
+        Series {
+            name: "D at init".into(),
+            color: "#1f77b4",
+            points: pts(&di_mean),
+            dashed: true,
+            spread: vec![],
+        },
     ];
     let (rank, filter) = match config.attention.first() {
-        Some(sd_attention::model::config::AttentionKind::Sd { routing_rank, filtering_rank }) => (*routing_rank, *filtering_rank),
+        Some(sd_attention::model::config::AttentionKind::Sd { routing_rank, filtering_rank }) => {
+            (*routing_rank, *filtering_rank)
+        }
         _ => (0, 0),
     };
-    let seeds_note = if runs.len() > 1 { format!(", {} seeds (mean ± std)", runs.len()) } else { String::new() };
+    let seeds_note =
+        if runs.len() > 1 { format!(", {} seeds (mean ± std)", runs.len()) } else { String::new() };
     let title = format!(
         "Spectral cascade: S-D, no norm, d={}, L={layers}, r={rank}, q={filter}, {} steps, val ppl {:.2}{seeds_note}",
         config.d_model,

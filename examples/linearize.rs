@@ -22,10 +22,10 @@
 //! cargo run --release --example linearize -- --seeds 1 --steps 1000 --refit 100
 //! ```
 
-#[path = "support/lm.rs"]
-mod lm;
 #[path = "support/experiment.rs"]
 mod experiment;
+#[path = "support/lm.rs"]
+mod lm;
 
 use experiment::*;
 use lm::*;
@@ -47,7 +47,8 @@ fn linearized(source: &Model<f32>, params: &[f32], k: usize) -> (ModelConfig, Ve
     for kind in config.attention.iter_mut().take(k) {
         if !kind.is_linear() {
             let w = AttentionMixer::new(dims, *kind).unwrap().qk_width();
-            *kind = if w == sc.d_head { AttentionKind::Linear } else { AttentionKind::LinearQk { qk_width: w } };
+            *kind =
+                if w == sc.d_head { AttentionKind::Linear } else { AttentionKind::LinearQk { qk_width: w } };
         }
     }
     let target = Model::<f32>::with_attention(config.clone()).unwrap();
@@ -67,8 +68,10 @@ fn linearized(source: &Model<f32>, params: &[f32], k: usize) -> (ModelConfig, Ve
             for t in 0..h {
                 mixer.head_factors(src, t, &mut wq, &mut wk, &mut ws).unwrap();
                 for i in 0..d {
-                    w_q_all[i * h * w + t * w..i * h * w + (t + 1) * w].copy_from_slice(&wq[i * w..(i + 1) * w]);
-                    w_k_all[i * h * w + t * w..i * h * w + (t + 1) * w].copy_from_slice(&wk[i * w..(i + 1) * w]);
+                    w_q_all[i * h * w + t * w..i * h * w + (t + 1) * w]
+                        .copy_from_slice(&wq[i * w..(i + 1) * w]);
+                    w_k_all[i * h * w + t * w..i * h * w + (t + 1) * w]
+                        .copy_from_slice(&wk[i * w..(i + 1) * w]);
                 }
             }
         } else {
@@ -96,23 +99,26 @@ fn main() {
         seed: 1,
     };
     let lr_baseline: f64 = f.get("lr-baseline", 1e-3, "peak learning rate of the softmax baseline");
-    let baseline_norm = parse_norm(&f.string("baseline-norm", "layer", "norm of the softmax baseline: layer, rms or none"));
+    let baseline_norm =
+        parse_norm(&f.string("baseline-norm", "layer", "norm of the softmax baseline: layer, rms or none"));
     let seeds = Seeds::from_flags(&mut f, 3);
     let refit: u64 = f.get("refit", 0, "re-fit steps after linearizing (0: none)");
     let eval_windows: usize = f.get("eval-windows", 400, "validation windows (0 = all)");
     let svg = f.string("svg", "target/linearize.svg", "SVG plot output");
-    let save_sd = f.string("save-sd", "target/linearize_sd.ckpt", "the trained S-D models (seed N > 1: -seedN added)");
-    let save_baseline =
-        f.string("save-baseline", "target/linearize_softmax.ckpt", "the trained baselines (seed N > 1: -seedN added)");
+    let save_sd =
+        f.string("save-sd", "target/linearize_sd.ckpt", "the trained S-D models (seed N > 1: -seedN added)");
+    let save_baseline = f.string(
+        "save-baseline",
+        "target/linearize_softmax.ckpt",
+        "the trained baselines (seed N > 1: -seedN added)",
+    );
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     f.finish("linearize: replace the first k attention layers by ELU+1 linear attention, S-D vs softmax");
     let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
     let baseline_name = format!("softmax+{}", norm_name(baseline_norm));
-    let models: [(String, ModelConfig, f64); 2] = [
-        ("S-D".to_string(), shape.sd(), run.lr),
-        (baseline_name, shape.softmax(baseline_norm), lr_baseline),
-    ];
+    let models: [(String, ModelConfig, f64); 2] =
+        [("S-D".to_string(), shape.sd(), run.lr), (baseline_name, shape.softmax(baseline_norm), lr_baseline)];
     for (name, config, lr) in &models {
         let counts = config.param_counts().unwrap_or_else(|e| fail(&format!("config: {e}")));
         println!(
@@ -206,15 +212,23 @@ fn main() {
     };
     print_table(false);
     if refit > 0 {
-        println!("\nafter a re-fit of {refit} steps of the whole model at a tenth of each model's learning rate:");
+        println!(
+            "\nafter a re-fit of {refit} steps of the whole model at a tenth of each model's learning rate:"
+        );
         print_table(true);
     }
     println!("\nper seed, change of perplexity vs k = 0 (no re-fit):");
     for (m, (name, _, _)) in models.iter().enumerate() {
         for (s, seed) in list.iter().enumerate() {
             let r = &results[2 * s + m];
-            let c: Vec<String> = r.rows.iter().map(|x| format!("{:+.1}", 100.0 * (x.0 / r.rows[0].0 - 1.0))).collect();
-            println!("{name:>20} seed {seed}: k=0 ppl {:.3}, trained in {:.0} s; % by k: {}", r.rows[0].0, r.seconds, c.join(" "));
+            let c: Vec<String> =
+                r.rows.iter().map(|x| format!("{:+.1}", 100.0 * (x.0 / r.rows[0].0 - 1.0))).collect();
+            println!(
+                "{name:>20} seed {seed}: k=0 ppl {:.3}, trained in {:.0} s; % by k: {}",
+                r.rows[0].0,
+                r.seconds,
+                c.join(" ")
+            );
         }
     }
 
@@ -235,8 +249,12 @@ fn main() {
             });
         }
     }
-    let seeds_note = if list.len() > 1 { format!(", {} seeds (mean ± std)", list.len()) } else { String::new() };
-    let title = format!("Linearizing the first k layers (d={}, L={layers}, {} steps{seeds_note})", shape.d_model, run.steps);
+    let seeds_note =
+        if list.len() > 1 { format!(", {} seeds (mean ± std)", list.len()) } else { String::new() };
+    let title = format!(
+        "Linearizing the first k layers (d={}, L={layers}, {} steps{seeds_note})",
+        shape.d_model, run.steps
+    );
     write_file(
         &svg,
         line_plot(

@@ -3,10 +3,10 @@
 //! side-by-side task runner, and the spread drawn in the SVG plots.
 #![cfg(feature = "std")]
 
-#[path = "../examples/support/lm.rs"]
-mod lm;
 #[path = "../examples/support/experiment.rs"]
 mod experiment;
+#[path = "../examples/support/lm.rs"]
+mod lm;
 
 use experiment::*;
 
@@ -77,4 +77,23 @@ fn plots_draw_the_spread() {
     };
     let svg = lm::line_plot("t", "x", "y", &[without], true);
     assert_eq!(svg.matches("<polygon").count() + svg.matches("<path d=").count(), 0);
+}
+
+#[test]
+fn plot_axes_start_at_a_tick() {
+    let series = |points: Vec<(f64, f64)>, spread: Vec<f64>| lm::Series {
+        name: "s".into(),
+        color: "#000000",
+        points,
+        dashed: false,
+        spread,
+    };
+    // A mean of -0.001 next to 800: the axis starts at 0 (no "-0" tick).
+    let svg =
+        lm::line_plot("t", "x", "y", &[series(vec![(0.0, 0.0), (1.0, -0.001), (2.0, 800.0)], vec![])], true);
+    assert!(!svg.contains(">-0<"), "{svg}");
+    assert!(svg.contains(">0</text>"));
+    // A real dip: the axis starts at the multiple of the step below it (step 2 for a range of 12).
+    let svg = lm::line_plot("t", "x", "y", &[series(vec![(0.0, 1.0), (1.0, 9.0)], vec![3.0, 0.0])], true);
+    assert!(svg.contains(">-2</text>") && !svg.contains(">-4</text>"), "{svg}");
 }

@@ -488,12 +488,16 @@ fn sd_layer_linearizes_into_its_own_query_key_width() {
             out
         };
         let (qt, kt) = (project(wq), project(wk));
-        let vt: Vec<f64> = (0..n).flat_map(|i| values[i * h * dh + t * dh..i * h * dh + (t + 1) * dh].to_vec()).collect();
+        let vt: Vec<f64> =
+            (0..n).flat_map(|i| values[i * h * dh + t * dh..i * h * dh + (t + 1) * dh].to_vec()).collect();
         let reference = naive_linear_head(n, w, dh, &qt, &kt, &vt);
         for i in 0..n {
             for c in 0..dh {
                 let (ours, theirs) = (out[i * h * dh + t * dh + c], reference[i * dh + c]);
-                assert!((ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0), "head {t} ({i},{c}): {ours} vs {theirs}");
+                assert!(
+                    (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0),
+                    "head {t} ({i},{c}): {ours} vs {theirs}"
+                );
             }
         }
     }

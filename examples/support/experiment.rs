@@ -61,7 +61,10 @@ impl Shape {
 
     /// The S-D model without norm.
     pub fn sd(&self) -> ModelConfig {
-        self.config(AttentionKind::Sd { routing_rank: self.rank, filtering_rank: self.filter }, NormKind::None)
+        self.config(
+            AttentionKind::Sd { routing_rank: self.rank, filtering_rank: self.filter },
+            NormKind::None,
+        )
     }
 
     /// The softmax baseline with pre-norm `norm` (LayerNorm: the standard transformer).
@@ -104,7 +107,11 @@ impl Seeds {
     /// Reads `--seeds` (default `count`), `--seed` (first seed, 1) and `--jobs` (1).
     pub fn from_flags(f: &mut Flags, count: usize) -> Self {
         let s = Seeds {
-            count: f.get("seeds", count, "number of seeds; tables give mean and standard deviation over them"),
+            count: f.get(
+                "seeds",
+                count,
+                "number of seeds; tables give mean and standard deviation over them",
+            ),
             first: f.get("seed", 1, "first seed (the others follow it)"),
             jobs: f.get("jobs", 1, "trainings run at the same time, one thread each"),
         };
@@ -164,7 +171,13 @@ pub fn run_tasks<R: Send, F: Fn(usize) -> R + Sync>(tasks: usize, jobs: usize, t
 /// Trains `run.steps` steps: with one job the progress bar of `train_with_progress`; with several
 /// (threads side by side) one progress line per tenth of the run on stderr, prefixed by `label`.
 /// Returns the wall time in seconds and the mean loss of the last 50 steps.
-pub fn train(trainer: &mut Trainer<f32>, text: &[u8], run: &RunConfig, label: &str, jobs: usize) -> (f64, f64) {
+pub fn train(
+    trainer: &mut Trainer<f32>,
+    text: &[u8],
+    run: &RunConfig,
+    label: &str,
+    jobs: usize,
+) -> (f64, f64) {
     if jobs <= 1 {
         return train_with_progress(trainer, text, run, label);
     }

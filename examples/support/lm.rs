@@ -287,6 +287,9 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], i
     }
     let ystep = nice_step(y1 - y0, 6.0);
     y1 = (y1 / ystep).ceil() * ystep;
+    // The axis starts at a tick: 0, or a negative multiple of the step (a dip below 0 smaller than
+    // a thousandth of the range, such as a -0.001 mean, stays at 0 instead of a tick "-0").
+    y0 = if -y0 < 1e-3 * (y1 - y0) { 0.0 } else { (y0 / ystep).floor() * ystep };
     let xstep = if integer_x { nice_step(x1 - x0, 8.0).max(1.0) } else { nice_step(x1 - x0, 8.0) };
     let pw = w - left - right;
     let ph = h - top - bottom;
