@@ -30,6 +30,16 @@ use sd_attention::train::checkpoint::Checkpoint;
 use sd_attention::train::corpus::{Corpus, DEFAULT_DIR};
 use sd_attention::train::trainer::Trainer;
 
+/// One layer of one seed: the routing ranks and the measured routing eranks.
+struct LayerRanks {
+    r_uniform: usize,
+    r_allocated: usize,
+    /// erank of `S` of the uniform model (mean over heads).
+    erank_uniform: f64,
+    /// erank of `S` of the allocated model after its training.
+    erank_allocated: f64,
+}
+
 /// One seed's uniform and allocated models.
 struct SeedRun {
     seed: u64,
@@ -38,8 +48,7 @@ struct SeedRun {
     ppl: f64,
     uniform_counts: ParamCounts,
     counts: ParamCounts,
-    /// Per layer: (r uniform, r allocated, erank S uniform, erank S allocated after training).
-    layers: Vec<(usize, usize, f64, f64)>,
+    layers: Vec<LayerRanks>,
     seconds: f64,
 }
 
@@ -118,14 +127,23 @@ fn main() {
             train(&mut trainer, &corpus.train, &run, &format!("allocated seed {seed}"), seeds.jobs);
         let ppl = trainer.evaluate(&corpus.valid, windows).unwrap().exp();
         let after = layer_spectra(&config, &attention_params(&trainer));
-        let layers = ranks.iter().zip(&after).map(|(&(ru, ra, e), s)| (ru, ra, e, s.mean(0))).collect();
+        let layers = ranks
+            .iter()
+            .zip(&after)
+            .map(|(&(r_uniform, r_allocated, erank_uniform), s)| LayerRanks {
+                r_uniform,
+                r_allocated,
+                erank_uniform,
+                erank_allocated: s.mean(0),
+            })
+            .collect();
         SeedRun { seed, steps: run.steps, uniform_ppl, ppl, uniform_counts, counts, layers, seconds }
     });
 
     println!("\nper seed:");
     println!("seed   steps   train s   r_l allocated              uniform ppl   allocated ppl   attention params   ppl");
     for r in &runs {
-        let ranks: Vec<String> = r.layers.iter().map(|l| l.1.to_string()).collect();
+        let ranks: Vec<String> = r.layers.iter().map(|l| l.r_allocated.to_string()).collect();
         println!(
             "{:>4}  {:>6}  {:>8.1}   {:<24}  {:>11.3}   {:>13.3}   {:>+15.1}%  {:>+5.2}%",
             r.seed,
@@ -140,7 +158,7 @@ fn main() {
     }
     let n = runs.len();
     let layers = runs[0].layers.len();
-    let col = |f: &dyn Fn(&(usize, usize, f64, f64)) -> f64, l: usize| -> Vec<f64> {
+    let col = |f: &dyn Fn(&LayerRanks) -> f64, l: usize| -> Vec<f64> {
         runs.iter().map(|r| f(&r.layers[l])).collect()
     };
     println!("\nper layer, mean ± std over {n} seed(s):");
@@ -149,10 +167,10 @@ fn main() {
         println!(
             "{:>5}  {:<18}  {:>9}  {:<12}  {:<18}",
             l + 1,
-            pm(&col(&|x| x.2, l), 3),
-            runs[0].layers[l].0,
-            pm(&col(&|x| x.1 as f64, l), 2),
-            pm(&col(&|x| x.3, l), 3)
+            pm(&col(&|x| x.erank_uniform, l), 3),
+            runs[0].layers[l].r_uniform,
+            pm(&col(&|x| x.r_allocated as f64, l), 2),
+            pm(&col(&|x| x.erank_allocated, l), 3)
         );
     }
     let attn_u: Vec<f64> = runs.iter().map(|r| r.uniform_counts.attention_kernels as f64).collect();
@@ -176,14 +194,14 @@ fn main() {
     println!("(paper: 47-65% fewer attention parameters at +3.9% to +8.4% perplexity)");
 
     let spread = |v: Vec<f64>| if n > 1 { v } else { Vec::new() };
-    let series_of = |f: &dyn Fn(&(usize, usize, f64, f64)) -> f64| -> (Vec<(f64, f64)>, Vec<f64>) {
+    let series_of = |f: &dyn Fn(&LayerRanks) -> f64| -> (Vec<(f64, f64)>, Vec<f64>) {
         let (m, s): (Vec<f64>, Vec<f64>) = (0..layers).map(|l| mean_std(&col(f, l))).unzip();
         (m.iter().enumerate().map(|(l, &v)| ((l + 1) as f64, v)).collect(), s)
     };
-    let (eu, eu_s) = series_of(&|x| x.2);
-    let (ru, _) = series_of(&|x| 2.0 * x.0 as f64);
-    let (ra, ra_s) = series_of(&|x| 2.0 * x.1 as f64);
-    let (ea, ea_s) = series_of(&|x| x.3);
+    let (eu, eu_s) = series_of(&|x| x.erank_uniform);
+    let (ru, _) = series_of(&|x| 2.0 * x.r_uniform as f64);
+    let (ra, ra_s) = series_of(&|x| 2.0 * x.r_allocated as f64);
+    let (ea, ea_s) = series_of(&|x| x.erank_allocated);
     let series = vec![
         Series {
             name: "erank S, uniform".into(),

@@ -81,6 +81,9 @@ fn linearized(source: &Model<f32>, params: &[f32], k: usize) -> (ModelConfig, Ve
     (config, out)
 }
 
+/// Rows of values per seed: `rows[seed][k]`.
+type PerSeed = Vec<Vec<f64>>;
+
 /// One trained model of one seed: validation perplexity per k, before and after the re-fit.
 struct ModelRun {
     seconds: f64,
@@ -195,7 +198,7 @@ fn main() {
             print!("  {:>22} {:>20}", format!("{name} ppl"), "vs k=0");
         }
         println!();
-        let tables: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = (0..2)
+        let tables: Vec<(PerSeed, PerSeed)> = (0..2)
             .map(|m| {
                 let p = per_model(m, after);
                 let c = change(&p);
