@@ -100,43 +100,30 @@ fn heads_body<T: Scalar, const SPLIT: bool>(n: usize, h: usize, width: usize, sr
     }
 }
 
-/// [`heads_body`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn heads_avx2<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+crate::arch::multiversion! {
+    /// The `f32` path of [`split_heads`] (`split`) / [`merge_heads`] in the variant `isa` (copies
+    /// only: identical results in every one).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+    fn heads_isa(split: bool, n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]);
+    avx512("avx512f") => heads_either(split, n, h, width, src, dst);
+    avx2("avx2") => heads_either(split, n, h, width, src, dst);
+    portable => heads_either(split, n, h, width, src, dst);
 }
 
-/// [`heads_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f")]
-unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+/// [`heads_body`] in `f32`, splitting or merging.
+#[inline(always)]
+fn heads_either(split: bool, n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
+    if split {
+        heads_body::<f32, true>(n, h, width, src, dst)
+    } else {
+        heads_body::<f32, false>(n, h, width, src, dst)
+    }
 }
 
-/// The `f32` path of [`split_heads`] / [`merge_heads`], dispatched to the widest instruction set.
+/// The `f32` path of [`split_heads`] / [`merge_heads`], in the variant [`crate::arch`] chooses.
 #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-        return unsafe { heads_avx512::<SPLIT>(n, h, width, src, dst) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected (the only precondition).
-            return unsafe { heads_avx2::<SPLIT>(n, h, width, src, dst) };
-        }
-    }
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+    heads_isa(crate::arch::isa(), SPLIT, n, h, width, src, dst)
 }
 
 fn packed(what: &'static str, n_heads: usize, width: usize) -> Result<usize> {
@@ -386,11 +373,12 @@ impl<T: Scalar> MultiHead<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
     /// [`split_heads`] and [`merge_heads`] against [`gather`] / [`scatter`] head by head, f32
-    /// (every variant the CPU has, called directly) and f64, widths that are and are not multiples
+    /// (every variant the CPU has, whatever the dispatch chooses) and f64, widths that are and are not multiples
     /// of 8; a round trip is the identity.
     #[test]
     fn split_and_merge_heads_match_gather_and_scatter() {
@@ -400,27 +388,18 @@ mod tests {
             for t in 0..h {
                 gather(n, h * width, t * width, width, &src, &mut expect[t * n * width..(t + 1) * n * width]);
             }
-            type Variant = fn(usize, usize, usize, &[f32], &mut [f32]);
-            let mut variants: Vec<(&str, Variant, Variant)> = vec![
-                ("portable", heads_body::<f32, true>, heads_body::<f32, false>),
-                ("dispatched", split_heads, merge_heads),
-            ];
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY (both): the CPU has AVX2, just detected.
+            type Variant = Box<dyn Fn(usize, usize, usize, &[f32], &mut [f32])>;
+            let mut variants: Vec<(&str, Variant, Variant)> =
+                vec![("dispatched", Box::new(split_heads::<f32>), Box::new(merge_heads::<f32>))];
+            for isa in crate::arch::available() {
                 variants.push((
-                    "avx2",
-                    |n, h, w, s, d| unsafe { heads_avx2::<true>(n, h, w, s, d) },
-                    |n, h, w, s, d| unsafe { heads_avx2::<false>(n, h, w, s, d) },
-                ));
-            }
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY (both): the CPU has AVX-512F, just detected.
-                variants.push((
-                    "avx512",
-                    |n, h, w, s, d| unsafe { heads_avx512::<true>(n, h, w, s, d) },
-                    |n, h, w, s, d| unsafe { heads_avx512::<false>(n, h, w, s, d) },
+                    isa.name(),
+                    Box::new(move |n: usize, h: usize, w: usize, s: &[f32], d: &mut [f32]| {
+                        heads_isa(isa, true, n, h, w, s, d)
+                    }),
+                    Box::new(move |n: usize, h: usize, w: usize, s: &[f32], d: &mut [f32]| {
+                        heads_isa(isa, false, n, h, w, s, d)
+                    }),
                 ));
             }
             for (name, split, merge) in variants {

@@ -559,35 +559,26 @@ pub(crate) fn sd_assemble<T: Scalar>(
     if let (Some(fa), Some(fb), Some(fc), Some(fq), Some(fk)) =
         (T::f32_slice(a.0), T::f32_slice(b.0), T::f32_slice(c.0), T::f32_slice_mut(qh), T::f32_slice_mut(kh))
     {
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-            return unsafe { assemble_avx512(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk) };
-        }
-        return assemble_body(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk);
+        return assemble_isa(crate::arch::isa(), n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk);
     }
     assemble_body(n, r, q, a, b, c, qh, kh)
 }
 
-/// [`assemble_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn assemble_avx512(
-    n: usize,
-    r: usize,
-    q: usize,
-    a: (&[f32], Cols),
-    b: (&[f32], Cols),
-    c: (&[f32], Cols),
-    qh: &mut [f32],
-    kh: &mut [f32],
-) {
-    assemble_body(n, r, q, a, b, c, qh, kh)
+crate::arch::multiversion! {
+    /// The `f32` loops of [`sd_assemble`] in the variant `isa` (AVX-512 or portable; copies and
+    /// sign flips: identical results).
+    fn assemble_isa(
+        n: usize,
+        r: usize,
+        q: usize,
+        a: (&[f32], Cols),
+        b: (&[f32], Cols),
+        c: (&[f32], Cols),
+        qh: &mut [f32],
+        kh: &mut [f32],
+    );
+    avx512("avx512f") => assemble_body(n, r, q, a, b, c, qh, kh);
+    portable => assemble_body(n, r, q, a, b, c, qh, kh);
 }
 
 /// The loops of [`sd_assemble`], shared by every variant.
@@ -652,36 +643,26 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
     if let (Some(fq), Some(fk), Some(fo)) =
         (T::f32_slice(d_qh), T::f32_slice(d_kh), T::f32_slice_mut(&mut *out))
     {
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-            return unsafe { adjoint_avx512(n, r, q, fq, fk, fo, da, db, dc) };
-        }
-        return adjoint_body(n, r, q, fq, fk, fo, da, db, dc);
+        return adjoint_isa(crate::arch::isa(), n, r, q, fq, fk, fo, da, db, dc);
     }
     adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
 }
 
-/// [`adjoint_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn adjoint_avx512(
-    n: usize,
-    r: usize,
-    q: usize,
-    d_qh: &[f32],
-    d_kh: &[f32],
-    out: &mut [f32],
-    da: Cols,
-    db: Cols,
-    dc: Cols,
-) {
-    adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
+crate::arch::multiversion! {
+    /// The `f32` loops of [`sd_assemble_adjoint`] in the variant `isa` (AVX-512 or portable).
+    fn adjoint_isa(
+        n: usize,
+        r: usize,
+        q: usize,
+        d_qh: &[f32],
+        d_kh: &[f32],
+        out: &mut [f32],
+        da: Cols,
+        db: Cols,
+        dc: Cols,
+    );
+    avx512("avx512f") => adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc);
+    portable => adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc);
 }
 
 /// The loops of [`sd_assemble_adjoint`], shared by every variant.
@@ -748,12 +729,10 @@ mod tests {
             let (mut q1, mut k1) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
             sd_assemble(n, r, q, a, b, c, &mut q1, &mut k1);
             assert_eq!((&q1, &k1), (&q0, &k0));
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
+            for isa in crate::arch::available() {
                 let (mut q2, mut k2) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
-                // SAFETY: the CPU has AVX-512F, just detected.
-                unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
-                assert_eq!((&q2, &k2), (&q0, &k0));
+                assemble_isa(isa, n, r, q, a, b, c, &mut q2, &mut k2);
+                assert_eq!((&q2, &k2), (&q0, &k0), "{}", isa.name());
             }
             // Adjoint into head t's columns of one packed gradient [dU | dV | dC] (n x h (2r + q)),
             // prefilled with a marker.
@@ -770,11 +749,9 @@ mod tests {
             };
             let expect = run(&|o| adjoint_body(n, r, q, &q0, &k0, o, ca, cb, cc));
             assert_eq!(run(&|o| sd_assemble_adjoint(n, r, q, &q0, &k0, o, ca, cb, cc)), expect);
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY: the CPU has AVX-512F, just detected.
-                let got = run(&|o| unsafe { adjoint_avx512(n, r, q, &q0, &k0, o, ca, cb, cc) });
-                assert_eq!(got, expect);
+            for isa in crate::arch::available() {
+                let got = run(&|o| adjoint_isa(isa, n, r, q, &q0, &k0, o, ca, cb, cc));
+                assert_eq!(got, expect, "{}", isa.name());
             }
             let touched = |j: usize| {
                 let col = j % stride;

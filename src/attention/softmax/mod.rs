@@ -408,9 +408,10 @@ fn fused_forward<T: Scalar>(
     lse: &mut [T],
     workspace: &mut [T],
 ) -> bool {
-    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+    let Some(problem) = fused_problem(head, q, k, v, mask) else {
         return false;
     };
+    let isa = crate::arch::isa();
     match (T::f32_slice_mut(out), T::f32_slice_mut(lse), T::f32_slice_mut(workspace)) {
         (Some(out), Some(lse), Some(workspace)) => fused::forward(isa, &problem, out, lse, workspace),
         _ => false,
@@ -433,9 +434,10 @@ fn fused_backward<'g, T: Scalar>(
     grads: SoftmaxGrads<'g, T>,
     workspace: &mut [T],
 ) -> Option<SoftmaxGrads<'g, T>> {
-    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+    let Some(problem) = fused_problem(head, q, k, v, mask) else {
         return Some(grads);
     };
+    let isa = crate::arch::isa();
     let (Some(out), Some(lse), Some(d_out), Some(workspace)) =
         (T::f32_slice(out), T::f32_slice(lse), T::f32_slice(d_out), T::f32_slice_mut(workspace))
     else {
