@@ -17,7 +17,7 @@
 //!
 //! so the logits are a product of `n x (2r + q)` projected queries and keys, computed in
 //! `O(n d_model (r + q))` without forming the `d_model x d_model` kernel, and fed to the tiled
-//! softmax path. The functions [`sd_assemble`] and [`sd_assemble_adjoint`] are the only code that
+//! softmax path. The functions `sd_assemble` and `sd_assemble_adjoint` are the only code that
 //! knows this form (with [`AttentionHead::kernel_dense`]); changing the factorization means changing
 //! them. The default scale of an S-D head is `1/sqrt(2r + q)`, the width of that product (ours too).
 //!

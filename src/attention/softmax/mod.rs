@@ -18,7 +18,7 @@
 //! The forward keeps its tile transposed (keys x queries) and every operand of a tile product is
 //! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
 //! cannot be: `dK = dS^T Q` needs the other orientation).
-//! Products go through [`crate::linalg::kernel::gemm`].
+//! Products go through the crate's unchecked `gemm` under [`crate::linalg::dense::gemm`].
 //!
 //! In `f32` on x86-64 with `std`, when the CPU has AVX-512 or AVX2/FMA, both passes run the fused
 //! tile kernels of `attention/softmax/fused/` instead (same semantics, same workspace buffers, within
