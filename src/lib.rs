@@ -89,6 +89,7 @@ mod scalar;
 pub mod spectral;
 pub mod testing;
 pub mod train;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

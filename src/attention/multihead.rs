@@ -7,6 +7,7 @@
 use super::sd::{AttentionHead, HeadGrads};
 use super::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::error::{check_len, check_matrix, check_workspace};
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// `dst = src` for two rows of equal length; rows that are a multiple of 8 elements long (head
@@ -141,22 +142,21 @@ pub struct MultiHeadSoftmax<T> {
 }
 
 impl<T: Scalar> MultiHeadSoftmax<T> {
-    fn gathered_len(&self) -> usize {
+    fn gathered_req(&self) -> Req {
         let h = &self.head;
-        h.d_k.saturating_add(h.d_v).saturating_mul(2).saturating_mul(h.n_tokens)
+        Req::new(h.d_k).and(Req::new(h.d_v)).times(2).times(h.n_tokens)
     }
 
     /// Workspace elements of [`forward`](Self::forward): `n (2 d_k + 2 d_v)` plus one head's.
     pub fn forward_workspace_len(&self) -> usize {
-        self.gathered_len().saturating_add(self.head.forward_workspace_len())
+        self.gathered_req().and(Req::new(self.head.forward_workspace_len())).saturating()
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (4 d_k + 5 d_v)` plus one head's.
     pub fn backward_workspace_len(&self) -> usize {
         let h = &self.head;
-        let grads =
-            h.d_k.saturating_mul(2).saturating_add(h.d_v.saturating_mul(3)).saturating_mul(h.n_tokens);
-        self.gathered_len().saturating_add(grads).saturating_add(h.backward_workspace_len())
+        let grads = Req::array(h.d_k, 2).and(Req::array(h.d_v, 3)).times(h.n_tokens);
+        Req::all_of([self.gathered_req(), grads, Req::new(h.backward_workspace_len())]).saturating()
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
@@ -190,10 +190,8 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         if n == 0 {
             return Ok(()); // nothing to compute, whatever the number of heads
         }
-        let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
-        let (k_h, rest) = rest.split_at_mut(n * h.d_k);
-        let (v_h, rest) = rest.split_at_mut(n * h.d_v);
-        let (out_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (qk, vo) = (n * h.d_k, n * h.d_v);
+        let ([q_h, k_h, v_h, out_h], rest) = carve(workspace, [qk, qk, vo, vo])?;
         for t in 0..self.n_heads {
             gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
             gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
@@ -231,14 +229,9 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         if n == 0 {
             return Ok(());
         }
-        let (q_h, rest) = workspace.split_at_mut(n * h.d_k);
-        let (k_h, rest) = rest.split_at_mut(n * h.d_k);
-        let (v_h, rest) = rest.split_at_mut(n * h.d_v);
-        let (out_h, rest) = rest.split_at_mut(n * h.d_v);
-        let (d_out_h, rest) = rest.split_at_mut(n * h.d_v);
-        let (d_q_h, rest) = rest.split_at_mut(n * h.d_k);
-        let (d_k_h, rest) = rest.split_at_mut(n * h.d_k);
-        let (d_v_h, rest) = rest.split_at_mut(n * h.d_v);
+        let (qk, vo) = (n * h.d_k, n * h.d_v);
+        let ([q_h, k_h, v_h, out_h, d_out_h, d_q_h, d_k_h, d_v_h], rest) =
+            carve(workspace, [qk, qk, vo, vo, vo, qk, qk, vo])?;
         for t in 0..self.n_heads {
             gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
             gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
@@ -274,13 +267,15 @@ impl<T: Scalar> MultiHead<T> {
 
     /// Workspace elements of [`forward`](Self::forward) for `n_tokens`: `n d_v` plus one head's.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        n_tokens.saturating_mul(self.head.d_v).saturating_add(self.head.forward_workspace_len(n_tokens))
+        Req::array(n_tokens, self.head.d_v)
+            .and(Req::new(self.head.forward_workspace_len(n_tokens)))
+            .saturating()
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (2 d_v + d_model)` plus one head's.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        let own = self.head.d_v.saturating_mul(2).saturating_add(self.head.d_model).saturating_mul(n_tokens);
-        own.saturating_add(self.head.backward_workspace_len(n_tokens))
+        let own = Req::array(self.head.d_v, 2).and(Req::new(self.head.d_model)).times(n_tokens);
+        own.and(Req::new(self.head.backward_workspace_len(n_tokens))).saturating()
     }
 
     fn check(&self, params: &[T]) -> Result<usize> {
@@ -308,7 +303,7 @@ impl<T: Scalar> MultiHead<T> {
         if n == 0 {
             return Ok(());
         }
-        let (out_h, rest) = workspace.split_at_mut(n * d_v);
+        let ([out_h], rest) = carve(workspace, [n * d_v])?;
         for t in 0..self.n_heads {
             let head_params = &params[t * p..(t + 1) * p];
             self.head.forward(n, x, head_params, out_h, &mut lse[t * n..(t + 1) * n], rest)?;
@@ -345,9 +340,7 @@ impl<T: Scalar> MultiHead<T> {
             grads.d_params.fill(T::zero()); // no tokens: every gradient is zero
             return Ok(());
         }
-        let (out_h, rest) = workspace.split_at_mut(n * d_v);
-        let (d_out_h, rest) = rest.split_at_mut(n * d_v);
-        let (d_x_h, rest) = rest.split_at_mut(n * d);
+        let ([out_h, d_out_h, d_x_h], rest) = carve(workspace, [n * d_v, n * d_v, n * d])?;
         for t in 0..self.n_heads {
             gather(n, out_cols, t * d_v, d_v, out, out_h);
             gather(n, out_cols, t * d_v, d_v, d_out, d_out_h);

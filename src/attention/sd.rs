@@ -28,6 +28,7 @@ use super::softmax::{default_scale, SoftmaxAttention, SoftmaxGrads};
 use super::Causality;
 use crate::error::{check_matrix, check_workspace};
 use crate::linalg::kernel::{self, Transpose};
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// How a head turns tokens into queries and keys.
@@ -202,13 +203,13 @@ impl<T: Scalar> AttentionHead<T> {
 
     /// Elements of the projection buffers: `Qh`, `Kh` (`n x w` each), `X W_V` (`n x d_v`), and for
     /// S-D one more `n x w` for `[XU | XV | XC]`.
-    fn projection_len(&self, n_tokens: usize) -> usize {
+    fn projection_req(&self, n_tokens: usize) -> Req {
         let w = self.qk_width();
         let extra = match self.kind {
             HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { .. } => w,
         };
-        w.saturating_mul(2).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
+        Req::all_of([Req::new(w).times(2), Req::new(self.d_v), Req::new(extra)]).times(n_tokens)
     }
 
     /// The part of [`Self::projection_len`] beyond `Qh`, `Kh` and `X W_V`: `n w` for the S-D
@@ -224,15 +225,15 @@ impl<T: Scalar> AttentionHead<T> {
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        self.projection_len(n_tokens).saturating_add(self.softmax(n_tokens).forward_workspace_len())
+        let softmax = Req::new(self.softmax(n_tokens).forward_workspace_len());
+        self.projection_req(n_tokens).and(softmax).saturating()
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: twice the projections (values and
     /// their gradients) plus the softmax backward's tile workspace.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        self.projection_len(n_tokens)
-            .saturating_mul(2)
-            .saturating_add(self.softmax(n_tokens).backward_workspace_len())
+        let softmax = Req::new(self.softmax(n_tokens).backward_workspace_len());
+        self.projection_req(n_tokens).times(2).and(softmax).saturating()
     }
 
     /// Writes `Qh`, `Kh` (`n x w`) and `Vp = X W_V` (`n x d_v`); `proj` is `n x w` scratch (S-D only).
@@ -246,7 +247,7 @@ impl<T: Scalar> AttentionHead<T> {
         kh: &mut [T],
         vp: &mut [T],
         proj: &mut [T],
-    ) {
+    ) -> Result<()> {
         let d = self.d_model;
         let (blocks, _) = self.param_blocks();
         match self.kind {
@@ -258,8 +259,7 @@ impl<T: Scalar> AttentionHead<T> {
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
             }
             HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
-                let (xa, rest) = proj.split_at_mut(n * r);
-                let (xb, xc) = rest.split_at_mut(n * r);
+                let ([xa, xb], xc) = carve(proj, [n * r, n * r])?;
                 for (block, out, cols) in [(0, &mut *xa, r), (1, &mut *xb, r), (2, &mut *xc, q)] {
                     let factor = &params[blocks[block].range()];
                     kernel::gemm(
@@ -289,6 +289,7 @@ impl<T: Scalar> AttentionHead<T> {
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
             }
         }
+        Ok(())
     }
 
     /// `out = softmax_row(Qh Kh^T scale [+ causal]) X W_V` (`n x d_v`) and the per-row log-sum-exp
@@ -326,11 +327,9 @@ impl<T: Scalar> AttentionHead<T> {
         crate::error::check_len("lse", lse.len(), n_tokens)?;
         check_workspace(workspace.len(), self.forward_workspace_len(n_tokens))?;
         let (n, w) = (n_tokens, self.qk_width());
-        let (qh, rest) = workspace.split_at_mut(n * w);
-        let (kh, rest) = rest.split_at_mut(n * w);
-        let (vp, rest) = rest.split_at_mut(n * self.d_v);
-        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
-        self.project(n, x, params, qh, kh, vp, proj);
+        let ([qh, kh, vp, proj], rest) =
+            carve(workspace, [n * w, n * w, n * self.d_v, self.packed_projection_len(n)])?;
+        self.project(n, x, params, qh, kh, vp, proj)?;
         attn.forward(qh, kh, vp, None, out, lse, rest)
     }
 
@@ -361,15 +360,10 @@ impl<T: Scalar> AttentionHead<T> {
         crate::error::check_len("d_params", grads.d_params.len(), params.len())?;
         check_workspace(workspace.len(), self.backward_workspace_len(n_tokens))?;
         let (n, w, d, d_v) = (n_tokens, self.qk_width(), self.d_model, self.d_v);
-        let (qh, rest) = workspace.split_at_mut(n * w);
-        let (kh, rest) = rest.split_at_mut(n * w);
-        let (vp, rest) = rest.split_at_mut(n * d_v);
-        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
-        let (d_qh, rest) = rest.split_at_mut(n * w);
-        let (d_kh, rest) = rest.split_at_mut(n * w);
-        let (d_vp, rest) = rest.split_at_mut(n * d_v);
-        let (d_proj, rest) = rest.split_at_mut(proj.len());
-        self.project(n, x, params, qh, kh, vp, proj);
+        let packed = self.packed_projection_len(n);
+        let ([qh, kh, vp, proj, d_qh, d_kh, d_vp, d_proj], rest) =
+            carve(workspace, [n * w, n * w, n * d_v, packed, n * w, n * w, n * d_v, packed])?;
+        self.project(n, x, params, qh, kh, vp, proj)?;
         attn.backward(
             qh,
             kh,
@@ -475,7 +469,7 @@ impl<T: Scalar> AttentionHead<T> {
     /// `d_model x d_model` kernel and [`crate::testing::check::stability_bound_workspace_len`]`(d_model)`.
     pub fn stability_bound_workspace_len(&self) -> usize {
         let d = self.d_model;
-        d.saturating_mul(d).saturating_add(crate::testing::check::stability_bound_workspace_len(d))
+        Req::array(d, d).and(Req::new(crate::testing::check::stability_bound_workspace_len(d))).saturating()
     }
 
     /// Upper bound on `max Re(lambda)` over the eigenvalues of the head's kernel `M`
@@ -502,7 +496,7 @@ impl<T: Scalar> AttentionHead<T> {
         let d = self.d_model;
         crate::error::check_len("params", params.len(), self.param_len())?;
         check_workspace(workspace.len(), self.stability_bound_workspace_len())?;
-        let (kernel, rest) = workspace.split_at_mut(d * d);
+        let ([kernel], rest) = carve(workspace, [d * d])?;
         self.kernel_dense(params, kernel)?;
         crate::linalg::dense::check_finite("kernel", kernel)?;
         crate::testing::check::stability_bound(d, kernel, rest)
