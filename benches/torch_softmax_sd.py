@@ -15,6 +15,10 @@ PyTorch runs single-threaded (torch.set_num_threads(1)), float32, d = 64:
   i.e. the same factorization as src/attention/sd.rs; the backward gives gradients for X, U, V, C, W_V.
 Flop counts are the ones the Rust bench reports. Times are medians; ratio = torch median / ours
 median (> 1: we are faster).
+
+A Python with torch (numpy, safetensors) runs it; make one with
+`python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
+`.venv/bin/python` in place of `python3` above.
 """
 import json
 import math

@@ -270,7 +270,7 @@ fn strided_products_reject_bad_shapes() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn gemm_wrappers_match_naive_on_random_shapes(

@@ -245,7 +245,7 @@ fn tridiagonal_solver_on_known_matrices() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn tridiagonal_matches_jacobi(n in 0usize..40, seed in any::<u64>(), split_at in 0usize..40) {

@@ -101,7 +101,7 @@ fn max_abs(x: &[f64]) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(48))]
 
     /// Forward == naive f64 on random shapes, n in 1..300, d in 1..96, any chunk.
     #[test]

@@ -134,9 +134,11 @@ fn extremes_of_dense<T: Scalar>(
 
 /// Positive-semidefiniteness deviation of the symmetric `n x n` matrix `a`:
 /// `max(0, -(lambda_min - r))`, with `lambda_min` the smallest Ritz value of a Lanczos run
-/// ([`crate::spectral::lanczos::lanczos::extreme_eigenvalues`]) and `r` its residual (an eigenvalue lies within `r`
-/// of it). `0` for a PSD matrix computed exactly; Lanczos with full reorthogonalization resolves
-/// eigenvalues to a few `n eps ||A||_2`, so compare with `tolerance_for(n, ||A||_F)`. Only the
+/// ([`crate::spectral::lanczos::lanczos::extreme_eigenvalues`]) and `r` its residual (an eigenvalue
+/// lies within `r` of it). `0` for a PSD matrix computed exactly. Against an exact eigenvalue the
+/// result can be off by `2 r` plus rounding: the run stops at `r <= n eps ||A||_2`, and Lanczos with
+/// full reorthogonalization resolves eigenvalues to `n eps ||A||_F`, so compare with
+/// `2 tolerance_for(n, ||A||_F)`. Only the
 /// symmetry of `a` is assumed (see [`symmetry_deviation`]). NaN in `a` gives
 /// [`crate::Error::NonFinite`]. `workspace`: [`semidefinite_workspace_len`].
 pub fn positive_semidefinite_deviation<T: Scalar>(n: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
@@ -170,8 +172,8 @@ pub fn stability_bound_workspace_len(d: usize) -> usize {
 /// `lambda_max((A + A^T)/2) + r`. For real `A` and an eigenpair `A z = lambda z` with
 /// `z = x + i y`, `Re(lambda) |z|^2 = x^T A x + y^T A y`, which only the symmetric part reaches
 /// (Bendixson), so this bounds every real part. For an S-D kernel the symmetric part is
-/// `D = -C C^T`, so the bound is `<= 0` up to rounding: compare with
-/// `tolerance_for(d, ||A||_F)`. `-inf` for `d = 0` (no eigenvalues). NaN in `a` gives
+/// `D = -C C^T`, so the bound is `<= 0` up to rounding and the residual `r`: compare with
+/// `2 tolerance_for(d, ||A||_F)` (see [`positive_semidefinite_deviation`]). `-inf` for `d = 0` (no eigenvalues). NaN in `a` gives
 /// [`crate::Error::NonFinite`]. `workspace`: [`stability_bound_workspace_len`].
 pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
     check_matrix("a", a.len(), d, d)?;
