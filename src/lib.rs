@@ -61,6 +61,9 @@
 //!   [`spectrum::HeadSpectrum`] census report.
 //! * [`slq`]: stochastic Lanczos quadrature of `tr f(A)`, spectral entropy and effective rank of
 //!   large operators with standard errors.
+//! * [`exact`]: exact spectra of `S` and `D` from a head's factors: thin QR plus a small
+//!   eigenproblem of order `2 d_head`.
+//! * [`qr`]: thin Householder QR (blocked, compact WY) into caller workspace.
 //! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
 //! * `strategies` (feature `proptest`): proptest strategies for users' own property tests.
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
@@ -83,6 +86,7 @@ mod cpu;
 pub mod dense;
 pub mod erank;
 mod error;
+pub mod exact;
 mod exp;
 pub mod factored;
 mod kernel;
@@ -90,6 +94,7 @@ pub mod lanczos;
 mod microkernel;
 pub mod model;
 pub mod operator;
+pub mod qr;
 pub mod rng;
 mod scalar;
 pub mod slq;
