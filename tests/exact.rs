@@ -15,9 +15,9 @@ mod common;
 
 use common::jacobi::{jacobi_eigenvalues, jacobi_singular_values, test_spectra};
 use proptest::prelude::*;
-use sd_attention::exact::*;
-use sd_attention::factored::{FactoredKernel, Part};
 use sd_attention::rng::SplitMix64;
+use sd_attention::spectral::exact::*;
+use sd_attention::spectral::factored::{FactoredKernel, Part};
 use sd_attention::Error;
 
 fn frobenius(x: &[f64]) -> f64 {
@@ -123,7 +123,7 @@ fn check_head(d_model: usize, d_head: usize, seed: u64, kind: u8) -> [f64; 2] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(common::proptest_config(48))]
 
     #[test]
     fn head_spectra_match_dense_jacobi(
@@ -226,8 +226,8 @@ fn exact_matches_lanczos_on_a_large_head() {
     let mut workspace = vec![0.0; head_spectrum_workspace_len(d_model, d_head)];
     let exact = head_spectrum(&head, &mut workspace).unwrap();
     let mut workspace =
-        vec![0.0; sd_attention::spectrum::head_spectrum_lanczos_workspace_len(d_model, d_head)];
-    let lanczos = sd_attention::spectrum::head_spectrum_lanczos(&head, &mut workspace).unwrap();
+        vec![0.0; sd_attention::spectral::spectrum::head_spectrum_lanczos_workspace_len(d_model, d_head)];
+    let lanczos = sd_attention::spectral::spectrum::head_spectrum_lanczos(&head, &mut workspace).unwrap();
     // Both are accurate to a few hundred eps in each value; the eranks (values up to 48) agree to
     // far better than 1e-9.
     assert!((exact.routing.entropy - lanczos.routing.entropy).abs() < 1e-9);
@@ -244,8 +244,9 @@ fn exact_matches_lanczos_on_a_large_head() {
     );
     assert!(exact.energy_defect[0].abs() < 1e-13 && exact.energy_defect[1].abs() < 1e-13);
     // The default report is the exact one.
-    let mut workspace = vec![0.0; sd_attention::spectrum::head_spectrum_workspace_len(d_model, d_head)];
-    assert_eq!(sd_attention::spectrum::head_spectrum(&head, &mut workspace).unwrap(), exact);
+    let mut workspace =
+        vec![0.0; sd_attention::spectral::spectrum::head_spectrum_workspace_len(d_model, d_head)];
+    assert_eq!(sd_attention::spectral::spectrum::head_spectrum(&head, &mut workspace).unwrap(), exact);
 }
 
 #[test]

@@ -11,9 +11,9 @@
 //! at most `d_model d_head eps ||A||_F^2` in norm). The issue-level target, `1e-12` of the largest
 //! value, is checked as well.
 
-use sd_attention::exact::{head_values, head_values_workspace_len, pair_core_order};
-use sd_attention::factored::FactoredKernel;
 use sd_attention::rng::SplitMix64;
+use sd_attention::spectral::exact::{head_values, head_values_workspace_len, pair_core_order};
+use sd_attention::spectral::factored::FactoredKernel;
 use std::collections::HashMap;
 
 fn fixtures() -> HashMap<String, Vec<f64>> {

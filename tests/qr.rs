@@ -9,7 +9,7 @@ mod common;
 
 use common::jacobi::jacobi_singular_values;
 use proptest::prelude::*;
-use sd_attention::qr::*;
+use sd_attention::linalg::qr::*;
 use sd_attention::rng::SplitMix64;
 use sd_attention::Error;
 
@@ -134,7 +134,7 @@ fn gram_schmidt_r(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(common::proptest_config(96))]
 
     #[test]
     fn backward_error_bounds_hold(

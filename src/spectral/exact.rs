@@ -3,7 +3,7 @@
 //!
 //! With `A = [W_Q  W_K]` (`d_model x 2 d_head`), `S = A J_s A^T` and `D = A J_d A^T` where
 //! `J_s = 1/2 [[0, I], [-I, 0]]` and `J_d = 1/2 [[0, I], [I, 0]]`. With `A = Q R`
-//! ([`crate::qr`], `R` of order `k = min(d_model, 2 d_head)`), `S = Q (R J_s R^T) Q^T`: the nonzero
+//! ([`crate::linalg::qr`], `R` of order `k = min(d_model, 2 d_head)`), `S = Q (R J_s R^T) Q^T`: the nonzero
 //! singular values of `S` are those of the small skew *core* `R J_s R^T`, the nonzero eigenvalues
 //! of `D` those of the symmetric core `R J_d R^T`, and the other `d_model - k` values are zero.
 //! With `R = [R_1  R_2]` (columns of `W_Q` and of `W_K`), both cores are the parts of one matrix,
@@ -19,7 +19,7 @@
 //!   bidiagonal (entries `e_0, e_1, e_2, ...` alternating between its diagonal and superdiagonal),
 //!   so the singular values of `K` are those of `B`, each twice. They are computed once, as the
 //!   nonnegative eigenvalues of the Golub–Kahan form of `B` (zero diagonal, off-diagonal `e`), by
-//!   the implicit QL of [`crate::tridiagonal`], and each is written twice: the pairs `+-i sigma` of
+//!   the implicit QL of [`crate::spectral::lanczos::tridiagonal`], and each is written twice: the pairs `+-i sigma` of
 //!   the skew core are equal exactly, not to rounding.
 //! * **Symmetric core** ([`symmetric_eigenvalues`]): Householder tridiagonalization (Golub & Van Loan
 //!   section 8.3.1) and the same implicit QL.
@@ -28,7 +28,7 @@
 //! register-blocked product kernel.
 //!
 //! ## Accuracy
-//! Every step is backward stable: the QR (see [`crate::qr`]), the product `M_c`, the reductions and
+//! Every step is backward stable: the QR (see [`crate::linalg::qr`]), the product `M_c`, the reductions and
 //! QL each perturb the operator by a few `eps` times its norm, so every singular value of `S` (and
 //! eigenvalue of `D`) carries an absolute error of order `eps (d_model + k) ||A||^2` (Weyl), the
 //! accuracy of LAPACK's dense SVD of the formed `S`. Small values are accurate relative to the
@@ -39,21 +39,22 @@
 //!   for the QR plus `O(d_head^3)` for the cores, the whole spectrum, deterministic. At
 //!   `d_model 768, d_head 64` it is several times faster than Lanczos and than LAPACK on the same
 //!   QR-plus-small-SVD route (`benches/spectra.rs`, `benches/numpy_spectra.py`).
-//! * **Lanczos** ([`crate::spectrum::head_spectrum_lanczos`], [`crate::lanczos`]) for operators known
+//! * **Lanczos** ([`crate::spectral::spectrum::head_spectrum_lanczos`], [`crate::spectral::lanczos`]) for operators known
 //!   only through products `x -> A x` (no factor form), or when a few extreme values suffice.
-//! * **Stochastic Lanczos quadrature** ([`crate::slq`]) for operators of high rank (thousands),
+//! * **Stochastic Lanczos quadrature** ([`crate::spectral::lanczos::slq`]) for operators of high rank (thousands),
 //!   where neither the whole spectrum nor a core of small order is within reach; it returns an
 //!   estimate with a standard error. A head's rank is at most `2 d_head`, so SLQ does not pay there.
 
-use crate::erank::{default_rank_tolerance, effective_ranks};
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::factored::FactoredKernel;
-use crate::microkernel::gemm_rows;
-use crate::qr::{qr_in_place_unchecked, qr_in_place_workspace_len};
-use crate::spectrum::HeadSpectrum;
-use crate::split::Energies;
-use crate::tridiagonal::{ql_implicit, sort_ascending};
-use crate::{kernel, Error, Result, Scalar};
+use crate::linalg::kernel;
+use crate::linalg::microkernel::gemm_rows;
+use crate::linalg::qr::{qr_in_place_unchecked, qr_in_place_workspace_len, r_from_factored, reflector};
+use crate::spectral::erank::{default_rank_tolerance, effective_ranks};
+use crate::spectral::factored::FactoredKernel;
+use crate::spectral::lanczos::tridiagonal::{ql_implicit, sort_ascending};
+use crate::spectral::spectrum::HeadSpectrum;
+use crate::spectral::split::Energies;
+use crate::{Error, Result, Scalar};
 
 /// Scratch elements of [`skew_singular_values`] and [`symmetric_eigenvalues`] for order `n`: `8 n`.
 pub fn core_workspace_len(n: usize) -> usize {
@@ -69,7 +70,7 @@ pub fn core_workspace_len(n: usize) -> usize {
 /// iteration (not observed in practice).
 ///
 /// ```
-/// use sd_attention::exact::{core_workspace_len, skew_singular_values};
+/// use sd_attention::spectral::exact::{core_workspace_len, skew_singular_values};
 /// // One rotation plane of angle speed 3, plus a null direction.
 /// let mut skew = [0.0, 3.0, 0.0, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0f64];
 /// let mut sigma = [0.0; 3];
@@ -98,7 +99,7 @@ pub fn skew_singular_values<T: Scalar>(
 /// [`core_workspace_len`]`(n)` elements. Errors as in [`skew_singular_values`].
 ///
 /// ```
-/// use sd_attention::exact::{core_workspace_len, symmetric_eigenvalues};
+/// use sd_attention::spectral::exact::{core_workspace_len, symmetric_eigenvalues};
 /// let mut symmetric = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, -1.0f64];
 /// let mut lambda = [0.0; 3];
 /// let mut workspace = vec![0.0; core_workspace_len(3)];
@@ -120,11 +121,6 @@ pub fn symmetric_eigenvalues<T: Scalar>(
         return Err(Error::NonFinite { what: "symmetric", index });
     }
     symmetric_values(n, symmetric, lambda, workspace)
-}
-
-/// Householder vector of `x` in place (`v_0 = 1`), returning `(beta, tau)` as LAPACK's `dlarfg`.
-fn reflector<T: Scalar>(x: &mut [T]) -> (T, T) {
-    crate::qr::reflector(x)
 }
 
 /// Reduces `K` (`n x n`, skew or symmetric) by `n - 2` two-sided reflections to tridiagonal form:
@@ -201,9 +197,16 @@ pub(crate) fn skew_values<T: Scalar>(
     diag.fill(T::zero());
     ql_implicit(diag, &mut offdiag[..n - 1], &mut [], 0)?;
     sort_ascending(diag, &mut [], 0);
+    // Values at rounding level may come out on either side of zero: make them nonnegative and sort
+    // the top half again (descending) before writing each twice.
     let pairs = n / 2;
+    let top = &mut diag[n - pairs..];
+    for value in top.iter_mut() {
+        *value = value.abs();
+    }
+    sort_ascending(top, &mut [], 0);
     for i in 0..pairs {
-        let value = diag[n - 1 - i].abs();
+        let value = top[pairs - 1 - i];
         sigma[2 * i] = value;
         sigma[2 * i + 1] = value;
     }
@@ -301,8 +304,8 @@ pub fn head_values_workspace_len(d_model: usize, d_head: usize) -> usize {
 /// rejected with [`Error::NonFinite`].
 ///
 /// ```
-/// use sd_attention::exact::{head_values, head_values_workspace_len};
-/// use sd_attention::factored::FactoredKernel;
+/// use sd_attention::spectral::exact::{head_values, head_values_workspace_len};
+/// use sd_attention::spectral::factored::FactoredKernel;
 /// // d_model 3, d_head 1: M = q k^T with q = e_0, k = 2 e_1: S is one rotation plane of speed 1.
 /// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 2.0, 0.0]);
 /// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;
@@ -461,7 +464,7 @@ pub fn sd_values<T: Scalar>(
     let r_t = &mut rest[..q * kc];
     kernel::transpose(d_model, q, c, a_t);
     qr_in_place_unchecked(d_model, q, a_t, tau, qr_scratch);
-    crate::qr::r_from_factored(d_model, q, a_t, r);
+    r_from_factored(d_model, q, a_t, r);
     kernel::transpose(kc, q, r, r_t);
     gemm_rows(kc, q, kc, -T::one(), r, q, r_t, kc, symmetric, kc, false);
     energies.filtering = symmetric.iter().map(|&x| x * x).sum();
@@ -483,8 +486,8 @@ pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
 /// value cannot be told from zero. `workspace` needs [`head_spectrum_workspace_len`].
 ///
 /// ```
-/// use sd_attention::exact::{head_spectrum, head_spectrum_workspace_len};
-/// use sd_attention::factored::FactoredKernel;
+/// use sd_attention::spectral::exact::{head_spectrum, head_spectrum_workspace_len};
+/// use sd_attention::spectral::factored::FactoredKernel;
 /// // d_model 3, d_head 1: M = q k^T with q = e_0, k = e_1, a shear: S is one rotation plane.
 /// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 1.0, 0.0]);
 /// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;

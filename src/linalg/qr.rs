@@ -30,8 +30,8 @@
 //! `c = 1`; observed errors are a few `eps` times `sqrt(rows)`.
 
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::kernel;
-use crate::microkernel::gemm_rows;
+use crate::linalg::kernel;
+use crate::linalg::microkernel::gemm_rows;
 use crate::{Error, Result, Scalar};
 
 /// Column blocks of the factorization, outermost first: the trailing update of a block of
@@ -83,7 +83,7 @@ pub fn qr_r_workspace_len(rows: usize, cols: usize) -> usize {
 /// with [`Error::NonFinite`] before anything is written. Cost `2 cols^2 (rows - cols / 3)` flops.
 ///
 /// ```
-/// use sd_attention::qr::{qr_in_place, qr_in_place_workspace_len};
+/// use sd_attention::linalg::qr::{qr_in_place, qr_in_place_workspace_len};
 /// // A = [[3, 1], [4, 2]], stored by columns: [3, 4 | 1, 2]. The first column has norm 5, so
 /// // R[0][0] = -5 (beta = -sign(alpha) ||x||); |det A| = 2 = 5 |R[1][1]|.
 /// let mut a_t = [3.0f64, 4.0, 1.0, 2.0];
@@ -117,7 +117,7 @@ pub fn qr_in_place<T: Scalar>(
 /// [`Error::NonFinite`].
 ///
 /// ```
-/// use sd_attention::qr::{qr_r, qr_r_workspace_len};
+/// use sd_attention::linalg::qr::{qr_r, qr_r_workspace_len};
 /// // A = [[1, 1], [1, -1], [0, 0]]: orthogonal columns of norm sqrt 2, so |R| = sqrt(2) I.
 /// let a = [1.0f64, 1.0, 1.0, -1.0, 0.0, 0.0];
 /// let mut r = [0.0; 4];

@@ -1,24 +1,26 @@
 //! Spectra of a head's routing and filtering parts, matrix-free from its factors `W_Q, W_K`
-//! (SPEC sections 1–3): singular values of `S` and eigenvalues of `D` by Lanczos, each step one
-//! product of `O(d_model d_head)` ([`crate::factored::FactoredKernel::apply`]), and the
+//! (`docs/math.md` sections 1–3): singular values of `S` and eigenvalues of `D` by Lanczos, each step one
+//! product of `O(d_model d_head)` ([`crate::spectral::factored::FactoredKernel::apply`]), and the
 //! [`HeadSpectrum`] report of a head (energies, `rho`, effective ranks, rank bound).
 //!
-//! [`head_spectrum`] reports from the exact spectra of [`crate::exact`] (thin QR of the factors
+//! [`head_spectrum`] reports from the exact spectra of [`crate::spectral::exact`] (thin QR of the factors
 //! plus an eigenproblem of order `2 d_head`), the default: faster and exact. The Lanczos functions
 //! here remain for operators without a factor form and as a cross-check
-//! ([`head_spectrum_lanczos`]); see [`crate::exact`] for when each path pays.
+//! ([`head_spectrum_lanczos`]); see [`crate::spectral::exact`] for when each path pays.
 //!
 //! `S` and `D` have rank at most `min(2 d_head, d_model)`, so a run takes at most
 //! [`head_spectrum_steps`] `= min(d_model, 2 d_head + 8)` steps: `2 d_head + 1` for the Krylov space
 //! of a random start (the nonzero spectrum and one null direction), then a restart that finds the
 //! complement null. The extra steps allow restarts for repeated values.
 
-use crate::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
 use crate::error::{check_workspace, Error};
-use crate::factored::FactoredKernel;
-use crate::lanczos::{lanczos, lanczos_workspace_len, skew_singular_values, LanczosInfo, LanczosOptions};
-use crate::operator::{Filtering, Routing};
-use crate::split::Energies;
+use crate::spectral::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
+use crate::spectral::factored::FactoredKernel;
+use crate::spectral::lanczos::lanczos::{
+    lanczos, lanczos_workspace_len, skew_singular_values, LanczosInfo, LanczosOptions,
+};
+use crate::spectral::lanczos::operator::{Filtering, Routing};
+use crate::spectral::split::Energies;
 use crate::{Result, Scalar};
 
 /// Largest Lanczos basis a head's spectrum needs: `min(d_model, 2 d_head + 8)`.
@@ -89,7 +91,7 @@ pub struct HeadSpectrum<T> {
     /// Effective ranks of the singular values of `S` (entropy, participation ratio, stable, and
     /// numerical: `#{s_k > d_model eps max(||S||_2, ||D||_2)}`, relative to the kernel's scale so
     /// that a part at rounding level has rank 0; its entropy-type ranks are then meaningless; the
-    /// exact path also needs values above its own rounding level, see [`crate::exact::head_spectrum`]).
+    /// exact path also needs values above its own rounding level, see [`crate::spectral::exact::head_spectrum`]).
     pub routing: EffectiveRanks<T>,
     /// Effective ranks of the singular values `|lambda_k|` of `D`.
     pub filtering: EffectiveRanks<T>,
@@ -107,14 +109,14 @@ pub struct HeadSpectrum<T> {
     pub steps: [usize; 2],
 }
 
-/// The spectrum report of one head (SPEC sections 1–2) from its exact spectra
-/// ([`crate::exact::head_spectrum`]: a thin QR of `[W_Q  W_K]` and eigenproblems of order
+/// The spectrum report of one head (`docs/math.md` sections 1–2) from its exact spectra
+/// ([`crate::spectral::exact::head_spectrum`]: a thin QR of `[W_Q  W_K]` and eigenproblems of order
 /// `2 d_head`, `O(d_model d_head^2)`). [`head_spectrum_lanczos`] is the matrix-free alternative.
 /// `workspace` needs [`head_spectrum_workspace_len`] elements.
 ///
 /// ```
-/// use sd_attention::factored::FactoredKernel;
-/// use sd_attention::spectrum::{head_spectrum, head_spectrum_workspace_len};
+/// use sd_attention::spectral::factored::FactoredKernel;
+/// use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_len};
 /// // d_model 3, d_head 1: M = q k^T with q = e_0, k = e_1, a shear: S is one rotation plane.
 /// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 1.0, 0.0]);
 /// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;
@@ -129,15 +131,15 @@ pub fn head_spectrum<T: Scalar>(
     head: &FactoredKernel<'_, T>,
     workspace: &mut [T],
 ) -> Result<HeadSpectrum<T>> {
-    crate::exact::head_spectrum(head, workspace)
+    crate::spectral::exact::head_spectrum(head, workspace)
 }
 
-/// Scratch elements of [`head_spectrum`] ([`crate::exact::head_spectrum_workspace_len`]).
+/// Scratch elements of [`head_spectrum`] ([`crate::spectral::exact::head_spectrum_workspace_len`]).
 pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
-    crate::exact::head_spectrum_workspace_len(d_model, d_head)
+    crate::spectral::exact::head_spectrum_workspace_len(d_model, d_head)
 }
 
-/// The spectrum report of one head (SPEC sections 1–2) by Lanczos, matrix-free: `O(d_model d_head^2)` in all.
+/// The spectrum report of one head (`docs/math.md` sections 1–2) by Lanczos, matrix-free: `O(d_model d_head^2)` in all.
 ///
 /// ```
 /// use sd_attention::factored::FactoredKernel;
