@@ -56,9 +56,10 @@ use crate::spectral::spectrum::HeadSpectrum;
 use crate::spectral::split::Energies;
 use crate::{Error, Result, Scalar};
 
-/// Scratch elements of [`skew_singular_values`] and [`symmetric_eigenvalues`] for order `n`: `8 n`.
+/// Scratch elements of [`skew_singular_values`] and [`symmetric_eigenvalues`] for order `n`:
+/// `100 n + 64` (the reduction's panels of 16 vectors, and the tridiagonal form).
 pub fn core_workspace_len(n: usize) -> usize {
-    n.saturating_mul(8)
+    n.saturating_mul(6 * PANEL + 4).saturating_add(4 * PANEL)
 }
 
 /// Singular values (descending) of the skew-symmetric `n x n` row-major `skew`, which is destroyed:
@@ -123,8 +124,19 @@ pub fn symmetric_eigenvalues<T: Scalar>(
     symmetric_values(n, symmetric, lambda, workspace)
 }
 
+/// Reflections accumulated before the trailing block is updated (see [`tridiagonalize`]).
+const PANEL: usize = 16;
+
 /// Reduces `K` (`n x n`, skew or symmetric) by `n - 2` two-sided reflections to tridiagonal form:
 /// `offdiag[j] = K[j][j+1]` after the reduction, and `diag[j] = K[j][j]` for the symmetric case.
+///
+/// Blocked as LAPACK's `sytrd`/`latrd` (Golub & Van Loan section 8.3.1 with the WY idea): within a
+/// panel of [`PANEL`] steps the matrix is left as it was at the panel's start, `K_0`, and the
+/// current one is `K = K_0 + V Y^T + s Y V^T`, with the reflection vectors as the columns of `V`
+/// and `s = 1`, `Y = -W` (symmetric: `K -= v w^T + w v^T`) or `s = -1`, `Y = tau K v` (skew:
+/// `K += tau (v p^T - p v^T)`). Each step reads its row of `K` and multiplies `K v` through `K_0`
+/// plus the corrections, and the trailing block takes the panel's `V Y^T + s Y V^T` in one product
+/// of inner dimension `2 PANEL`: the matrix is streamed once per step instead of three times.
 fn tridiagonalize<T: Scalar>(
     n: usize,
     k: &mut [T],
@@ -133,49 +145,109 @@ fn tridiagonalize<T: Scalar>(
     offdiag: &mut [T],
     scratch: &mut [T],
 ) {
-    let (v_buf, rest) = scratch.split_at_mut(n);
-    let (p_buf, rest) = rest.split_at_mut(n);
-    let (pairs, rest) = rest.split_at_mut(2 * n);
-    let rows = &mut rest[..2 * n];
-    for j in 0..n {
-        diag[j] = if skew { T::zero() } else { k[j * n + j] };
-        if j + 1 == n {
-            break;
-        }
-        let s = n - j - 1; // order of the trailing block
-        let v = &mut v_buf[..s];
-        v.copy_from_slice(&k[j * n + j + 1..(j + 1) * n]);
-        let (beta, tau) = reflector(v);
-        offdiag[j] = beta;
-        if tau == T::zero() || s == 1 {
-            continue;
-        }
-        let start = (j + 1) * n + j + 1;
-        let p = &mut p_buf[..s];
-        // p = K22 v computed as a row: K22^T = -K22 (skew) or K22 (symmetric), so p^T = -+ v^T K22.
-        let sign = if skew { -T::one() } else { T::one() };
-        gemm_rows(1, s, s, sign, v, s, &k[start..], n, p, s, false);
-        let (first, second) = rows.split_at_mut(s);
-        if skew {
-            // K22 += tau (v p^T - p v^T) = [v p] [tau p; -tau v]^T.
-            for i in 0..s {
-                pairs[2 * i] = v[i];
-                pairs[2 * i + 1] = p[i];
-                first[i] = tau * p[i];
-                second[i] = -tau * v[i];
+    let (vt, rest) = scratch.split_at_mut(PANEL * n);
+    let (yt, rest) = rest.split_at_mut(PANEL * n);
+    let (vy, rest) = rest.split_at_mut(2 * PANEL * n);
+    let (yvt, rest) = rest.split_at_mut(2 * PANEL * n);
+    let (row, rest) = rest.split_at_mut(n);
+    let (q, rest) = rest.split_at_mut(n);
+    let (coef, rest) = rest.split_at_mut(2 * PANEL);
+    let dots = &mut rest[..2 * PANEL];
+    let s = if skew { -T::one() } else { T::one() };
+    let mut panel_start = 0;
+    while panel_start < n {
+        let panel_end = (panel_start + PANEL).min(n);
+        for j in panel_start..panel_end {
+            let i = j - panel_start;
+            let len = n - j;
+            // Row j of the current K, from column j: K_0[j] + V[j] Y^T + s Y[j] V^T.
+            let row = &mut row[..len];
+            row.copy_from_slice(&k[j * n + j..(j + 1) * n]);
+            if i > 0 {
+                let (cv, cy) = coef.split_at_mut(PANEL);
+                for l in 0..i {
+                    cv[l] = vt[l * n + j];
+                    cy[l] = yt[l * n + j];
+                }
+                gemm_rows(1, i, len, T::one(), &cv[..i], i, &yt[j..], n, row, len, true);
+                gemm_rows(1, i, len, s, &cy[..i], i, &vt[j..], n, row, len, true);
             }
-        } else {
-            // w = tau p - (tau^2 / 2) (p . v) v; K22 -= v w^T + w v^T = [v w] [-w; -v]^T.
-            let half = T::HALF * tau * tau * kernel::dot(p, v);
-            for i in 0..s {
-                let w = tau * p[i] - half * v[i];
-                pairs[2 * i] = v[i];
-                pairs[2 * i + 1] = w;
-                first[i] = -w;
-                second[i] = -v[i];
+            diag[j] = if skew { T::zero() } else { row[0] };
+            vt[i * n..(i + 1) * n].fill(T::zero());
+            yt[i * n..(i + 1) * n].fill(T::zero());
+            if j + 1 == n {
+                break;
             }
+            let m = len - 1;
+            let v = &mut row[1..];
+            let (beta, tau) = reflector(v);
+            offdiag[j] = beta;
+            if tau == T::zero() {
+                continue; // H = I: this step's V and Y columns stay zero
+            }
+            // q = K v = K_0 v + V (Y^T v) + s Y (V^T v), the first as a row: K_0^T = -+K_0.
+            let q = &mut q[..m];
+            let sign = if skew { -T::one() } else { T::one() };
+            gemm_rows(1, m, m, sign, v, m, &k[(j + 1) * n + j + 1..], n, q, m, false);
+            if i > 0 {
+                let (t1, t2) = dots.split_at_mut(PANEL);
+                for l in 0..i {
+                    t1[l] = kernel::dot(&yt[l * n + j + 1..(l + 1) * n], v);
+                    t2[l] = kernel::dot(&vt[l * n + j + 1..(l + 1) * n], v);
+                }
+                gemm_rows(1, i, m, T::one(), &t1[..i], i, &vt[j + 1..], n, q, m, true);
+                gemm_rows(1, i, m, s, &t2[..i], i, &yt[j + 1..], n, q, m, true);
+            }
+            let y = &mut yt[i * n + j + 1..(i + 1) * n];
+            if skew {
+                for (yl, &ql) in y.iter_mut().zip(q.iter()) {
+                    *yl = tau * ql;
+                }
+            } else {
+                // w = tau q - (tau^2 / 2) (q . v) v, and Y = -w.
+                let half = T::HALF * tau * tau * kernel::dot(q, v);
+                for ((yl, &ql), &vl) in y.iter_mut().zip(q.iter()).zip(v.iter()) {
+                    *yl = half * vl - tau * ql;
+                }
+            }
+            vt[i * n + j + 1..(i + 1) * n].copy_from_slice(v);
         }
-        gemm_rows(s, 2, s, T::one(), &pairs[..2 * s], 2, &rows[..2 * s], s, &mut k[start..], n, true);
+        // Trailing block: K_0 += [V Y] [Y^T; s V^T] on rows and columns panel_end...
+        let (t, ip) = (panel_end, panel_end - panel_start);
+        if t < n {
+            let rest_len = n - t;
+            let width = 2 * ip;
+            for r in 0..rest_len {
+                for l in 0..ip {
+                    vy[r * width + l] = vt[l * n + t + r];
+                    vy[r * width + ip + l] = yt[l * n + t + r];
+                }
+            }
+            for l in 0..ip {
+                yvt[l * rest_len..(l + 1) * rest_len].copy_from_slice(&yt[l * n + t..(l + 1) * n]);
+                for (out, &x) in yvt[(ip + l) * rest_len..(ip + l + 1) * rest_len]
+                    .iter_mut()
+                    .zip(&vt[l * n + t..(l + 1) * n])
+                {
+                    *out = s * x;
+                }
+            }
+            let (a, b) = (&vy[..rest_len * width], &yvt[..width * rest_len]);
+            gemm_rows(
+                rest_len,
+                width,
+                rest_len,
+                T::one(),
+                a,
+                width,
+                b,
+                rest_len,
+                &mut k[t * n + t..],
+                n,
+                true,
+            );
+        }
+        panel_start = panel_end;
     }
 }
 

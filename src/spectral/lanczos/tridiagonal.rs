@@ -105,8 +105,10 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
                     deflated = true;
                     break;
                 }
-                s = f / r;
-                c = g / r;
+                // One division for both (it sits on the iteration's critical path); a subnormal r,
+                // whose reciprocal overflows, divides instead.
+                let inverse = r.recip();
+                (s, c) = if inverse.is_finite() { (f * inverse, g * inverse) } else { (f / r, g / r) };
                 g = d[i + 1] - p;
                 r = (d[i] - g) * s + two * c * b;
                 p = s * r;
