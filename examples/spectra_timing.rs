@@ -20,13 +20,14 @@ use sd_attention::spectral::erank::entropy_effective_rank;
 use sd_attention::spectral::exact;
 use sd_attention::spectral::factored::FactoredKernel;
 use sd_attention::spectral::spectrum::{
-    head_spectrum_lanczos, head_spectrum_lanczos_workspace_len, head_spectrum_steps, head_values_workspace_len,
-    routing_singular_values,
+    head_spectrum_lanczos, head_spectrum_lanczos_workspace_len, head_spectrum_steps,
+    head_values_workspace_len, routing_singular_values,
 };
 use std::hint::black_box;
 use std::time::Instant;
 
-const USAGE: &str = "usage: spectra_timing [--d-model N] [--d-head N] [--reps N] [--factors W.bin] [--values OUT.txt]";
+const USAGE: &str =
+    "usage: spectra_timing [--d-model N] [--d-head N] [--reps N] [--factors W.bin] [--values OUT.txt]";
 
 struct Args {
     d_model: usize,
@@ -78,7 +79,11 @@ fn run(args: Args) -> Result<(), String> {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
             if bytes.len() != 16 * len {
-                return Err(format!("{path}: expected {} bytes (2 x {d_model} x {d_head} f64), got {}", 16 * len, bytes.len()));
+                return Err(format!(
+                    "{path}: expected {} bytes (2 x {d_model} x {d_head} f64), got {}",
+                    16 * len,
+                    bytes.len()
+                ));
             }
             let values: Vec<f64> =
                 bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
@@ -126,7 +131,10 @@ fn run(args: Args) -> Result<(), String> {
         black_box(entropy_effective_rank(&sigma[..info.steps]).unwrap());
     });
 
-    println!("head d_model {d_model} d_head {d_head}, f64, one thread, {} runs (Lanczos {lanczos_reps})", args.reps);
+    println!(
+        "head d_model {d_model} d_head {d_head}, f64, one thread, {} runs (Lanczos {lanczos_reps})",
+        args.reps
+    );
     println!("erank exact   S {:.12} D {:.12}", report.routing.entropy, report.filtering.entropy);
     println!("erank lanczos S {:.12} D {:.12}", lanczos.routing.entropy, lanczos.filtering.entropy);
     for (name, (min, median)) in [
@@ -142,7 +150,8 @@ fn run(args: Args) -> Result<(), String> {
         let mut workspace = vec![0.0; exact::head_values_workspace_len(d_model, d_head)];
         exact::head_values(&head, &mut routing, &mut filtering, &mut workspace).map_err(|e| e.to_string())?;
         let line = |v: &[f64]| v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(" ");
-        std::fs::write(path, format!("{}\n{}\n", line(&routing), line(&filtering))).map_err(|e| format!("{path}: {e}"))?;
+        std::fs::write(path, format!("{}\n{}\n", line(&routing), line(&filtering)))
+            .map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! the backward-error bound of Householder QR (Higham, theorem 19.4: `||dA_j|| <= gamma ||A_j||`
 //! with `gamma = rows cols eps`, the constant taken as 1), and `R` itself against classical
 //! Gram–Schmidt run twice in f64 on well-conditioned matrices. Shapes include 0, 1, odd, prime
-//! and sizes beyond the blocks of 8 and 32; rank-deficient and zero matrices factor without NaN.
+//! and sizes beyond the blocks of 4 and 16; rank-deficient and zero matrices factor without NaN.
 
 mod common;
 

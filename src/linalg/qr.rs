@@ -37,7 +37,7 @@ use crate::{Error, Result, Scalar};
 /// Column blocks of the factorization, outermost first: the trailing update of a block of
 /// `BLOCKS[0]` reflections goes through three matrix products; the block itself is factored in
 /// blocks of `BLOCKS[1]`, and those by single reflections.
-const BLOCKS: [usize; 2] = [32, 8];
+const BLOCKS: [usize; 2] = [16, 4];
 
 /// Scratch elements of one blocking level of width `nb`: `V^T` and `V` (`nb x rows` each), `T`
 /// and `V^T V` (`nb x nb` each), and the products `W`, `W T` (`nb x cols` each).
@@ -56,7 +56,7 @@ fn in_place_len(rows: usize, cols: usize) -> Option<usize> {
     Some(total)
 }
 
-/// Scratch elements of [`qr_in_place`] for a `rows x cols` matrix: about `84 (rows + cols)`;
+/// Scratch elements of [`qr_in_place`] for a `rows x cols` matrix: about `40 (rows + cols)`;
 /// `usize::MAX` if that overflows (no workspace can then be large enough, and the call reports
 /// [`Error::WorkspaceTooSmall`]).
 pub fn qr_in_place_workspace_len(rows: usize, cols: usize) -> usize {

@@ -19,10 +19,11 @@
 //!   bidiagonal (entries `e_0, e_1, e_2, ...` alternating between its diagonal and superdiagonal),
 //!   so the singular values of `K` are those of `B`, each twice. They are computed once, as the
 //!   nonnegative eigenvalues of the Golub–Kahan form of `B` (zero diagonal, off-diagonal `e`), by
-//!   the implicit QL of [`crate::spectral::lanczos::tridiagonal`], and each is written twice: the pairs `+-i sigma` of
-//!   the skew core are equal exactly, not to rounding.
+//!   the root-free QL/QR iteration of Pal, Walker and Kahan (as LAPACK's `dsterf`, beside the
+//!   implicit QL of [`crate::spectral::lanczos::tridiagonal`]), and each is written twice: the
+//!   pairs `+-i sigma` of the skew core are equal exactly, not to rounding.
 //! * **Symmetric core** ([`symmetric_eigenvalues`]): Householder tridiagonalization (Golub & Van Loan
-//!   section 8.3.1) and the same implicit QL.
+//!   section 8.3.1) and the same root-free iteration.
 //!
 //! Both reductions run their matrix-vector products and rank-2 updates through the crate's
 //! register-blocked product kernel.
@@ -51,7 +52,7 @@ use crate::linalg::microkernel::gemm_rows;
 use crate::linalg::qr::{qr_in_place_unchecked, qr_in_place_workspace_len, r_from_factored, reflector};
 use crate::spectral::erank::{default_rank_tolerance, effective_ranks};
 use crate::spectral::factored::FactoredKernel;
-use crate::spectral::lanczos::tridiagonal::{ql_implicit, sort_ascending};
+use crate::spectral::lanczos::tridiagonal::{eigenvalues_root_free, sort_ascending};
 use crate::spectral::spectrum::HeadSpectrum;
 use crate::spectral::split::Energies;
 use crate::{Error, Result, Scalar};
@@ -96,7 +97,7 @@ pub fn skew_singular_values<T: Scalar>(
 }
 
 /// Eigenvalues (ascending) of the symmetric `n x n` row-major `symmetric`, which is destroyed, by
-/// Householder tridiagonalization and implicit QL. `lambda` has length `n`, `workspace`
+/// Householder tridiagonalization and the root-free QL/QR iteration. `lambda` has length `n`, `workspace`
 /// [`core_workspace_len`]`(n)` elements. Errors as in [`skew_singular_values`].
 ///
 /// ```
@@ -267,8 +268,7 @@ pub(crate) fn skew_values<T: Scalar>(
     // Golub–Kahan form of the bidiagonal B: zero diagonal, off-diagonal e. Its eigenvalues are
     // +-sigma_k(B) (and a zero for odd n); the top half are the singular values, each once.
     diag.fill(T::zero());
-    ql_implicit(diag, &mut offdiag[..n - 1], &mut [], 0)?;
-    sort_ascending(diag, &mut [], 0);
+    eigenvalues_root_free(diag, &mut offdiag[..n - 1])?;
     // Values at rounding level may come out on either side of zero: make them nonnegative and sort
     // the top half again (descending) before writing each twice.
     let pairs = n / 2;
@@ -300,9 +300,7 @@ pub(crate) fn symmetric_values<T: Scalar>(
     }
     let (offdiag, scratch) = workspace.split_at_mut(n);
     tridiagonalize(n, k, false, lambda, offdiag, scratch);
-    ql_implicit(lambda, &mut offdiag[..n - 1], &mut [], 0)?;
-    sort_ascending(lambda, &mut [], 0);
-    Ok(())
+    eigenvalues_root_free(lambda, &mut offdiag[..n - 1])
 }
 
 /// Order of the cores of a pair `[X  Y]` of `d_model x width` factors: `min(d_model, 2 width)`.
