@@ -218,7 +218,7 @@ impl<T: Scalar> LinearAttention<T> {
         }
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
-            chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace);
+            chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace)?;
         }
         Ok(())
     }
@@ -264,7 +264,15 @@ impl<T: Scalar> LinearAttention<T> {
         let inputs = chunked::Inputs { q, k, v, d_out };
         let mut grads = chunked::Grads { d_q, d_k, d_v };
         for head in 0..self.n_heads {
-            chunked::backward_head(&geometry, head, self.causality, self.eps, &inputs, &mut grads, workspace);
+            chunked::backward_head(
+                &geometry,
+                head,
+                self.causality,
+                self.eps,
+                &inputs,
+                &mut grads,
+                workspace,
+            )?;
         }
         Ok(())
     }
