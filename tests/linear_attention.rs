@@ -542,13 +542,15 @@ fn workspace_is_independent_of_sequence_length() {
     let att = LinearAttention::<f32>::new(64, 64, Causality::Causal).with_chunk(64);
     assert_eq!(att.forward_workspace_len(64), att.forward_workspace_len(1 << 20));
     assert_eq!(att.backward_workspace_len(64), att.backward_workspace_len(1 << 20));
-    // d_k d_v + d_k + 64 (2 64 + 2 64 + 64 + 1) and 2 (d_k d_v + d_k) + 64 (3 64 + 3 64 + 2 64 + 2).
-    assert_eq!(att.forward_workspace_len(4096), 4160 + 64 * 321);
-    assert_eq!(att.backward_workspace_len(4096), 8320 + 64 * 514);
+    // d_k d_v + d_k + 64 (3 64 + 64 + 1) and 3 d_k d_v + 2 d_k + 64 (4 64 + 3 64 + 2 64 + 2).
+    assert_eq!(att.forward_workspace_len(4096), 4160 + 64 * 257);
+    assert_eq!(att.backward_workspace_len(4096), 12_416 + 64 * 578);
     assert!(att.forward_workspace_len(3) < att.forward_workspace_len(64));
-    // The default chunk, 32: d_k d_v + d_k + 32 (2 64 + 2 64 + 32 + 1), 2 (d_k d_v + d_k) + 32 (3 64 + 3 64 + 2 32 + 2).
+    // The default chunk is 64; with 32: d_k d_v + d_k + 32 (3 64 + 32 + 1), 3 d_k d_v + 2 d_k + 32 (4 64 + 3 64 + 2 32 + 2).
     let att = LinearAttention::<f32>::new(64, 64, Causality::Causal);
-    assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (13_408, 22_720));
+    assert_eq!(att.chunk, 64);
+    let att = att.with_chunk(32);
+    assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (11_360, 28_864));
 }
 
 /// A fixed case of the agreement property, reporting the measured differences: every chunk size

@@ -1,4 +1,4 @@
-//! Recurrent (streaming) ELU+1 linear attention (SPEC section 6): one token in, one out.
+//! Recurrent (streaming) ELU+1 linear attention (`docs/math.md` section 6): one token in, one out.
 //!
 //! `S_i = S_{i-1} + phi(k_i) v_i^T`, `z_i = z_{i-1} + phi(k_i)`,
 //! `o_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps)`. The state lives in caller memory; a step reads
@@ -99,25 +99,79 @@ impl<'a, T: Scalar> State<'a, T> {
         if !(eps >= T::zero() && eps.is_finite()) {
             return Err(Error::InvalidParameter { what: "eps", expected: "finite and >= 0" });
         }
-        let d_v = self.d_v;
-        out.fill(T::zero());
-        let mut den = T::zero();
-        for (p, (&query, &key)) in q.iter().zip(k).enumerate() {
-            let (weight_k, weight_q) = (phi(key), phi(query));
-            let z_p = self.z[p] + weight_k;
-            self.z[p] = z_p;
-            den += weight_q * z_p;
-            // One pass over row p of S: update it and read it out.
-            for ((s_pv, &value), o) in self.s[p * d_v..(p + 1) * d_v].iter_mut().zip(v).zip(out.iter_mut()) {
-                let updated = *s_pv + weight_k * value;
-                *s_pv = updated;
-                *o += weight_q * updated;
-            }
-        }
-        let den = den + eps;
-        for o in out.iter_mut() {
-            *o /= den;
+        match super::variant() {
+            #[cfg(sda_avx512)]
+            // SAFETY: `variant` returns `Avx512` only on a CPU with AVX-512F and FMA.
+            super::Variant::Avx512 => unsafe { step_avx512(self.s, self.z, q, k, v, eps, out) },
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            // SAFETY: `variant` returns `Avx2` only on a CPU with AVX2 and FMA.
+            super::Variant::Avx2 => unsafe { step_avx2(self.s, self.z, q, k, v, eps, out) },
+            super::Variant::Portable => step_body::<T, false>(self.s, self.z, q, k, v, eps, out),
         }
         Ok(())
     }
+}
+
+/// `phi` of at most this many features at a time in registers-sized stack buffers.
+const FEATURES: usize = 64;
+
+/// One step over checked buffers (`s`: `d_k x d_v`, `z`, `q`, `k`: `d_k`, `v`, `out`: `d_v`):
+/// `phi(q)`, `phi(k)` in blocks of [`FEATURES`] on the stack (the vector exponential for `f32`),
+/// then one pass over the rows of `S` that updates each row and accumulates it into `out`.
+#[inline(always)]
+fn step_body<T: Scalar, const FUSED: bool>(
+    s: &mut [T],
+    z: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    eps: T,
+    out: &mut [T],
+) {
+    let d_v = v.len();
+    out.fill(T::zero());
+    let mut den = T::zero();
+    let (mut weights_q, mut weights_k) = ([T::zero(); FEATURES], [T::zero(); FEATURES]);
+    for (p0, (q_block, k_block)) in q.chunks(FEATURES).zip(k.chunks(FEATURES)).enumerate() {
+        let len = q_block.len();
+        super::chunked::phi_slice::<T, FUSED>(q_block, &mut weights_q[..len]);
+        super::chunked::phi_slice::<T, FUSED>(k_block, &mut weights_k[..len]);
+        for (offset, (&weight_q, &weight_k)) in weights_q[..len].iter().zip(&weights_k[..len]).enumerate() {
+            let p = p0 * FEATURES + offset;
+            let z_p = z[p] + weight_k;
+            z[p] = z_p;
+            den += weight_q * z_p;
+            // One pass over row p of S: update it and read it out.
+            for ((s_pv, &value), o) in s[p * d_v..(p + 1) * d_v].iter_mut().zip(v).zip(out.iter_mut()) {
+                let updated = T::multiply_add::<FUSED>(weight_k, value, *s_pv);
+                *s_pv = updated;
+                *o = T::multiply_add::<FUSED>(weight_q, updated, *o);
+            }
+        }
+    }
+    let den = den + eps;
+    for o in out.iter_mut() {
+        *o /= den;
+    }
+}
+
+/// [`step_body`] compiled for AVX-512 with FMA.
+///
+/// # Safety
+/// The CPU must have AVX-512F and FMA.
+#[cfg(sda_avx512)]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::incompatible_msrv)] // Rust >= 1.89 only (build.rs)
+unsafe fn step_avx512<T: Scalar>(s: &mut [T], z: &mut [T], q: &[T], k: &[T], v: &[T], eps: T, out: &mut [T]) {
+    step_body::<T, true>(s, z, q, k, v, eps, out)
+}
+
+/// [`step_body`] compiled for AVX2 with FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step_avx2<T: Scalar>(s: &mut [T], z: &mut [T], q: &[T], k: &[T], v: &[T], eps: T, out: &mut [T]) {
+    step_body::<T, true>(s, z, q, k, v, eps, out)
 }
