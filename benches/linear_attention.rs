@@ -46,7 +46,10 @@ struct Case {
 
 impl Case {
     fn new(n: usize) -> Self {
+        // `LINEAR_CHUNK` overrides the default chunk length (for choosing it by measurement).
+        let chunk = std::env::var("LINEAR_CHUNK").ok().and_then(|c| c.parse().ok());
         let att = LinearAttention::<f32>::new(D, D, Causality::Causal);
+        let att = chunk.map_or(att, |c| att.with_chunk(c));
         let len = att.forward_workspace_len(n).max(att.backward_workspace_len(n));
         Case {
             n,

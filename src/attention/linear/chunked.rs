@@ -237,19 +237,85 @@ fn phi_rows<T: Scalar, const FUSED: bool>(src: &[T], layout: Layout, t0: usize, 
 }
 
 /// `dst` (`cols x rows`, leading dimension `ldd`) = the transpose of `src` (`rows x cols`,
-/// leading dimension `lds`), in 8 x 8 tiles.
+/// leading dimension `lds`). With `SIMD` (only inside the AVX2 and AVX-512 drivers) `f32` runs in
+/// 8 x 8 register tiles.
 #[inline(always)]
-fn transpose<T: Scalar>(rows: usize, cols: usize, src: &[T], lds: usize, dst: &mut [T], ldd: usize) {
-    const TILE: usize = 8;
-    for i0 in (0..rows).step_by(TILE) {
-        let i1 = (i0 + TILE).min(rows);
-        for j0 in (0..cols).step_by(TILE) {
-            let j1 = (j0 + TILE).min(cols);
-            for i in i0..i1 {
-                for j in j0..j1 {
-                    dst[j * ldd + i] = src[i * lds + j];
-                }
+fn transpose<T: Scalar, const SIMD: bool>(rows: usize, cols: usize, src: &[T], lds: usize, dst: &mut [T], ldd: usize) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if SIMD {
+        if let Some(src) = T::f32_slice(src) {
+            let dst = T::f32_slice_mut(dst).expect("same type as src");
+            // SAFETY: `SIMD` is set only by the drivers compiled for AVX2 or AVX-512 (which
+            // implies AVX2), called after run-time detection of those features.
+            return unsafe { transpose_f32_avx2(rows, cols, src, lds, dst, ldd) };
+        }
+    }
+    for i in 0..rows {
+        for (j, &x) in src[i * lds..i * lds + cols].iter().enumerate() {
+            dst[j * ldd + i] = x;
+        }
+    }
+}
+
+/// [`transpose`] of `f32` in 8 x 8 tiles of AVX registers (unpack, shuffle, lane permute), the
+/// ragged edges element by element.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transpose_f32_avx2(rows: usize, cols: usize, src: &[f32], lds: usize, dst: &mut [f32], ldd: usize) {
+    use core::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
+    };
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // Every access below is inside these extents: full tiles read rows `i0..i0 + 8 <= rows` at
+    // columns `j0..j0 + 8 <= cols` and write the mirrored entries.
+    assert!(lds >= cols && ldd >= rows, "transpose: leading dimension below the row length");
+    assert!((rows - 1) * lds + cols <= src.len() && (cols - 1) * ldd + rows <= dst.len(), "transpose: short slice");
+    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for i0 in (0..full_rows).step_by(8) {
+        for j0 in (0..full_cols).step_by(8) {
+            // SAFETY: rows i0..i0 + 8 and columns j0..j0 + 8 lie inside both extents asserted above.
+            unsafe {
+                let at = s.add(i0 * lds + j0);
+                let (r0, r1) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(lds)));
+                let (r2, r3) = (_mm256_loadu_ps(at.add(2 * lds)), _mm256_loadu_ps(at.add(3 * lds)));
+                let (r4, r5) = (_mm256_loadu_ps(at.add(4 * lds)), _mm256_loadu_ps(at.add(5 * lds)));
+                let (r6, r7) = (_mm256_loadu_ps(at.add(6 * lds)), _mm256_loadu_ps(at.add(7 * lds)));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+                let to = d.add(j0 * ldd + i0);
+                _mm256_storeu_ps(to, _mm256_permute2f128_ps::<0x20>(u0, u4));
+                _mm256_storeu_ps(to.add(1 * ldd), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(to.add(2 * ldd), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                _mm256_storeu_ps(to.add(3 * ldd), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                _mm256_storeu_ps(to.add(4 * ldd), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                _mm256_storeu_ps(to.add(5 * ldd), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                _mm256_storeu_ps(to.add(6 * ldd), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                _mm256_storeu_ps(to.add(7 * ldd), _mm256_permute2f128_ps::<0x31>(u3, u7));
             }
+        }
+        for i in i0..i0 + 8 {
+            for j in full_cols..cols {
+                dst[j * ldd + i] = src[i * lds + j];
+            }
+        }
+    }
+    for i in full_rows..rows {
+        for (j, &x) in src[i * lds..i * lds + cols].iter().enumerate() {
+            dst[j * ldd + i] = x;
         }
     }
 }
@@ -500,7 +566,7 @@ fn forward_body<T: Scalar, const FUSED: bool>(
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(q, lk, t0, c, fq);
                 phi_rows::<T, FUSED>(k, lk, t0, c, fk);
-                transpose(c, d_k, fk, d_k, fkt, c);
+                transpose::<T, FUSED>(c, d_k, fk, d_k, fkt, c);
                 let (vb, ob) = (&v[lv.start(t0)..], &mut out[lv.start(t0)..]);
                 // Earlier chunks: out = A S, den = A z (zero for the first chunk).
                 product(c, if t0 == 0 { 0 } else { d_k }, d_v, fq, d_k, s, d_v, ob, ldv, false);
@@ -522,7 +588,7 @@ fn forward_body<T: Scalar, const FUSED: bool>(
             for t0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(k, lk, t0, c, fk);
-                transpose(c, d_k, fk, d_k, fkt, c);
+                transpose::<T, FUSED>(c, d_k, fk, d_k, fkt, c);
                 absorb(c, d_k, d_v, fk, fkt, &v[lv.start(t0)..], ldv, s, z);
             }
             for t0 in (0..n).step_by(chunk) {
@@ -582,7 +648,7 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.q, lk, t0, c, fq);
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
-                transpose(c, d_k, fk, d_k, ft, c);
+                transpose::<T, FUSED>(c, d_k, fk, d_k, ft, c);
                 let vb = &x.v[lv.start(t0)..];
                 product(c, if t0 == 0 { 0 } else { d_k }, d_v, fq, d_k, s, d_v, num, d_v, false);
                 for r in 0..c {
@@ -595,12 +661,12 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                 lower_product(tiles, c, p, vb, ldv, d_v, num, d_v, all_finite(c, d_v, vb, ldv), true);
                 normalize_gradient(c, d_v, eps, x.d_out, lv, t0, num, den, gc, h);
                 // dA = g S^T + h z^T + G B with G = tril(g V^T + h 1^T).
-                transpose(d_k, d_v, s, d_v, transposed, d_k);
+                transpose::<T, FUSED>(d_k, d_v, s, d_v, transposed, d_k);
                 product(c, if t0 == 0 { 0 } else { d_v }, d_k, gc, d_v, transposed, d_k, grad_ab, d_k, false);
                 for r in 0..c {
                     axpy(h[r], z, &mut grad_ab[r * d_k..(r + 1) * d_k]);
                 }
-                transpose(c, d_v, vb, ldv, vt, c);
+                transpose::<T, FUSED>(c, d_v, vb, ldv, vt, c);
                 lower_scores(tiles, c, d_v, gc, d_v, vt, c, mixed);
                 for r in 0..c {
                     for m in &mut mixed[r * c..r * c + r + 1] {
@@ -621,7 +687,7 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.q, lk, t0, c, fq);
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
-                transpose(c, d_k, fq, d_k, ft, c);
+                transpose::<T, FUSED>(c, d_k, fq, d_k, ft, c);
                 let vb = &x.v[lv.start(t0)..];
                 for r in 0..c {
                     gc[r * d_v..(r + 1) * d_v].copy_from_slice(&grads.d_v[lv.row(t0 + r)]);
@@ -629,12 +695,12 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                 }
                 // dB = V R^T + 1 r^T + G^T A, with G^T = triu(V g^T + 1 h^T).
                 let later = if t0 + c == n { 0 } else { d_v };
-                transpose(d_k, d_v, suffix, d_v, transposed, d_k);
+                transpose::<T, FUSED>(d_k, d_v, suffix, d_v, transposed, d_k);
                 product(c, later, d_k, vb, ldv, transposed, d_k, grad_ab, d_k, false);
                 for j in 0..c {
                     axpy(T::one(), suffix_z, &mut grad_ab[j * d_k..(j + 1) * d_k]);
                 }
-                transpose(c, d_v, gc, d_v, vt, c);
+                transpose::<T, FUSED>(c, d_v, gc, d_v, vt, c);
                 upper_scores(tiles, c, d_v, vb, ldv, vt, c, mixed);
                 for j in 0..c {
                     for (m, &h_i) in mixed[j * c + j..(j + 1) * c].iter_mut().zip(&h[j..c]) {
@@ -661,10 +727,10 @@ fn backward_body<T: Scalar, const FUSED: bool>(
             for t0 in chunk_starts.clone() {
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
-                transpose(c, d_k, fk, d_k, ft, c);
+                transpose::<T, FUSED>(c, d_k, fk, d_k, ft, c);
                 absorb(c, d_k, d_v, fk, ft, &x.v[lv.start(t0)..], ldv, s, z);
             }
-            transpose(d_k, d_v, s, d_v, transposed, d_k);
+            transpose::<T, FUSED>(d_k, d_v, s, d_v, transposed, d_k);
             for t0 in chunk_starts.clone() {
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.q, lk, t0, c, fq);
@@ -678,13 +744,13 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                     axpy(h[r], z, &mut grad_ab[r * d_k..(r + 1) * d_k]);
                 }
                 write_through_phi(x.q, fq, grad_ab, lk, t0, c, grads.d_q);
-                transpose(c, d_k, fq, d_k, ft, c);
+                transpose::<T, FUSED>(c, d_k, fq, d_k, ft, c);
                 product(d_k, c, d_v, ft, c, gc, d_v, suffix, d_v, true);
                 for r in 0..c {
                     axpy(h[r], &fq[r * d_k..(r + 1) * d_k], suffix_z);
                 }
             }
-            transpose(d_k, d_v, suffix, d_v, transposed, d_k);
+            transpose::<T, FUSED>(d_k, d_v, suffix, d_v, transposed, d_k);
             for t0 in chunk_starts {
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
@@ -751,9 +817,10 @@ variants!(forward_avx2, backward_avx2, "avx2,fma", true, 6, 512);
 /// The portable tiles: the product kernel's 4 x 8 blocks.
 const PORTABLE: Tiles = Tiles { rows: 4, width: 8 };
 
-/// One head's forward pass in the widest variant the CPU runs.
+/// One head's forward pass in `variant` (one the CPU runs: [`super::variant`] or below it).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_head<T: Scalar>(
+    variant: super::Variant,
     pass: &Pass<'_>,
     eps: T,
     q: &[T],
@@ -762,31 +829,32 @@ pub(super) fn forward_head<T: Scalar>(
     out: &mut [T],
     workspace: &mut [T],
 ) {
-    match super::variant() {
+    match variant {
         #[cfg(sda_avx512)]
-        // SAFETY: `variant` returns `Avx512` only on a CPU with AVX-512F and FMA.
+        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
         super::Variant::Avx512 => unsafe { forward_avx512(pass, eps, q, k, v, out, workspace) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: `variant` returns `Avx2` only on a CPU with AVX2 and FMA.
+        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
         super::Variant::Avx2 => unsafe { forward_avx2(pass, eps, q, k, v, out, workspace) },
         super::Variant::Portable => forward_body::<T, false>(PORTABLE, pass, eps, q, k, v, out, workspace),
     }
 }
 
-/// One head's backward pass in the widest variant the CPU runs.
+/// One head's backward pass in `variant` (one the CPU runs: [`super::variant`] or below it).
 pub(super) fn backward_head<T: Scalar>(
+    variant: super::Variant,
     pass: &Pass<'_>,
     eps: T,
     x: &Inputs<'_, T>,
     grads: &mut Grads<'_, T>,
     workspace: &mut [T],
 ) {
-    match super::variant() {
+    match variant {
         #[cfg(sda_avx512)]
-        // SAFETY: `variant` returns `Avx512` only on a CPU with AVX-512F and FMA.
+        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
         super::Variant::Avx512 => unsafe { backward_avx512(pass, eps, x, grads, workspace) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: `variant` returns `Avx2` only on a CPU with AVX2 and FMA.
+        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
         super::Variant::Avx2 => unsafe { backward_avx2(pass, eps, x, grads, workspace) },
         super::Variant::Portable => backward_body::<T, false>(PORTABLE, pass, eps, x, grads, workspace),
     }

@@ -42,6 +42,8 @@
 
 mod chunked;
 mod recurrent;
+#[cfg(test)]
+mod tests;
 
 pub use recurrent::State;
 
@@ -60,6 +62,22 @@ pub(crate) enum Variant {
     Avx2,
     /// The target's compile-time features, unfused.
     Portable,
+}
+
+/// Every variant the CPU runs, widest first (for tests).
+#[cfg(test)]
+pub(crate) fn available_variants() -> std::vec::Vec<Variant> {
+    let mut variants = std::vec::Vec::new();
+    #[cfg(sda_avx512)]
+    if crate::cpu::has_avx512() {
+        variants.push(Variant::Avx512);
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if crate::cpu::has_avx2_fma() {
+        variants.push(Variant::Avx2);
+    }
+    variants.push(Variant::Portable);
+    variants
 }
 
 /// The widest variant the CPU runs, detected once; `SD_ATTENTION_ISA=portable|avx2|avx512` forces
@@ -256,7 +274,7 @@ impl<T: Scalar> LinearAttention<T> {
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
             let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
-            chunked::forward_head(&pass, self.eps, q, k, v, out, workspace);
+            chunked::forward_head(variant(), &pass, self.eps, q, k, v, out, workspace);
         }
         Ok(())
     }
@@ -303,7 +321,7 @@ impl<T: Scalar> LinearAttention<T> {
         let mut grads = chunked::Grads { d_q, d_k, d_v };
         for head in 0..self.n_heads {
             let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
-            chunked::backward_head(&pass, self.eps, &inputs, &mut grads, workspace);
+            chunked::backward_head(variant(), &pass, self.eps, &inputs, &mut grads, workspace);
         }
         Ok(())
     }

@@ -99,16 +99,31 @@ impl<'a, T: Scalar> State<'a, T> {
         if !(eps >= T::zero() && eps.is_finite()) {
             return Err(Error::InvalidParameter { what: "eps", expected: "finite and >= 0" });
         }
-        match super::variant() {
-            #[cfg(sda_avx512)]
-            // SAFETY: `variant` returns `Avx512` only on a CPU with AVX-512F and FMA.
-            super::Variant::Avx512 => unsafe { step_avx512(self.s, self.z, q, k, v, eps, out) },
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            // SAFETY: `variant` returns `Avx2` only on a CPU with AVX2 and FMA.
-            super::Variant::Avx2 => unsafe { step_avx2(self.s, self.z, q, k, v, eps, out) },
-            super::Variant::Portable => step_body::<T, false>(self.s, self.z, q, k, v, eps, out),
-        }
+        step_with(super::variant(), self.s, self.z, q, k, v, eps, out);
         Ok(())
+    }
+}
+
+/// One step over checked buffers in `variant` (one the CPU runs).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step_with<T: Scalar>(
+    variant: super::Variant,
+    s: &mut [T],
+    z: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    eps: T,
+    out: &mut [T],
+) {
+    match variant {
+        #[cfg(sda_avx512)]
+        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
+        super::Variant::Avx512 => unsafe { step_avx512(s, z, q, k, v, eps, out) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
+        super::Variant::Avx2 => unsafe { step_avx2(s, z, q, k, v, eps, out) },
+        super::Variant::Portable => step_body::<T, false>(s, z, q, k, v, eps, out),
     }
 }
 
