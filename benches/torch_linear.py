@@ -11,10 +11,14 @@ affects both sides of a round alike; every round is printed, then the medians of
 Times are wall-clock medians of repeated calls; thread-CPU medians are printed next to them as a
 cross-check (on a shared machine the wall time includes time the thread was not running).
 
-    python benches/torch_linear.py --rounds 5        # a Python with torch: pip install torch
+    python3 benches/torch_linear.py --rounds 5
 
 GF/s use the recurrent-form counts (forward 4 n d^2, forward+backward 12 n d^2, step 4 d^2);
 'exec' is ours in the flops the chunked kernels execute (see `executed_flops` in the bench).
+
+A Python with torch (numpy, safetensors) runs it; make one with
+`python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
+`.venv/bin/python` in place of `python3` above.
 """
 import json
 import os

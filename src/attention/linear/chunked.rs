@@ -18,7 +18,7 @@
 //! non-causal form needs no masks: `R`, `r` are full sums, computed in a middle sweep.
 //!
 //! Every product is the crate's register-blocked kernel over operands read where they lie
-//! (`crate::microkernel::gemm_rows`, no packing): the inputs' rows in place (any head of a packed
+//! (`crate::linalg::microkernel::gemm_rows`, no packing): the inputs' rows in place (any head of a packed
 //! row), `phi(Q)`, `phi(K)` and their transposes in chunk scratch, the state and its transpose.
 //! A masked product (`P`, `G` and their transposes) is computed block by block of the kernel's row
 //! height, over the columns its rows can see (rounded to the kernel's panel width), and the entries
@@ -29,7 +29,7 @@
 //! chunk), otherwise the diagonal block is summed entry by entry over `j <= i`, so non-finite
 //! values follow causality exactly.
 //!
-//! `phi` and `phi'` are the vectorized exponential of `crate::exp` for `f32` (within 3 ulp of
+//! `phi` and `phi'` are the vectorized exponential of `crate::linalg::exp` for `f32` (within 3 ulp of
 //! `libm::exp`), `libm::exp` for `f64`. The chunk drivers are compiled once per instruction set
 //! (AVX-512, AVX2 with FMA, portable) and chosen at run time like the products.
 
@@ -37,7 +37,7 @@ use core::ops::Range;
 
 use super::{phi, phi_derivative_from};
 use crate::attention::Causality;
-use crate::microkernel::gemm_rows;
+use crate::linalg::microkernel::gemm_rows;
 use crate::Scalar;
 
 /// Sizes of one call: tokens, per-head dimensions, heads per row, chunk length (`1..=n` or 1).
@@ -208,14 +208,14 @@ fn all_finite<T: Scalar>(rows: usize, width: usize, x: &[T], ld: usize) -> bool 
     acc.iter().all(|&a| a == T::zero())
 }
 
-/// `dst_i = phi(src_i)`; for `f32` the vector exponential ([`crate::exp::exp1`], fused with FMA).
+/// `dst_i = phi(src_i)`; for `f32` the vector exponential ([`crate::linalg::exp::exp1`], fused with FMA).
 #[inline(always)]
 pub(super) fn phi_slice<T: Scalar, const FUSED: bool>(src: &[T], dst: &mut [T]) {
     match T::f32_slice(src) {
         Some(src) => {
             let dst = T::f32_slice_mut(dst).expect("same type as src");
             for (d, &x) in dst.iter_mut().zip(src) {
-                let e = crate::exp::exp1::<FUSED>(x);
+                let e = crate::linalg::exp::exp1::<FUSED>(x);
                 *d = if x > 0.0 { x + 1.0 } else { e };
             }
         }
@@ -240,80 +240,24 @@ fn phi_rows<T: Scalar, const FUSED: bool>(src: &[T], layout: Layout, t0: usize, 
 /// leading dimension `lds`). With `SIMD` (only inside the AVX2 and AVX-512 drivers) `f32` runs in
 /// 8 x 8 register tiles.
 #[inline(always)]
-fn transpose<T: Scalar, const SIMD: bool>(rows: usize, cols: usize, src: &[T], lds: usize, dst: &mut [T], ldd: usize) {
+fn transpose<T: Scalar, const SIMD: bool>(
+    rows: usize,
+    cols: usize,
+    src: &[T],
+    lds: usize,
+    dst: &mut [T],
+    ldd: usize,
+) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if SIMD {
         if let Some(src) = T::f32_slice(src) {
             let dst = T::f32_slice_mut(dst).expect("same type as src");
             // SAFETY: `SIMD` is set only by the drivers compiled for AVX2 or AVX-512 (which
             // implies AVX2), called after run-time detection of those features.
-            return unsafe { transpose_f32_avx2(rows, cols, src, lds, dst, ldd) };
+            return unsafe { crate::arch::x86_64::transpose_f32(rows, cols, src, lds, dst, ldd) };
         }
     }
     for i in 0..rows {
-        for (j, &x) in src[i * lds..i * lds + cols].iter().enumerate() {
-            dst[j * ldd + i] = x;
-        }
-    }
-}
-
-/// [`transpose`] of `f32` in 8 x 8 tiles of AVX registers (unpack, shuffle, lane permute), the
-/// ragged edges element by element.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn transpose_f32_avx2(rows: usize, cols: usize, src: &[f32], lds: usize, dst: &mut [f32], ldd: usize) {
-    use core::arch::x86_64::{
-        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
-        _mm256_unpacklo_ps,
-    };
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    // Every access below is inside these extents: full tiles read rows `i0..i0 + 8 <= rows` at
-    // columns `j0..j0 + 8 <= cols` and write the mirrored entries.
-    assert!(lds >= cols && ldd >= rows, "transpose: leading dimension below the row length");
-    assert!((rows - 1) * lds + cols <= src.len() && (cols - 1) * ldd + rows <= dst.len(), "transpose: short slice");
-    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    for i0 in (0..full_rows).step_by(8) {
-        for j0 in (0..full_cols).step_by(8) {
-            // SAFETY: rows i0..i0 + 8 and columns j0..j0 + 8 lie inside both extents asserted above.
-            unsafe {
-                let at = s.add(i0 * lds + j0);
-                let (r0, r1) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(lds)));
-                let (r2, r3) = (_mm256_loadu_ps(at.add(2 * lds)), _mm256_loadu_ps(at.add(3 * lds)));
-                let (r4, r5) = (_mm256_loadu_ps(at.add(4 * lds)), _mm256_loadu_ps(at.add(5 * lds)));
-                let (r6, r7) = (_mm256_loadu_ps(at.add(6 * lds)), _mm256_loadu_ps(at.add(7 * lds)));
-                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-                let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
-                let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
-                let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
-                let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
-                let to = d.add(j0 * ldd + i0);
-                _mm256_storeu_ps(to, _mm256_permute2f128_ps::<0x20>(u0, u4));
-                _mm256_storeu_ps(to.add(1 * ldd), _mm256_permute2f128_ps::<0x20>(u1, u5));
-                _mm256_storeu_ps(to.add(2 * ldd), _mm256_permute2f128_ps::<0x20>(u2, u6));
-                _mm256_storeu_ps(to.add(3 * ldd), _mm256_permute2f128_ps::<0x20>(u3, u7));
-                _mm256_storeu_ps(to.add(4 * ldd), _mm256_permute2f128_ps::<0x31>(u0, u4));
-                _mm256_storeu_ps(to.add(5 * ldd), _mm256_permute2f128_ps::<0x31>(u1, u5));
-                _mm256_storeu_ps(to.add(6 * ldd), _mm256_permute2f128_ps::<0x31>(u2, u6));
-                _mm256_storeu_ps(to.add(7 * ldd), _mm256_permute2f128_ps::<0x31>(u3, u7));
-            }
-        }
-        for i in i0..i0 + 8 {
-            for j in full_cols..cols {
-                dst[j * ldd + i] = src[i * lds + j];
-            }
-        }
-    }
-    for i in full_rows..rows {
         for (j, &x) in src[i * lds..i * lds + cols].iter().enumerate() {
             dst[j * ldd + i] = x;
         }

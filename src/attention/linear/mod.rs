@@ -69,11 +69,11 @@ pub(crate) enum Variant {
 pub(crate) fn available_variants() -> std::vec::Vec<Variant> {
     let mut variants = std::vec::Vec::new();
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         variants.push(Variant::Avx512);
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if crate::cpu::has_avx2_fma() {
+    if crate::arch::has_avx2_fma() {
         variants.push(Variant::Avx2);
     }
     variants.push(Variant::Portable);
@@ -89,10 +89,10 @@ pub(crate) fn variant() -> Variant {
         *VARIANT.get_or_init(|| {
             let forced = std::env::var("SD_ATTENTION_ISA").unwrap_or_default();
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() && !matches!(forced.as_str(), "avx2" | "portable") {
+            if crate::arch::has_avx512() && !matches!(forced.as_str(), "avx2" | "portable") {
                 return Variant::Avx512;
             }
-            if crate::cpu::has_avx2_fma() && forced != "portable" {
+            if crate::arch::has_avx2_fma() && forced != "portable" {
                 return Variant::Avx2;
             }
             Variant::Portable

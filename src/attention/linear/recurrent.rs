@@ -127,12 +127,16 @@ pub(super) fn step_with<T: Scalar>(
     }
 }
 
-/// `phi` of at most this many features at a time in registers-sized stack buffers.
+/// `phi` of at most this many features at a time, in stack buffers.
 const FEATURES: usize = 64;
+/// Columns of `out` held in registers while the rows of `S` pass (4 AVX2 or 2 AVX-512 vectors of
+/// `f32`, next to as many of `v`).
+const COLUMNS: usize = 32;
 
 /// One step over checked buffers (`s`: `d_k x d_v`, `z`, `q`, `k`: `d_k`, `v`, `out`: `d_v`):
 /// `phi(q)`, `phi(k)` in blocks of [`FEATURES`] on the stack (the vector exponential for `f32`),
-/// then one pass over the rows of `S` that updates each row and accumulates it into `out`.
+/// then, per block of [`COLUMNS`] columns, one pass down the rows of `S` that updates each row
+/// (`S_p += phi(k_p) v`) and accumulates it into `out` (`out += phi(q_p) S_p`) in registers.
 #[inline(always)]
 fn step_body<T: Scalar, const FUSED: bool>(
     s: &mut [T],
@@ -145,26 +149,46 @@ fn step_body<T: Scalar, const FUSED: bool>(
 ) {
     let d_v = v.len();
     out.fill(T::zero());
-    let mut den = T::zero();
+    let mut den = [T::zero(); 8];
     let (mut weights_q, mut weights_k) = ([T::zero(); FEATURES], [T::zero(); FEATURES]);
     for (p0, (q_block, k_block)) in q.chunks(FEATURES).zip(k.chunks(FEATURES)).enumerate() {
         let len = q_block.len();
-        super::chunked::phi_slice::<T, FUSED>(q_block, &mut weights_q[..len]);
-        super::chunked::phi_slice::<T, FUSED>(k_block, &mut weights_k[..len]);
-        for (offset, (&weight_q, &weight_k)) in weights_q[..len].iter().zip(&weights_k[..len]).enumerate() {
-            let p = p0 * FEATURES + offset;
-            let z_p = z[p] + weight_k;
-            z[p] = z_p;
-            den += weight_q * z_p;
-            // One pass over row p of S: update it and read it out.
-            for ((s_pv, &value), o) in s[p * d_v..(p + 1) * d_v].iter_mut().zip(v).zip(out.iter_mut()) {
-                let updated = T::multiply_add::<FUSED>(weight_k, value, *s_pv);
-                *s_pv = updated;
-                *o = T::multiply_add::<FUSED>(weight_q, updated, *o);
+        let (wq, wk) = (&mut weights_q[..len], &mut weights_k[..len]);
+        super::chunked::phi_slice::<T, FUSED>(q_block, wq);
+        super::chunked::phi_slice::<T, FUSED>(k_block, wk);
+        let p0 = p0 * FEATURES;
+        // z += phi(k); den += phi(q) . z, in 8 partial sums.
+        for (p, z_p) in z[p0..p0 + len].iter_mut().enumerate() {
+            *z_p += wk[p];
+            den[p % 8] = T::multiply_add::<FUSED>(wq[p], *z_p, den[p % 8]);
+        }
+        let rows = &mut s[p0 * d_v..(p0 + len) * d_v];
+        let mut c0 = 0;
+        while c0 + COLUMNS <= d_v {
+            let mut acc: [T; COLUMNS] = core::array::from_fn(|j| out[c0 + j]);
+            let values: [T; COLUMNS] = core::array::from_fn(|j| v[c0 + j]);
+            for (row, (&weight_q, &weight_k)) in rows.chunks_exact_mut(d_v).zip(wq.iter().zip(wk.iter())) {
+                let row: &mut [T; COLUMNS] = (&mut row[c0..c0 + COLUMNS]).try_into().expect("COLUMNS wide");
+                for j in 0..COLUMNS {
+                    let updated = T::multiply_add::<FUSED>(weight_k, values[j], row[j]);
+                    row[j] = updated;
+                    acc[j] = T::multiply_add::<FUSED>(weight_q, updated, acc[j]);
+                }
+            }
+            out[c0..c0 + COLUMNS].copy_from_slice(&acc);
+            c0 += COLUMNS;
+        }
+        if c0 < d_v {
+            for (row, (&weight_q, &weight_k)) in rows.chunks_exact_mut(d_v).zip(wq.iter().zip(wk.iter())) {
+                for ((s_pv, &value), o) in row[c0..].iter_mut().zip(&v[c0..]).zip(out[c0..].iter_mut()) {
+                    let updated = T::multiply_add::<FUSED>(weight_k, value, *s_pv);
+                    *s_pv = updated;
+                    *o = T::multiply_add::<FUSED>(weight_q, updated, *o);
+                }
             }
         }
     }
-    let den = den + eps;
+    let den = den.iter().fold(eps, |sum, &d| sum + d);
     for o in out.iter_mut() {
         *o /= den;
     }

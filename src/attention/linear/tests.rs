@@ -15,9 +15,19 @@ use std::vec::Vec;
 #[allow(dead_code)]
 mod naive;
 
-use naive::{backward_tolerance, forward_tolerance, naive_linear_attention, naive_linear_attention_backward, worst_ratio};
+use naive::{
+    backward_tolerance, forward_tolerance, naive_linear_attention, naive_linear_attention_backward,
+    worst_ratio,
+};
 
-fn forward<T: Scalar>(variant: Variant, att: &LinearAttention<T>, n: usize, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+fn forward<T: Scalar>(
+    variant: Variant,
+    att: &LinearAttention<T>,
+    n: usize,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Vec<T> {
     let mut out = vec![T::nan(); n * att.n_heads * att.d_v];
     let mut workspace = vec![T::nan(); att.forward_workspace_len(n)];
     let geometry = att.geometry(n);
@@ -37,7 +47,8 @@ fn backward<T: Scalar>(
     inputs: [&[T]; 4],
 ) -> Gradients<T> {
     let [q, k, v, d_out] = inputs;
-    let (mut d_q, mut d_k, mut d_v) = (vec![T::nan(); q.len()], vec![T::nan(); k.len()], vec![T::nan(); v.len()]);
+    let (mut d_q, mut d_k, mut d_v) =
+        (vec![T::nan(); q.len()], vec![T::nan(); k.len()], vec![T::nan(); v.len()]);
     let mut workspace = vec![T::nan(); att.backward_workspace_len(n)];
     let geometry = att.geometry(n);
     let x = Inputs { q, k, v, d_out };
@@ -98,12 +109,15 @@ fn every_variant_matches_the_naive_reference() {
             let expected32 = naive_linear_attention(n, d_k, d_v, causal, 1e-6, &qr, &kr, &vr);
             let grads = naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &q, &k, &v, &d_out, false);
             let scale = naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &q, &k, &v, &d_out, true);
-            let grads32 = naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &qr, &kr, &vr, &dr, false);
-            let scale32 = naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &qr, &kr, &vr, &dr, true);
+            let grads32 =
+                naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &qr, &kr, &vr, &dr, false);
+            let scale32 =
+                naive_linear_attention_backward(n, d_k, d_v, causal, 1e-6, &qr, &kr, &vr, &dr, true);
             let att = LinearAttention::<f64>::new(d_k, d_v, causality).with_chunk(chunk);
             let att32 = LinearAttention::<f32>::new(d_k, d_v, causality).with_chunk(chunk);
             for &variant in &variants {
-                let what = std::format!("{variant:?} n {n} d_k {d_k} d_v {d_v} chunk {chunk} causal {causal}");
+                let what =
+                    std::format!("{variant:?} n {n} d_k {d_k} d_v {d_v} chunk {chunk} causal {causal}");
                 let out = forward(variant, &att, n, &q, &k, &v);
                 let tol = forward_tolerance(n, d_k, d_v, &v, &expected, f64::EPSILON);
                 assert!(worst_ratio(&out, &expected, &tol) <= 1.0, "f64 forward {what}");
@@ -112,14 +126,22 @@ fn every_variant_matches_the_naive_reference() {
                 assert!(worst_ratio(&out32, &expected32, &tol) <= 1.0, "f32 forward {what}");
                 let got = backward(variant, &att, n, [&q, &k, &v, &d_out]);
                 let got32 = backward(variant, &att32, n, [&q32, &k32, &v32, &d32]);
-                for (index, (ours, ours32)) in [(&got.0, &got32.0), (&got.1, &got32.1), (&got.2, &got32.2)].into_iter().enumerate() {
-                    let (reference, magnitude) = ([&grads.0, &grads.1, &grads.2][index], [&scale.0, &scale.1, &scale.2][index]);
+                for (index, (ours, ours32)) in
+                    [(&got.0, &got32.0), (&got.1, &got32.1), (&got.2, &got32.2)].into_iter().enumerate()
+                {
+                    let (reference, magnitude) =
+                        ([&grads.0, &grads.1, &grads.2][index], [&scale.0, &scale.1, &scale.2][index]);
                     let tol = backward_tolerance(n, d_k, d_v, magnitude, f64::EPSILON);
                     assert!(worst_ratio(ours, reference, &tol) <= 1.0, "f64 backward {index} {what}");
-                    let (reference, magnitude) =
-                        ([&grads32.0, &grads32.1, &grads32.2][index], [&scale32.0, &scale32.1, &scale32.2][index]);
+                    let (reference, magnitude) = (
+                        [&grads32.0, &grads32.1, &grads32.2][index],
+                        [&scale32.0, &scale32.1, &scale32.2][index],
+                    );
                     let tol = backward_tolerance(n, d_k, d_v, magnitude, f32::EPSILON as f64);
-                    assert!(worst_ratio(&widen(ours32), reference, &tol) <= 1.0, "f32 backward {index} {what}");
+                    assert!(
+                        worst_ratio(&widen(ours32), reference, &tol) <= 1.0,
+                        "f32 backward {index} {what}"
+                    );
                 }
             }
         }
@@ -133,13 +155,19 @@ fn every_variant_matches_the_naive_reference() {
 fn every_variant_keeps_non_finite_values_causal() {
     let (n, d, chunk) = (70, 8, 64);
     let mut rng = SplitMix64::new(5);
-    let (q, k, v, d_out) =
-        (input(n * d, &mut rng, 2.0), input(n * d, &mut rng, 2.0), input(n * d, &mut rng, 1.0), input(n * d, &mut rng, 1.0));
+    let (q, k, v, d_out) = (
+        input(n * d, &mut rng, 2.0),
+        input(n * d, &mut rng, 2.0),
+        input(n * d, &mut rng, 1.0),
+        input(n * d, &mut rng, 1.0),
+    );
     let att = LinearAttention::<f32>::new(d, d, Causality::Causal).with_chunk(chunk);
     let row_bad = |x: &[f32], i: usize| x[i * d..(i + 1) * d].iter().any(|v| !v.is_finite());
     for &variant in &available_variants() {
         for bad in [f32::NAN, f32::INFINITY] {
-            for (which, token) in [(0usize, 9usize), (1, 9), (2, 9), (0, 66), (1, 66), (2, 66), (3, 40), (3, 3)] {
+            for (which, token) in
+                [(0usize, 9usize), (1, 9), (2, 9), (0, 66), (1, 66), (2, 66), (3, 40), (3, 3)]
+            {
                 let mut x = [narrow(&q), narrow(&k), narrow(&v), narrow(&d_out)];
                 x[which][token * d + 2] = bad;
                 let what = std::format!("{variant:?} input {which} token {token} value {bad}");
@@ -172,7 +200,10 @@ fn every_variant_keeps_non_finite_values_causal() {
                     }
                 }
                 if which == 3 && bad.is_nan() {
-                    assert!(row_bad(&d_q, token) && row_bad(&d_v, 0) && row_bad(&d_k, 0), "{what}: reaches its rows");
+                    assert!(
+                        row_bad(&d_q, token) && row_bad(&d_v, 0) && row_bad(&d_k, 0),
+                        "{what}: reaches its rows"
+                    );
                 }
             }
         }
@@ -184,7 +215,8 @@ fn every_variant_keeps_non_finite_values_causal() {
 fn every_variant_steps_like_the_naive_reference() {
     let mut rng = SplitMix64::new(9);
     for (n, d_k, d_v) in [(1, 1, 1), (5, 3, 7), (40, 64, 64), (23, 65, 33), (9, 130, 17)] {
-        let (q, k, v) = (input(n * d_k, &mut rng, 2.0), input(n * d_k, &mut rng, 2.0), input(n * d_v, &mut rng, 1.0));
+        let (q, k, v) =
+            (input(n * d_k, &mut rng, 2.0), input(n * d_k, &mut rng, 2.0), input(n * d_v, &mut rng, 1.0));
         let (q32, k32, v32) = (narrow(&q), narrow(&k), narrow(&v));
         let expected = naive_linear_attention(n, d_k, d_v, true, 1e-6, &q, &k, &v);
         let (qr, kr, vr) = (widen(&q32), widen(&k32), widen(&v32));
@@ -200,12 +232,30 @@ fn every_variant_steps_like_the_naive_reference() {
     }
 }
 
-fn stream<T: Scalar>(variant: Variant, d_k: usize, d_v: usize, n: usize, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+fn stream<T: Scalar>(
+    variant: Variant,
+    d_k: usize,
+    d_v: usize,
+    n: usize,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Vec<T> {
     let (mut s, mut z) = (vec![T::zero(); d_k * d_v], vec![T::zero(); d_k]);
     let mut out = vec![T::nan(); n * d_v];
     for i in 0..n {
-        let (qi, ki, vi) = (&q[i * d_k..(i + 1) * d_k], &k[i * d_k..(i + 1) * d_k], &v[i * d_v..(i + 1) * d_v]);
-        super::recurrent::step_with(variant, &mut s, &mut z, qi, ki, vi, T::of_f64(1e-6), &mut out[i * d_v..(i + 1) * d_v]);
+        let (qi, ki, vi) =
+            (&q[i * d_k..(i + 1) * d_k], &k[i * d_k..(i + 1) * d_k], &v[i * d_v..(i + 1) * d_v]);
+        super::recurrent::step_with(
+            variant,
+            &mut s,
+            &mut z,
+            qi,
+            ki,
+            vi,
+            T::of_f64(1e-6),
+            &mut out[i * d_v..(i + 1) * d_v],
+        );
     }
     out
 }
