@@ -155,7 +155,8 @@ fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
 }
 
 /// Flops the chunked causal kernels execute for `n` tokens with chunk `c`, `d = d_k = d_v`, row
-/// blocks of `rows` and panels of `width` (a masked product covers whole row blocks and panels):
+/// blocks of `rows` and panels of `width` (masked scores cover bands of `width` rows up to the
+/// band's end, masked products blocks of `rows` rows inside those bands up to the block's end):
 /// per chunk, state products (`2 c d^2` each: forward `A S`, `B^T V`; backward `A S`, `g S^T`,
 /// `B^T V`, `V R^T`, `B R`, `A^T g`, less the ones against a zero state: `A S` and `g S^T` in the
 /// first chunk, `V R^T` and `B R` in the last) and masked products (`2 d` per entry of the areas
@@ -168,12 +169,18 @@ fn executed_flops(n: usize, c: usize, rows: usize, width: usize, backward: bool)
     for (index, t0) in (0..n).step_by(c).enumerate() {
         let len = c.min(n - t0);
         let (mut lower_scores, mut lower, mut upper_scores, mut upper) = (0.0, 0.0, 0.0, 0.0);
-        for i0 in (0..len).step_by(rows) {
-            let block = rows.min(len - i0);
-            lower_scores += (block * (i0 + block).next_multiple_of(width).min(len)) as f64;
-            lower += (block * (i0 + block)) as f64;
-            upper_scores += (block * (len - i0 / width * width)) as f64;
-            upper += (block * (len - i0)) as f64;
+        for i0 in (0..len).step_by(width) {
+            let band = width.min(len - i0);
+            lower_scores += (band * len.min(i0 + width)) as f64;
+            upper_scores += (band * (len - i0)) as f64;
+        }
+        for b0 in (0..len).step_by(width) {
+            let b1 = len.min(b0 + width);
+            for i0 in (b0..b1).step_by(rows) {
+                let block = rows.min(b1 - i0);
+                lower += (block * (i0 + block)) as f64;
+                upper += (block * (len - i0)) as f64;
+            }
         }
         let state = 2.0 * len as f64 * d * d;
         let (first, last) = (index == 0, index + 1 == chunks);

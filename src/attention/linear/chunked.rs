@@ -18,16 +18,21 @@
 //! non-causal form needs no masks: `R`, `r` are full sums, computed in a middle sweep.
 //!
 //! Every product is the crate's register-blocked kernel over operands read where they lie
-//! (`crate::linalg::microkernel::gemm_rows`, no packing): the inputs' rows in place (any head of a packed
-//! row), `phi(Q)`, `phi(K)` and their transposes in chunk scratch, the state and its transpose.
-//! A masked product (`P`, `G` and their transposes) is computed block by block of the kernel's row
-//! height, over the columns its rows can see (rounded to the kernel's panel width), and the entries
+//! (`crate::linalg::microkernel::gemm_rows`, no packing): the inputs' rows in place (any head of a
+//! packed row), `phi(Q)`, `phi(K)` and their transposes in chunk scratch, the state and its
+//! transpose. A masked matrix (`P`, `G` and their transposes) is computed band by band of the
+//! kernel's panel width, over the columns the band's rows can see, as a full product; the entries
 //! above the diagonal are then overwritten with zeros (a select, not a multiplication, so a NaN or
 //! infinity in a later token's `phi(k)` never reaches an earlier row). The masked matrix then
-//! multiplies the rows it may see, up to the end of the row block; the zeros above the diagonal
-//! multiply rows of that block only when the chunk's operand rows are all finite (checked per
-//! chunk), otherwise the diagonal block is summed entry by entry over `j <= i`, so non-finite
-//! values follow causality exactly.
+//! multiplies, block by block of the kernel's row height, the rows the block may see, up to the
+//! block's end: the zeros above the diagonal multiply rows of that block only when the chunk's
+//! operand rows are all finite (checked per chunk); otherwise the diagonal block is summed entry by
+//! entry over `j <= i`, so non-finite values follow causality exactly.
+//!
+//! Per chunk of `c` tokens with `d = d_k = d_v` that is `4 c d^2` flops of state products and about
+//! `2 c^2 d` of masked ones forward (half of `P` and `P V` plus the band edges), and `12 c d^2` and
+//! about `8 c^2 d` for the backward (which recomputes the forward's): at `c = d` about twice the
+//! `4 n d^2` and `12 n d^2` of the recurrent form.
 //!
 //! `phi` and `phi'` are the vectorized exponential of `crate::linalg::exp` for `f32` (within 3 ulp of
 //! `libm::exp`), `libm::exp` for `f64`. The chunk drivers are compiled once per instruction set
@@ -265,9 +270,10 @@ fn transpose<T: Scalar, const SIMD: bool>(
 }
 
 /// `t` (`c x c`, leading dimension `c`) = the causal part of `a bt` (`a`: `c x k`, `bt`: `k x c`):
-/// per block of `tiles.rows` rows, the columns up to the block's last row (rounded up to a panel)
-/// by the product kernel, then every entry above the diagonal overwritten with zero. Entries to
-/// the right of a block's columns are not written (and never read by [`lower_product`]).
+/// per band of `tiles.width` rows (a panel of the product kernel), the columns up to the band's
+/// last row by the product kernel, then every entry above the diagonal overwritten with zero.
+/// Entries to the right of a band's columns are not written (and never read by
+/// [`lower_product`], whose row blocks end at or before their band's end).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn lower_scores<T: Scalar>(
@@ -280,14 +286,26 @@ fn lower_scores<T: Scalar>(
     ldb: usize,
     t: &mut [T],
 ) {
-    for i0 in (0..c).step_by(tiles.rows) {
-        let rows = tiles.rows.min(c - i0);
-        let cols = (i0 + rows).next_multiple_of(tiles.width).min(c);
+    // Bands of a panel's width: each band's columns end on a panel boundary (or the chunk's end).
+    for i0 in (0..c).step_by(tiles.width) {
+        let rows = tiles.width.min(c - i0);
+        let cols = c.min(i0 + tiles.width);
         product(rows, k, cols, &a[i0 * lda..], lda, bt, ldb, &mut t[i0 * c..], c, false);
         for r in i0..i0 + rows {
             t[r * c + r + 1..r * c + cols].fill(T::zero());
         }
     }
+}
+
+/// The row blocks of the masked products: blocks of `tiles.rows` rows inside each band of
+/// `tiles.width` rows (the last block of a band may be shorter), so that no block crosses the
+/// band boundary at which [`lower_scores`] and [`upper_scores`] stop computing entries.
+#[inline(always)]
+fn blocks(tiles: Tiles, c: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..c).step_by(tiles.width).flat_map(move |b0| {
+        let b1 = c.min(b0 + tiles.width);
+        (b0..b1).step_by(tiles.rows).map(move |i0| (i0, tiles.rows.min(b1 - i0)))
+    })
 }
 
 /// `out_r (+)= sum_{j <= r} t_rj b_j` for `c` rows (`t` from [`lower_scores`]; `b`: rows of `n`
@@ -308,8 +326,7 @@ fn lower_product<T: Scalar>(
     finite: bool,
     accumulate: bool,
 ) {
-    for i0 in (0..c).step_by(tiles.rows) {
-        let rows = tiles.rows.min(c - i0);
+    for (i0, rows) in blocks(tiles, c) {
         let (t_block, out_block) = (&t[i0 * c..], &mut out[i0 * ldo..]);
         if finite {
             product(rows, i0 + rows, n, t_block, c, b, ldb, out_block, ldo, accumulate);
@@ -326,8 +343,9 @@ fn lower_product<T: Scalar>(
 }
 
 /// `t` (`c x c`) = the anti-causal part of `a bt`: row `j` holds `a_j . bt_i` for `i >= j` (per
-/// block of rows, from the panel boundary at or below the block's first row; entries left of the
-/// diagonal overwritten with zero, entries left of the panel boundary not written).
+/// band of `tiles.width` rows, from the band's first column; entries left of the diagonal
+/// overwritten with zero, entries left of the band not written: [`upper_product`]'s row blocks
+/// start at or after their band's start).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn upper_scores<T: Scalar>(
@@ -340,9 +358,8 @@ fn upper_scores<T: Scalar>(
     ldb: usize,
     t: &mut [T],
 ) {
-    for j0 in (0..c).step_by(tiles.rows) {
-        let rows = tiles.rows.min(c - j0);
-        let col0 = j0 / tiles.width * tiles.width;
+    for j0 in (0..c).step_by(tiles.width) {
+        let (rows, col0) = (tiles.width.min(c - j0), j0);
         product(rows, k, c - col0, &a[j0 * lda..], lda, &bt[col0..], ldb, &mut t[j0 * c + col0..], c, false);
         for j in j0..j0 + rows {
             t[j * c + col0..j * c + j].fill(T::zero());
@@ -366,8 +383,7 @@ fn upper_product<T: Scalar>(
     finite: bool,
     accumulate: bool,
 ) {
-    for j0 in (0..c).step_by(tiles.rows) {
-        let rows = tiles.rows.min(c - j0);
+    for (j0, rows) in blocks(tiles, c) {
         let out_block = &mut out[j0 * ldo..];
         if finite {
             product(rows, c - j0, n, &t[j0 * c + j0..], c, &b[j0 * ldb..], ldb, out_block, ldo, accumulate);

@@ -157,10 +157,20 @@ fn step_body<T: Scalar, const FUSED: bool>(
         super::chunked::phi_slice::<T, FUSED>(q_block, wq);
         super::chunked::phi_slice::<T, FUSED>(k_block, wk);
         let p0 = p0 * FEATURES;
-        // z += phi(k); den += phi(q) . z, in 8 partial sums.
-        for (p, z_p) in z[p0..p0 + len].iter_mut().enumerate() {
-            *z_p += wk[p];
-            den[p % 8] = T::multiply_add::<FUSED>(wq[p], *z_p, den[p % 8]);
+        // z += phi(k); den += phi(q) . z, in 8 partial sums (one vector).
+        let mut z_blocks = z[p0..p0 + len].chunks_exact_mut(8);
+        let (mut q_blocks, mut k_blocks) = (wq.chunks_exact(8), wk.chunks_exact(8));
+        for ((z_b, q_b), k_b) in (&mut z_blocks).zip(&mut q_blocks).zip(&mut k_blocks) {
+            for lane in 0..8 {
+                z_b[lane] += k_b[lane];
+                den[lane] = T::multiply_add::<FUSED>(q_b[lane], z_b[lane], den[lane]);
+            }
+        }
+        let tail =
+            z_blocks.into_remainder().iter_mut().zip(q_blocks.remainder().iter().zip(k_blocks.remainder()));
+        for (lane, (z_p, (&weight_q, &weight_k))) in tail.enumerate() {
+            *z_p += weight_k;
+            den[lane] = T::multiply_add::<FUSED>(weight_q, *z_p, den[lane]);
         }
         let rows = &mut s[p0 * d_v..(p0 + len) * d_v];
         let mut c0 = 0;
