@@ -157,11 +157,11 @@ fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
 /// Flops the chunked causal kernels execute for `n` tokens with chunk `c`, `d = d_k = d_v`, row
 /// blocks of `rows` and panels of `width` (masked scores cover bands of `width` rows up to the
 /// band's end, masked products blocks of `rows` rows inside those bands up to the block's end):
-/// per chunk, state products (`2 c d^2` each: forward `A S`, `B^T V`; backward `A S`, `g S^T`,
-/// `B^T V`, `V R^T`, `B R`, `A^T g`, less the ones against a zero state: `A S` and `g S^T` in the
-/// first chunk, `V R^T` and `B R` in the last) and masked products (`2 d` per entry of the areas
-/// that `lower_*`/`upper_*` of the kernels cover: forward `P`, `P V`; backward `P`, `P V`, `G`, `G B` lower and
-/// `G^T`, `G^T A`, `P^T`, `P^T g` upper).
+/// per chunk, state products (`2 c d^2` each: forward `A S`, `B^T V`; backward `dO S^T`, `B^T V`,
+/// `V R^T`, `B R`, `A^T g`, less the ones against a zero state: `A S` and `dO S^T` in the first
+/// chunk, `V R^T` and `B R` in the last) and masked products (`2 d` per entry of the areas that
+/// `lower_*`/`upper_*` of the kernels cover: forward `P`, `P V`; backward `P`, `M = dO V^T`,
+/// `G B` lower and `G^T`, `G^T A`, `P^T`, `P^T g` upper).
 fn executed_flops(n: usize, c: usize, rows: usize, width: usize, backward: bool) -> f64 {
     let d = D as f64;
     let mut flops = 0.0;
@@ -185,8 +185,8 @@ fn executed_flops(n: usize, c: usize, rows: usize, width: usize, backward: bool)
         let state = 2.0 * len as f64 * d * d;
         let (first, last) = (index == 0, index + 1 == chunks);
         flops += if backward {
-            let skipped = if first { 2.0 } else { 0.0 } + if last { 2.0 } else { 0.0 };
-            (6.0 - skipped) * state + 2.0 * d * 2.0 * (lower_scores + lower + upper_scores + upper)
+            let skipped = if first { 1.0 } else { 0.0 } + if last { 2.0 } else { 0.0 };
+            (5.0 - skipped) * state + 2.0 * d * (2.0 * lower_scores + lower + 2.0 * (upper_scores + upper))
         } else {
             (if first { 1.0 } else { 2.0 }) * state + 2.0 * d * (lower_scores + lower)
         };

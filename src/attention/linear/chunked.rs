@@ -9,9 +9,10 @@
 //! S  += B^T V_chunk,       z  += B^T 1
 //! ```
 //!
-//! The backward pass runs two sweeps. Forward: it recomputes `num`, `den`, forms
-//! `g_i = dO_i / den_i`, `h_i = -(g_i . num_i) / den_i`, `G = tril(G V^T + h 1^T)` and
-//! `dA = g S^T + h z^T + G B`, and parks `g` in `d_v` and `h` in the first column of `d_k` (the
+//! The backward pass runs two sweeps. Forward: it recomputes `den` and, from `Y = dO S^T` and
+//! `M = tril(dO V^T)` (which the gradient needs anyway), `dO_i . num_i = A_i . Y_i + P_i . M_i`
+//! without forming `num`; then `g_i = dO_i / den_i`, `h_i = -(g_i . num_i) / den_i`,
+//! `G = tril(g V^T + h 1^T) = tril(M / den + h 1^T)` and `dA = g S^T + h z^T + G B`, and parks `g` in `d_v` and `h` in the first column of `d_k` (the
 //! outputs are `n`-sized anyway, so the extra memory stays independent of `n`). Reverse: with the
 //! suffix sums `R = sum_{later chunks} A_i^T g_i`, `r = sum h_i A_i`,
 //! `dB = V R^T + 1 r^T + G^T A` and `dV = B R + P^T g`, then `R += A^T g`, `r += A^T h`. The
@@ -30,9 +31,9 @@
 //! entry over `j <= i`, so non-finite values follow causality exactly.
 //!
 //! Per chunk of `c` tokens with `d = d_k = d_v` that is `4 c d^2` flops of state products and about
-//! `2 c^2 d` of masked ones forward (half of `P` and `P V` plus the band edges), and `12 c d^2` and
-//! about `8 c^2 d` for the backward (which recomputes the forward's): at `c = d` about twice the
-//! `4 n d^2` and `12 n d^2` of the recurrent form.
+//! `2 c^2 d` of masked ones forward (half of `P` and `P V` plus the band edges), and `10 c d^2` and
+//! about `7 c^2 d` for the backward (which recomputes `den` and the state): at `c = d` about 1.5
+//! and 2.1 times the `4 n d^2` and `8 n d^2` of the recurrent form.
 //!
 //! `phi` and `phi'` are the vectorized exponential of `crate::linalg::exp` for `f32` (within 3 ulp of
 //! `libm::exp`), `libm::exp` for `f64`. The chunk drivers are compiled once per instruction set
@@ -609,28 +610,36 @@ fn backward_body<T: Scalar, const FUSED: bool>(
                 phi_rows::<T, FUSED>(x.q, lk, t0, c, fq);
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
                 transpose::<T, FUSED>(c, d_k, fk, d_k, ft, c);
-                let vb = &x.v[lv.start(t0)..];
-                product(c, if t0 == 0 { 0 } else { d_k }, d_v, fq, d_k, s, d_v, num, d_v, false);
-                for r in 0..c {
-                    den[r] = dot(&fq[r * d_k..(r + 1) * d_k], z);
-                }
+                let (vb, ob) = (&x.v[lv.start(t0)..], &x.d_out[lv.start(t0)..]);
+                // den = A z + P 1 + eps with P = tril(A B^T).
                 lower_scores(tiles, c, d_k, fq, d_k, ft, c, p);
                 for r in 0..c {
-                    den[r] += sum(&p[r * c..r * c + r + 1]);
+                    den[r] = dot(&fq[r * d_k..(r + 1) * d_k], z) + sum(&p[r * c..r * c + r + 1]) + eps;
                 }
-                lower_product(tiles, c, p, vb, ldv, d_v, num, d_v, all_finite(c, d_v, vb, ldv), true);
-                normalize_gradient(c, d_v, eps, x.d_out, lv, t0, num, den, gc, h);
-                // dA = g S^T + h z^T + G B with G = tril(g V^T + h 1^T).
+                // Y = dO S^T (into dA) and M = tril(dO V^T) (into G), unnormalized; they give
+                // dO_r . num_r = A_r . Y_r + sum_j P_rj M_rj without forming num = A S + P V.
                 transpose::<T, FUSED>(d_k, d_v, s, d_v, transposed, d_k);
-                product(c, if t0 == 0 { 0 } else { d_v }, d_k, gc, d_v, transposed, d_k, grad_ab, d_k, false);
-                for r in 0..c {
-                    axpy(h[r], z, &mut grad_ab[r * d_k..(r + 1) * d_k]);
-                }
+                product(c, if t0 == 0 { 0 } else { d_v }, d_k, ob, ldv, transposed, d_k, grad_ab, d_k, false);
                 transpose::<T, FUSED>(c, d_v, vb, ldv, vt, c);
-                lower_scores(tiles, c, d_v, gc, d_v, vt, c, mixed);
+                lower_scores(tiles, c, d_v, ob, ldv, vt, c, mixed);
+                // g = dO / den, h = -(g . num) / den; dA = g S^T + h z^T + G B with
+                // G = tril(g V^T + h 1^T) = tril(M / den + h 1^T).
                 for r in 0..c {
-                    for m in &mut mixed[r * c..r * c + r + 1] {
-                        *m += h[r];
+                    let (grad_r, mixed_r) =
+                        (&mut grad_ab[r * d_k..(r + 1) * d_k], &mut mixed[r * c..r * c + r + 1]);
+                    let dot_num =
+                        dot(&fq[r * d_k..(r + 1) * d_k], grad_r) + dot(&p[r * c..r * c + r + 1], mixed_r);
+                    let denominator = den[r];
+                    let h_r = -(dot_num / denominator) / denominator;
+                    h[r] = h_r;
+                    for (g, &d) in gc[r * d_v..(r + 1) * d_v].iter_mut().zip(&x.d_out[lv.row(t0 + r)]) {
+                        *g = d / denominator;
+                    }
+                    for (y, &z_p) in grad_r.iter_mut().zip(z.iter()) {
+                        *y = *y / denominator + h_r * z_p;
+                    }
+                    for m in mixed_r.iter_mut() {
+                        *m = *m / denominator + h_r;
                     }
                 }
                 let finite = all_finite(c, d_k, fk, d_k);
