@@ -40,6 +40,12 @@
 //! * `alloc`: matrix products through `matrixmultiply`'s packed, cache-blocked kernels. They
 //!   allocate their packing buffers on every call, so this needs a global allocator.
 //!
+//! On x86-64 with `std`, the hot loops (fused softmax tiles, `exp`, GELU, the register-blocked
+//! product, AdamW, the S-D assembly) run in an AVX-512, AVX2/FMA or portable variant, chosen once
+//! from what the CPU has. The environment variable `SD_ATTENTION_ISA=portable|avx2|avx512` lowers
+//! that choice (to test or compare the variants on one machine); a request above what the CPU has
+//! is clamped to what it has, and an unknown value is ignored.
+//!
 //! Without default features the crate is `#![no_std]`, needs neither an OS nor an allocator, and
 //! computes matrix products with an allocation-free portable kernel (row-wise axpy and dot loops
 //! that the compiler vectorizes for the target's compile-time features):
@@ -83,6 +89,7 @@ mod scalar;
 pub mod spectral;
 pub mod testing;
 pub mod train;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

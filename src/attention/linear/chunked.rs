@@ -42,9 +42,11 @@
 use core::ops::Range;
 
 use super::{phi, phi_derivative_from};
+use crate::arch::Isa;
 use crate::attention::Causality;
 use crate::linalg::microkernel::gemm_rows;
-use crate::Scalar;
+use crate::workspace::{carve, Req};
+use crate::{Result, Scalar};
 
 /// Sizes of one call: tokens, per-head dimensions, heads per row, chunk length (`1..=n` or 1).
 pub(super) struct Geometry {
@@ -109,29 +111,45 @@ struct Tiles {
     width: usize,
 }
 
-/// Splits `len` elements off the front of `rest`.
-fn take<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
-    let (head, tail) = core::mem::take(rest).split_at_mut(len);
-    *rest = tail;
-    head
+/// The forward's buffers of one head, in order: the state `S` (`d_k x d_v`) and `z` (`d_k`), then
+/// per chunk `phi(Q)`, `phi(K)` (`c x d_k` each), `phi(K)^T` (`d_k x c`), `P` (`c x c`) and the
+/// denominators (`c`).
+fn forward_lens(d_k: usize, d_v: usize, chunk: usize) -> [usize; 7] {
+    [d_k * d_v, d_k, chunk * d_k, chunk * d_k, d_k * chunk, chunk * chunk, chunk]
 }
 
-/// `a * b + c` with the rounding of the saturating `usize` arithmetic of the workspace sizes.
-fn sizes(terms: &[(usize, usize)]) -> usize {
-    terms.iter().fold(0usize, |sum, &(a, b)| sum.saturating_add(a.saturating_mul(b)))
-}
-
-/// `d_k d_v + d_k + c (3 d_k + c + 1)`: state `S`, `z`; `phi(Q)`, `phi(K)`, `phi(K)^T`, `P`, `den`.
+/// `d_k d_v + d_k + c (3 d_k + c + 1)`: the sum of [`forward_lens`], saturating.
 pub(super) fn forward_workspace_len(d_k: usize, d_v: usize, chunk: usize) -> usize {
-    let per_token = sizes(&[(3, d_k), (1, chunk), (1, 1)]);
-    sizes(&[(d_k, d_v), (d_k, 1), (chunk, per_token)])
+    Req::all_of([
+        Req::array(d_k, d_v),
+        Req::new(d_k),
+        Req::array(chunk, d_k).times(3),
+        Req::array(chunk, chunk),
+        Req::new(chunk),
+    ])
+    .saturating()
 }
 
-/// `3 d_k d_v + 2 d_k + c (4 d_k + 3 d_v + 2 c + 2)`: `S`, `R` and a transposed copy, `z`, `r`;
-/// `phi(Q)`, `phi(K)`, a transposed one, `dA`; `V^T` (or `g^T`), `g`, `num`; `P`, `G`; `den`, `h`.
+/// The backward's buffers of one head, in order: `S`, the suffix sum `R` and a transposed copy of
+/// either (`d_k x d_v` each), `z` and `r` (`d_k` each); per chunk `phi(Q)`, `phi(K)`, a transposed
+/// one and `dA` (`c x d_k` each), `V^T` (or `g^T`), `g` and the numerators (`c x d_v` each), `P`
+/// and `G` (`c x c` each), the denominators and `h` (`c` each).
+fn backward_lens(d_k: usize, d_v: usize, chunk: usize) -> [usize; 16] {
+    let (ck, cv, cc, kv) = (chunk * d_k, chunk * d_v, chunk * chunk, d_k * d_v);
+    [kv, kv, kv, d_k, d_k, ck, ck, ck, ck, cv, cv, cv, cc, cc, chunk, chunk]
+}
+
+/// `3 d_k d_v + 2 d_k + c (4 d_k + 3 d_v + 2 c + 2)`: the sum of [`backward_lens`], saturating.
 pub(super) fn backward_workspace_len(d_k: usize, d_v: usize, chunk: usize) -> usize {
-    let per_token = sizes(&[(4, d_k), (3, d_v), (2, chunk), (2, 1)]);
-    sizes(&[(3, d_k.saturating_mul(d_v)), (2, d_k), (chunk, per_token)])
+    Req::all_of([
+        Req::array(d_k, d_v).times(3),
+        Req::array(d_k, 2),
+        Req::array(chunk, d_k).times(4),
+        Req::array(chunk, d_v).times(3),
+        Req::array(chunk, chunk).times(2),
+        Req::array(chunk, 2),
+    ])
+    .saturating()
 }
 
 /// `C = A B` (or `C += A B`) by the register-blocked kernel (see the module documentation).
@@ -499,18 +517,11 @@ fn forward_body<T: Scalar, const FUSED: bool>(
     v: &[T],
     out: &mut [T],
     workspace: &mut [T],
-) {
+) -> Result<()> {
     let Geometry { n_tokens: n, d_k, d_v, n_heads, chunk } = *pass.geometry;
     let (lk, lv) = (Layout::of_head(n_heads, d_k, pass.head), Layout::of_head(n_heads, d_v, pass.head));
     let ldv = lv.stride;
-    let mut rest = workspace;
-    let s = take(&mut rest, d_k * d_v);
-    let z = take(&mut rest, d_k);
-    let fq = take(&mut rest, chunk * d_k);
-    let fk = take(&mut rest, chunk * d_k);
-    let fkt = take(&mut rest, d_k * chunk);
-    let p = take(&mut rest, chunk * chunk);
-    let den = take(&mut rest, chunk);
+    let ([s, z, fq, fk, fkt, p, den], _) = carve(workspace, forward_lens(d_k, d_v, chunk))?;
     s.fill(T::zero());
     z.fill(T::zero());
     let normalize = |out: &mut [T], t0: usize, c: usize, den: &[T]| {
@@ -563,6 +574,7 @@ fn forward_body<T: Scalar, const FUSED: bool>(
             }
         }
     }
+    Ok(())
 }
 
 /// One head's backward pass; `workspace` holds at least [`backward_workspace_len`] elements.
@@ -574,28 +586,13 @@ fn backward_body<T: Scalar, const FUSED: bool>(
     x: &Inputs<'_, T>,
     grads: &mut Grads<'_, T>,
     workspace: &mut [T],
-) {
+) -> Result<()> {
     let Geometry { n_tokens: n, d_k, d_v, n_heads, chunk } = *pass.geometry;
     let (lk, lv) = (Layout::of_head(n_heads, d_k, pass.head), Layout::of_head(n_heads, d_v, pass.head));
     let ldv = lv.stride;
     debug_assert!(d_k > 0 && d_v > 0, "the caller handles empty feature dimensions");
-    let mut rest = workspace;
-    let s = take(&mut rest, d_k * d_v);
-    let suffix = take(&mut rest, d_k * d_v);
-    let transposed = take(&mut rest, d_v * d_k);
-    let z = take(&mut rest, d_k);
-    let suffix_z = take(&mut rest, d_k);
-    let fq = take(&mut rest, chunk * d_k);
-    let fk = take(&mut rest, chunk * d_k);
-    let ft = take(&mut rest, d_k * chunk);
-    let grad_ab = take(&mut rest, chunk * d_k);
-    let vt = take(&mut rest, d_v * chunk);
-    let gc = take(&mut rest, chunk * d_v);
-    let num = take(&mut rest, chunk * d_v);
-    let p = take(&mut rest, chunk * chunk);
-    let mixed = take(&mut rest, chunk * chunk);
-    let den = take(&mut rest, chunk);
-    let h = take(&mut rest, chunk);
+    let ([s, suffix, transposed, z, suffix_z, fq, fk, ft, grad_ab, vt, gc, num, p, mixed, den, h], _) =
+        carve(workspace, backward_lens(d_k, d_v, chunk))?;
     s.fill(T::zero());
     z.fill(T::zero());
     suffix.fill(T::zero());
@@ -733,63 +730,42 @@ fn backward_body<T: Scalar, const FUSED: bool>(
             }
         }
     }
+    Ok(())
 }
 
-/// The instruction-set variants of the drivers: each compiles [`forward_body`] and
-/// [`backward_body`] (and so `phi` and the elementwise loops) for its target features, with the
-/// block shape of the product kernel it calls.
-macro_rules! variants {
-    ($forward:ident, $backward:ident, $features:literal, $fused:expr, $rows:expr, $bits:expr) => {
-        /// [`forward_body`] for this instruction set.
-        ///
-        /// # Safety
-        /// The CPU must have the features this function is compiled for.
-        #[target_feature(enable = $features)]
-        #[allow(clippy::too_many_arguments, clippy::incompatible_msrv)]
-        unsafe fn $forward<T: Scalar>(
-            pass: &Pass<'_>,
-            eps: T,
-            q: &[T],
-            k: &[T],
-            v: &[T],
-            out: &mut [T],
-            ws: &mut [T],
-        ) {
-            let tiles = Tiles { rows: $rows, width: $bits / (8 * core::mem::size_of::<T>()) };
-            forward_body::<T, $fused>(tiles, pass, eps, q, k, v, out, ws)
-        }
-
-        /// [`backward_body`] for this instruction set.
-        ///
-        /// # Safety
-        /// The CPU must have the features this function is compiled for.
-        #[target_feature(enable = $features)]
-        #[allow(clippy::incompatible_msrv)]
-        unsafe fn $backward<T: Scalar>(
-            pass: &Pass<'_>,
-            eps: T,
-            x: &Inputs<'_, T>,
-            grads: &mut Grads<'_, T>,
-            ws: &mut [T],
-        ) {
-            let tiles = Tiles { rows: $rows, width: $bits / (8 * core::mem::size_of::<T>()) };
-            backward_body::<T, $fused>(tiles, pass, eps, x, grads, ws)
-        }
-    };
+/// Product-kernel tiles of each variant for elements of `bytes` bytes: AVX-512 8 rows and
+/// 64-byte panels, AVX2 6 rows and 32-byte panels, portable 4 x 8.
+fn tiles(isa: Isa, bytes: usize) -> Tiles {
+    match isa {
+        Isa::Avx512 => Tiles { rows: 8, width: 128 / bytes },
+        Isa::Avx2Fma => Tiles { rows: 6, width: 64 / bytes },
+        Isa::Portable => Tiles { rows: 4, width: 8 },
+    }
 }
 
-#[cfg(sda_avx512)]
-variants!(forward_avx512, backward_avx512, "avx512f,fma", true, 8, 1024);
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-variants!(forward_avx2, backward_avx2, "avx2,fma", true, 6, 512);
+crate::arch::multiversion! {
+    /// [`forward_body`] in `f32` in the variant `isa` (`phi`, transposes and elementwise loops
+    /// compiled for its features; the products dispatch the same way).
+    fn forward_f32(pass: &Pass<'_>, eps: f32, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], ws: &mut [f32]) -> Result<()>;
+    avx512("avx512f,fma") => forward_body::<f32, true>(tiles(Isa::Avx512, 4), pass, eps, q, k, v, out, ws);
+    avx2("avx2,fma") => forward_body::<f32, true>(tiles(Isa::Avx2Fma, 4), pass, eps, q, k, v, out, ws);
+    portable => forward_body::<f32, false>(tiles(Isa::Portable, 4), pass, eps, q, k, v, out, ws);
+}
 
-/// The portable tiles: the product kernel's 4 x 8 blocks.
-const PORTABLE: Tiles = Tiles { rows: 4, width: 8 };
+crate::arch::multiversion! {
+    /// [`backward_body`] in `f32` in the variant `isa`.
+    fn backward_f32(pass: &Pass<'_>, eps: f32, x: &Inputs<'_, f32>, grads: &mut Grads<'_, f32>, ws: &mut [f32]) -> Result<()>;
+    avx512("avx512f,fma") => backward_body::<f32, true>(tiles(Isa::Avx512, 4), pass, eps, x, grads, ws);
+    avx2("avx2,fma") => backward_body::<f32, true>(tiles(Isa::Avx2Fma, 4), pass, eps, x, grads, ws);
+    portable => backward_body::<f32, false>(tiles(Isa::Portable, 4), pass, eps, x, grads, ws);
+}
 
-/// One head's forward pass in `variant` (one the CPU runs: [`super::variant`] or below it).
+/// One head's forward pass in the variant `isa` ([`crate::arch::isa`], or any below it). `f32`
+/// runs the variant's drivers; `f64`, the reference precision, runs the portable driver over the
+/// variant's products.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_head<T: Scalar>(
-    variant: super::Variant,
+    isa: Isa,
     pass: &Pass<'_>,
     eps: T,
     q: &[T],
@@ -797,34 +773,43 @@ pub(super) fn forward_head<T: Scalar>(
     v: &[T],
     out: &mut [T],
     workspace: &mut [T],
-) {
-    match variant {
-        #[cfg(sda_avx512)]
-        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
-        super::Variant::Avx512 => unsafe { forward_avx512(pass, eps, q, k, v, out, workspace) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
-        super::Variant::Avx2 => unsafe { forward_avx2(pass, eps, q, k, v, out, workspace) },
-        super::Variant::Portable => forward_body::<T, false>(PORTABLE, pass, eps, q, k, v, out, workspace),
+) -> Result<()> {
+    if let (Some(q), Some(k), Some(v)) = (T::f32_slice(q), T::f32_slice(k), T::f32_slice(v)) {
+        let (out, workspace) =
+            (T::f32_slice_mut(out).expect("f32"), T::f32_slice_mut(workspace).expect("f32"));
+        return forward_f32(isa, pass, eps.as_f64() as f32, q, k, v, out, workspace);
     }
+    forward_body::<T, false>(
+        tiles(isa.clamp(), core::mem::size_of::<T>()),
+        pass,
+        eps,
+        q,
+        k,
+        v,
+        out,
+        workspace,
+    )
 }
 
-/// One head's backward pass in `variant` (one the CPU runs: [`super::variant`] or below it).
+/// One head's backward pass in the variant `isa` (as [`forward_head`]).
 pub(super) fn backward_head<T: Scalar>(
-    variant: super::Variant,
+    isa: Isa,
     pass: &Pass<'_>,
     eps: T,
     x: &Inputs<'_, T>,
     grads: &mut Grads<'_, T>,
     workspace: &mut [T],
-) {
-    match variant {
-        #[cfg(sda_avx512)]
-        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
-        super::Variant::Avx512 => unsafe { backward_avx512(pass, eps, x, grads, workspace) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
-        super::Variant::Avx2 => unsafe { backward_avx2(pass, eps, x, grads, workspace) },
-        super::Variant::Portable => backward_body::<T, false>(PORTABLE, pass, eps, x, grads, workspace),
+) -> Result<()> {
+    let inputs = (T::f32_slice(x.q), T::f32_slice(x.k), T::f32_slice(x.v), T::f32_slice(x.d_out));
+    if let (Some(q), Some(k), Some(v), Some(d_out)) = inputs {
+        let x = Inputs { q, k, v, d_out };
+        let mut grads = Grads {
+            d_q: T::f32_slice_mut(grads.d_q).expect("f32"),
+            d_k: T::f32_slice_mut(grads.d_k).expect("f32"),
+            d_v: T::f32_slice_mut(grads.d_v).expect("f32"),
+        };
+        let workspace = T::f32_slice_mut(workspace).expect("f32");
+        return backward_f32(isa, pass, eps.as_f64() as f32, &x, &mut grads, workspace);
     }
+    backward_body::<T, false>(tiles(isa.clamp(), core::mem::size_of::<T>()), pass, eps, x, grads, workspace)
 }

@@ -51,57 +51,6 @@ use crate::attention::Causality;
 use crate::error::{check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
 
-/// An instruction-set variant of the kernels (the products, `phi` and the elementwise loops).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Variant {
-    /// AVX-512F with FMA.
-    #[cfg(sda_avx512)]
-    Avx512,
-    /// AVX2 with FMA.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    Avx2,
-    /// The target's compile-time features, unfused.
-    Portable,
-}
-
-/// Every variant the CPU runs, widest first (for tests).
-#[cfg(test)]
-pub(crate) fn available_variants() -> std::vec::Vec<Variant> {
-    let mut variants = std::vec::Vec::new();
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        variants.push(Variant::Avx512);
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if crate::arch::has_avx2_fma() {
-        variants.push(Variant::Avx2);
-    }
-    variants.push(Variant::Portable);
-    variants
-}
-
-/// The widest variant the CPU runs, detected once; `SD_ATTENTION_ISA=portable|avx2|avx512` forces
-/// a narrower one (for tests of every variant on one machine; a variant the CPU lacks is not used).
-pub(crate) fn variant() -> Variant {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        static VARIANT: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
-        *VARIANT.get_or_init(|| {
-            let forced = std::env::var("SD_ATTENTION_ISA").unwrap_or_default();
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() && !matches!(forced.as_str(), "avx2" | "portable") {
-                return Variant::Avx512;
-            }
-            if crate::arch::has_avx2_fma() && forced != "portable" {
-                return Variant::Avx2;
-            }
-            Variant::Portable
-        })
-    }
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-    Variant::Portable
-}
-
 /// The default `eps` added to the normalizer `phi(q_i)^T z_i`.
 pub const DEFAULT_EPS: f64 = 1e-6;
 /// The default chunk length of the chunked kernels.
@@ -274,7 +223,7 @@ impl<T: Scalar> LinearAttention<T> {
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
             let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
-            chunked::forward_head(variant(), &pass, self.eps, q, k, v, out, workspace);
+            chunked::forward_head(crate::arch::isa(), &pass, self.eps, q, k, v, out, workspace)?;
         }
         Ok(())
     }
@@ -321,7 +270,7 @@ impl<T: Scalar> LinearAttention<T> {
         let mut grads = chunked::Grads { d_q, d_k, d_v };
         for head in 0..self.n_heads {
             let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
-            chunked::backward_head(variant(), &pass, self.eps, &inputs, &mut grads, workspace);
+            chunked::backward_head(crate::arch::isa(), &pass, self.eps, &inputs, &mut grads, workspace)?;
         }
         Ok(())
     }

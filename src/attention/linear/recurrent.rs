@@ -99,15 +99,16 @@ impl<'a, T: Scalar> State<'a, T> {
         if !(eps >= T::zero() && eps.is_finite()) {
             return Err(Error::InvalidParameter { what: "eps", expected: "finite and >= 0" });
         }
-        step_with(super::variant(), self.s, self.z, q, k, v, eps, out);
+        step_with(crate::arch::isa(), self.s, self.z, q, k, v, eps, out);
         Ok(())
     }
 }
 
-/// One step over checked buffers in `variant` (one the CPU runs).
+/// One step over checked buffers in the variant `isa` ([`crate::arch::isa`] or below it): `f32`
+/// in the variant's compilation, `f64` (the reference precision) portably.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn step_with<T: Scalar>(
-    variant: super::Variant,
+    isa: crate::arch::Isa,
     s: &mut [T],
     z: &mut [T],
     q: &[T],
@@ -116,15 +117,23 @@ pub(super) fn step_with<T: Scalar>(
     eps: T,
     out: &mut [T],
 ) {
-    match variant {
-        #[cfg(sda_avx512)]
-        // SAFETY: the caller passes `Avx512` only on a CPU with AVX-512F and FMA.
-        super::Variant::Avx512 => unsafe { step_avx512(s, z, q, k, v, eps, out) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: the caller passes `Avx2` only on a CPU with AVX2 and FMA.
-        super::Variant::Avx2 => unsafe { step_avx2(s, z, q, k, v, eps, out) },
-        super::Variant::Portable => step_body::<T, false>(s, z, q, k, v, eps, out),
+    if let (Some(q), Some(k), Some(v)) = (T::f32_slice(q), T::f32_slice(k), T::f32_slice(v)) {
+        let (s, z, out) = (
+            T::f32_slice_mut(s).expect("f32"),
+            T::f32_slice_mut(z).expect("f32"),
+            T::f32_slice_mut(out).expect("f32"),
+        );
+        return step_f32(isa, s, z, q, k, v, eps.as_f64() as f32, out);
     }
+    step_body::<T, false>(s, z, q, k, v, eps, out)
+}
+
+crate::arch::multiversion! {
+    /// [`step_body`] in `f32` in the variant `isa`.
+    fn step_f32(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], eps: f32, out: &mut [f32]);
+    avx512("avx512f,fma") => step_body::<f32, true>(s, z, q, k, v, eps, out);
+    avx2("avx2,fma") => step_body::<f32, true>(s, z, q, k, v, eps, out);
+    portable => step_body::<f32, false>(s, z, q, k, v, eps, out);
 }
 
 /// `phi` of at most this many features at a time, in stack buffers.
@@ -202,25 +211,4 @@ fn step_body<T: Scalar, const FUSED: bool>(
     for o in out.iter_mut() {
         *o /= den;
     }
-}
-
-/// [`step_body`] compiled for AVX-512 with FMA.
-///
-/// # Safety
-/// The CPU must have AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::incompatible_msrv)] // Rust >= 1.89 only (build.rs)
-unsafe fn step_avx512<T: Scalar>(s: &mut [T], z: &mut [T], q: &[T], k: &[T], v: &[T], eps: T, out: &mut [T]) {
-    step_body::<T, true>(s, z, q, k, v, eps, out)
-}
-
-/// [`step_body`] compiled for AVX2 with FMA.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn step_avx2<T: Scalar>(s: &mut [T], z: &mut [T], q: &[T], k: &[T], v: &[T], eps: T, out: &mut [T]) {
-    step_body::<T, true>(s, z, q, k, v, eps, out)
 }

@@ -4,7 +4,8 @@
 //! causality of the masked products in each variant.
 
 use super::chunked::{self, Grads, Inputs, Pass};
-use super::{available_variants, LinearAttention, Variant};
+use super::LinearAttention;
+use crate::arch::Isa as Variant;
 use crate::attention::Causality;
 use crate::rng::SplitMix64;
 use crate::Scalar;
@@ -33,7 +34,7 @@ fn forward<T: Scalar>(
     let geometry = att.geometry(n);
     for head in 0..att.n_heads {
         let pass = Pass { geometry: &geometry, head, causality: att.causality };
-        chunked::forward_head(variant, &pass, att.eps, q, k, v, &mut out, &mut workspace);
+        chunked::forward_head(variant, &pass, att.eps, q, k, v, &mut out, &mut workspace).unwrap();
     }
     out
 }
@@ -55,7 +56,7 @@ fn backward<T: Scalar>(
     let mut grads = Grads { d_q: &mut d_q, d_k: &mut d_k, d_v: &mut d_v };
     for head in 0..att.n_heads {
         let pass = Pass { geometry: &geometry, head, causality: att.causality };
-        chunked::backward_head(variant, &pass, att.eps, &x, &mut grads, &mut workspace);
+        chunked::backward_head(variant, &pass, att.eps, &x, &mut grads, &mut workspace).unwrap();
     }
     (d_q, d_k, d_v)
 }
@@ -95,7 +96,7 @@ const SHAPES: [(usize, usize, usize, usize); 12] = [
 #[test]
 fn every_variant_matches_the_naive_reference() {
     let mut rng = SplitMix64::new(17);
-    let variants = available_variants();
+    let variants = crate::arch::available().collect::<Vec<_>>();
     std::eprintln!("variants: {variants:?}");
     for &(n, d_k, d_v, chunk) in &SHAPES {
         for causal in [true, false] {
@@ -163,7 +164,7 @@ fn every_variant_keeps_non_finite_values_causal() {
     );
     let att = LinearAttention::<f32>::new(d, d, Causality::Causal).with_chunk(chunk);
     let row_bad = |x: &[f32], i: usize| x[i * d..(i + 1) * d].iter().any(|v| !v.is_finite());
-    for &variant in &available_variants() {
+    for &variant in &crate::arch::available().collect::<Vec<_>>() {
         for bad in [f32::NAN, f32::INFINITY] {
             for (which, token) in
                 [(0usize, 9usize), (1, 9), (2, 9), (0, 66), (1, 66), (2, 66), (3, 40), (3, 3)]
@@ -221,7 +222,7 @@ fn every_variant_steps_like_the_naive_reference() {
         let expected = naive_linear_attention(n, d_k, d_v, true, 1e-6, &q, &k, &v);
         let (qr, kr, vr) = (widen(&q32), widen(&k32), widen(&v32));
         let expected32 = naive_linear_attention(n, d_k, d_v, true, 1e-6, &qr, &kr, &vr);
-        for &variant in &available_variants() {
+        for &variant in &crate::arch::available().collect::<Vec<_>>() {
             let out = stream(variant, d_k, d_v, n, &q, &k, &v);
             let tol = forward_tolerance(n, d_k, d_v, &v, &expected, f64::EPSILON);
             assert!(worst_ratio(&out, &expected, &tol) <= 1.0, "{variant:?} f64 n {n} d_k {d_k}");
