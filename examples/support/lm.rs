@@ -180,7 +180,8 @@ impl LayerSpectrum {
 /// Spectra of every softmax or S-D layer of a model whose parameters are `params` (f32, laid out
 /// by `layout`): per head, the factors `(W_Q', W_K')` with `W_Q' W_K'^T = M` from
 /// [`AttentionMixer::head_factors`] (for S-D, `M = S + D = U V^T - V U^T - C C^T` exactly), then the
-/// matrix-free Lanczos spectra of [`head_spectrum`]. Linear layers are skipped.
+/// exact spectra of [`head_spectrum`] (from the factors: a thin QR and a small core, `docs/math.md`
+/// section 9). Linear layers are skipped.
 pub fn layer_spectra(config: &ModelConfig, layer_params: &[&[f32]]) -> Vec<LayerSpectrum> {
     let dims = SublayerDims { d_model: config.d_model, n_heads: config.n_heads, d_head: config.d_head };
     let mut out = Vec::new();
