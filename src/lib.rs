@@ -66,6 +66,8 @@
 //! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 //! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
 //!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
+//! * [`inference`]: allocation-free incremental decoding of a trained model (a borrowed model or
+//!   checkpoint, a decoder state in caller buffers, `prefill`/`step`, sampling).
 //! * [`train`]: AdamW, gradient clipping, warmup + cosine schedule, checksums; with `alloc`
 //!   checkpoints and the Shakespeare corpus loader.
 
@@ -85,6 +87,7 @@ pub mod erank;
 mod error;
 mod exp;
 pub mod factored;
+pub mod inference;
 mod kernel;
 pub mod lanczos;
 mod microkernel;

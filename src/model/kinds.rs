@@ -1,0 +1,42 @@
+//! The kinds a model is built from, per layer and per model: the attention kernel of a layer and
+//! how positions are encoded. No allocation: the inference path (which runs without an allocator)
+//! reads them too; `model::config::ModelConfig` (with `alloc`) holds one kind per layer.
+
+/// The attention kernel of one layer (all heads of a layer share the kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 4).
+    Softmax,
+    /// S-D attention (SPEC section 5): per head, routing `S = U V^T - V U^T` with `U, V`
+    /// `d_model x routing_rank`, filtering `D = -C C^T` with `C` `d_model x filtering_rank`.
+    Sd {
+        /// `r`: rank(S) <= 2 r.
+        routing_rank: usize,
+        /// `q`: rank(D) <= q.
+        filtering_rank: usize,
+    },
+    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 6).
+    Linear,
+}
+
+impl AttentionKind {
+    /// Parameters of the kernel `theta` of one head: `2 d_model d_head` (softmax, linear) or
+    /// `d_model (2 r + q)` (S-D). `None` on overflow.
+    pub fn params_per_head(self, d_model: usize, d_head: usize) -> Option<usize> {
+        match self {
+            AttentionKind::Softmax | AttentionKind::Linear => d_model.checked_mul(d_head)?.checked_mul(2),
+            AttentionKind::Sd { routing_rank, filtering_rank } => {
+                d_model.checked_mul(routing_rank.checked_mul(2)?.checked_add(filtering_rank)?)
+            }
+        }
+    }
+}
+
+/// How positions enter the residual stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PositionKind {
+    /// A learned `context_len x d_model` table added to the embeddings.
+    Learned,
+    /// The fixed sinusoidal table (no parameters).
+    Sinusoidal,
+}
