@@ -5,11 +5,15 @@
 //! timing (erank to 1e-9; SLQ within 4 standard errors of the exact Lanczos value), and printed.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sd_attention::erank::entropy_effective_rank;
-use sd_attention::factored::{FactoredKernel, Part};
-use sd_attention::operator::{routing_gram_workspace_len, RoutingGram};
-use sd_attention::slq::{slq_effective_rank, slq_workspace_len, SingularValuesFrom, SlqOptions};
-use sd_attention::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
+use sd_attention::spectral::erank::entropy_effective_rank;
+use sd_attention::spectral::factored::{FactoredKernel, Part};
+use sd_attention::spectral::lanczos::operator::{routing_gram_workspace_len, RoutingGram};
+use sd_attention::spectral::lanczos::slq::{
+    slq_effective_rank, slq_workspace_len, SingularValuesFrom, SlqOptions,
+};
+use sd_attention::spectral::spectrum::{
+    head_spectrum_steps, head_values_workspace_len, routing_singular_values,
+};
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -10,10 +10,14 @@ times one recurrent step of the same size written in torch. Then it reads the cr
 the Rust bench from target/criterion/<group>/<n>/new/estimates.json and prints both with their ratio.
 
     cargo bench --bench linear_attention
-    /work/venv/bin/python benches/torch_linear.py
+    python3 benches/torch_linear.py
 
 Flop counts are the recurrent-form counts the Rust bench uses (forward 4 n d^2, backward 8 n d^2,
 step 4 d^2). Times are medians over repeated runs after a warm-up.
+
+A Python with torch (numpy, safetensors) runs it; make one with
+`python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
+`.venv/bin/python` in place of `python3` above.
 """
 import json
 import os

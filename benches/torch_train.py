@@ -3,7 +3,7 @@
 Usage (from the repository root):
 
     cargo bench --bench train                       # writes target/criterion/train/sd_demo_step/new/estimates.json
-    /work/venv/bin/python benches/torch_train.py    # times PyTorch, prints both and the ratio
+    python3 benches/torch_train.py                  # times PyTorch, prints both and the ratio
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
 
@@ -16,6 +16,10 @@ mean next-byte cross-entropy; backward; global-norm clipping at 1; AdamW (0.9, 0
 decay 0.1 on matrices only). float32, torch.set_num_threads(1), batch 16 x 128 random windows of
 the training plays. Times are medians of per-step wall times; ratio = torch / ours (> 1: we are
 faster).
+
+A Python with torch (numpy, safetensors) runs it; make one with
+`python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
+`.venv/bin/python` in place of `python3` above.
 """
 import json
 import math

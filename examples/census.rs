@@ -1,4 +1,4 @@
-//! Head census of a pretrained checkpoint (SPEC sections 1–3, 7): for every attention head, the
+//! Head census of a pretrained checkpoint (`docs/math.md` sections 1–3, 7): for every attention head, the
 //! routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`, computed
 //! matrix-free from `W_Q, W_K` by Lanczos (never forming `d_model x d_model`).
 //!

@@ -11,8 +11,8 @@
 //! `M = W_Q W_K^T` (`d_model x d_model`), formed densely here so that both paths can be compared.
 
 use safetensors::{Dtype, SafeTensors};
-use sd_attention::dense::{matmul_nt, Update};
-use sd_attention::factored::FactoredKernel;
+use sd_attention::linalg::dense::{matmul_nt, Update};
+use sd_attention::spectral::factored::FactoredKernel;
 use sd_attention::split::{energies, split};
 use std::error::Error;
 

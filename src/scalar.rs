@@ -227,20 +227,20 @@ macro_rules! not_f32 {
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
-    crate::exp::exp_shifted_sum_f32,
-    crate::exp::exp_sub_accumulate_f32,
-    crate::exp::tanh_in_place_f32,
-    crate::microkernel::product_f32,
+    crate::linalg::exp::exp_shifted_sum_f32,
+    crate::linalg::exp::exp_sub_accumulate_f32,
+    crate::linalg::exp::tanh_in_place_f32,
+    crate::linalg::microkernel::product_f32,
     is_f32,
     "f32"
 );
 impl_scalar!(
     f64,
     matrixmultiply::dgemm,
-    crate::exp::exp_shifted_sum_f64,
-    crate::exp::exp_sub_accumulate_f64,
-    crate::exp::tanh_in_place_f64,
-    crate::microkernel::product_f64,
+    crate::linalg::exp::exp_shifted_sum_f64,
+    crate::linalg::exp::exp_sub_accumulate_f64,
+    crate::linalg::exp::tanh_in_place_f64,
+    crate::linalg::microkernel::product_f64,
     not_f32,
     "f64"
 );

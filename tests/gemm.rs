@@ -9,7 +9,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::dense::{
+use sd_attention::linalg::dense::{
     gemm, gemm_portable, matmul, matmul_nt, matmul_strided, matmul_tn, transpose, Transpose, Update,
 };
 use sd_attention::Error;
@@ -270,7 +270,7 @@ fn strided_products_reject_bad_shapes() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn gemm_wrappers_match_naive_on_random_shapes(

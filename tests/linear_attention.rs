@@ -1,4 +1,4 @@
-//! ELU+1 linear attention (SPEC section 6) against the naive f64 references of
+//! ELU+1 linear attention (`docs/math.md` section 6) against the naive f64 references of
 //! tests/common/linear.rs: forward on random shapes, causal == chunked (every chunk size) ==
 //! recurrent, backward against the materialized chain rule and against central finite differences,
 //! f32 against f64 within derived bounds, multi-head packing, NaN/infinity, and errors.
@@ -10,7 +10,7 @@ use common::{narrow, seeded_matrix, widen};
 use proptest::prelude::*;
 use sd_attention::attention::linear::{phi, phi_derivative, LinearAttention, State};
 use sd_attention::attention::Causality;
-use sd_attention::strategies::{attention_inputs, AttentionInputs};
+use sd_attention::testing::strategies::{attention_inputs, AttentionInputs};
 use sd_attention::{Error, Scalar};
 
 fn causality(causal: bool) -> Causality {
@@ -101,7 +101,7 @@ fn max_abs(x: &[f64]) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(48))]
 
     /// Forward == naive f64 on random shapes, n in 1..300, d in 1..96, any chunk.
     #[test]

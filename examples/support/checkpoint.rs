@@ -12,8 +12,8 @@
 #![allow(dead_code)]
 
 use safetensors::{Dtype, SafeTensors};
-use sd_attention::factored::FactoredKernel;
-use sd_attention::spectrum::{head_spectrum, head_spectrum_workspace_len, HeadSpectrum};
+use sd_attention::spectral::factored::FactoredKernel;
+use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_len, HeadSpectrum};
 
 /// Which naming and storage convention a checkpoint follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use libfuzzer_sys::fuzz_target;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-use sd_attention::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
-use sd_attention::erank::effective_ranks;
-use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::linalg::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
+use sd_attention::spectral::erank::effective_ranks;
+use sd_attention::spectral::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, split, split_in_place};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-use sd_attention::dense::Update;
+use sd_attention::linalg::dense::Update;
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions};

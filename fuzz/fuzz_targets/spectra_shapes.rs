@@ -8,12 +8,12 @@ use libfuzzer_sys::fuzz_target;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-use sd_attention::factored::FactoredKernel;
-use sd_attention::lanczos::{extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions};
-use sd_attention::operator::{DenseSymmetric, FnOperator, RoutingGram};
-use sd_attention::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOptions};
-use sd_attention::spectrum::head_spectrum;
-use sd_attention::tridiagonal::tridiagonal_eigen;
+use sd_attention::spectral::factored::FactoredKernel;
+use sd_attention::spectral::lanczos::lanczos::{extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions};
+use sd_attention::spectral::lanczos::operator::{DenseSymmetric, FnOperator, RoutingGram};
+use sd_attention::spectral::lanczos::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOptions};
+use sd_attention::spectral::spectrum::head_spectrum;
+use sd_attention::spectral::lanczos::tridiagonal::tridiagonal_eigen;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);

@@ -1,4 +1,4 @@
-//! Multi-head wrappers over packed layouts (SPEC sections 4 and 5): `h` heads side by side in the
+//! Multi-head wrappers over packed layouts (`docs/math.md` sections 4 and 5): `h` heads side by side in the
 //! columns of one row-major matrix, head `t` owning columns `[t w, (t + 1) w)` of an `n x (h w)`
 //! matrix (the layout of a fused `X W` projection). Each head is gathered into contiguous workspace
 //! rows (`O(n w)` copies, against the head's `O(n^2 w)` work), run by the single-head kernel, and
@@ -125,7 +125,7 @@ unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src:
 #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
         return unsafe { heads_avx512::<SPLIT>(n, h, width, src, dst) };
     }
@@ -377,7 +377,7 @@ impl<T: Scalar> MultiHead<T> {
                 head_grads,
                 rest,
             )?;
-            crate::kernel::axpy(T::one(), d_x_h, grads.d_x);
+            crate::linalg::kernel::axpy(T::one(), d_x_h, grads.d_x);
         }
         Ok(())
     }
@@ -415,7 +415,7 @@ mod tests {
                 ));
             }
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() {
+            if crate::arch::has_avx512() {
                 // SAFETY (both): the CPU has AVX-512F, just detected.
                 variants.push((
                     "avx512",

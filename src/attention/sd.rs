@@ -1,11 +1,11 @@
-//! S-D attention (SPEC sections 5 and 8), and the standard `W_Q, W_K` head in the same form.
+//! S-D attention (`docs/math.md` sections 5 and 8), and the standard `W_Q, W_K` head in the same form.
 //!
 //! An [`AttentionHead`] maps tokens `X` (`n x d_model`) to projected queries `Qh`, keys `Kh` and
 //! values `X W_V`, then runs [`SoftmaxAttention`] on them. Its parameters live in one flat slice
 //! whose layout [`AttentionHead::param_blocks`] names, and the backward pass returns gradients in
 //! the same layout, so that a model can hold heads of either kind side by side.
 //!
-//! ## The S-D factorization (SPEC section 8: ours, kept in this one place)
+//! ## The S-D factorization (`docs/math.md` section 8: ours, kept in this one place)
 //! Routing `S = U V^T - V U^T` (`U, V`: `d_model x r`, skew by construction, rank `<= 2r`) and
 //! filtering `D = -C C^T` (`C`: `d_model x q`, negative semidefinite by construction). With
 //! `a = X U`, `b = X V`, `c = X C` (rows `a_i, b_i, c_i`):
@@ -22,12 +22,12 @@
 //! them. The default scale of an S-D head is `1/sqrt(2r + q)`, the width of that product (ours too).
 //!
 //! The spectrum check (`Re(lambda) <= 0` for `S + D`) is [`AttentionHead::stability_bound`], which
-//! forms the kernel and runs the crate's general checker [`crate::check::stability_bound`].
+//! forms the kernel and runs the crate's general checker [`crate::testing::check::stability_bound`].
 
 use super::softmax::{default_scale, SoftmaxAttention, SoftmaxGrads};
 use super::Causality;
 use crate::error::{check_matrix, check_workspace};
-use crate::kernel::{self, Transpose};
+use crate::linalg::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
 /// How a head turns tokens into queries and keys.
@@ -472,25 +472,25 @@ impl<T: Scalar> AttentionHead<T> {
     }
 
     /// Workspace elements [`stability_bound`](Self::stability_bound) needs: the
-    /// `d_model x d_model` kernel and [`crate::check::stability_bound_workspace_len`]`(d_model)`.
+    /// `d_model x d_model` kernel and [`crate::testing::check::stability_bound_workspace_len`]`(d_model)`.
     pub fn stability_bound_workspace_len(&self) -> usize {
         let d = self.d_model;
-        d.saturating_mul(d).saturating_add(crate::check::stability_bound_workspace_len(d))
+        d.saturating_mul(d).saturating_add(crate::testing::check::stability_bound_workspace_len(d))
     }
 
     /// Upper bound on `max Re(lambda)` over the eigenvalues of the head's kernel `M`
     /// ([`kernel_dense`](Self::kernel_dense)): `M` is formed in the workspace and handed to the
-    /// crate's checker [`crate::check::stability_bound`] (Lanczos on the symmetric part; Bendixson:
+    /// crate's checker [`crate::testing::check::stability_bound`] (Lanczos on the symmetric part; Bendixson:
     /// no eigenvalue of `M` has a larger real part). For an S-D head the symmetric part is
     /// `D = -C C^T`, so the bound is `<= 0` up to rounding: compare with
-    /// [`crate::check::tolerance_for`]`(d_model, ||M||_F)` (SPEC section 5, `Re(lambda) <= 0`). A
+    /// [`crate::testing::check::tolerance_for`]`(d_model, ||M||_F)` (`docs/math.md` section 5, `Re(lambda) <= 0`). A
     /// standard head has no such guarantee. `-inf` for `d_model = 0`. Errors: wrong `params`
     /// length, a short workspace, NaN or infinity in the kernel ([`Error::NonFinite`]).
     /// Cost `O(d_model^2 (w + d_model))`; meant for inspection and tests, like `kernel_dense`.
     ///
     /// ```
     /// use sd_attention::attention::{sd::AttentionHead, Causality};
-    /// use sd_attention::check::tolerance_for;
+    /// use sd_attention::testing::check::tolerance_for;
     /// let head = AttentionHead::<f64>::routing_filtering(3, 1, 1, 1, Causality::Causal);
     /// let params: Vec<f64> = (0..head.param_len()).map(|i| (i as f64 * 0.7).sin()).collect();
     /// let mut workspace = vec![0.0; head.stability_bound_workspace_len()];
@@ -504,8 +504,8 @@ impl<T: Scalar> AttentionHead<T> {
         check_workspace(workspace.len(), self.stability_bound_workspace_len())?;
         let (kernel, rest) = workspace.split_at_mut(d * d);
         self.kernel_dense(params, kernel)?;
-        crate::dense::check_finite("kernel", kernel)?;
-        crate::check::stability_bound(d, kernel, rest)
+        crate::linalg::dense::check_finite("kernel", kernel)?;
+        crate::testing::check::stability_bound(d, kernel, rest)
     }
 }
 
@@ -560,7 +560,7 @@ pub(crate) fn sd_assemble<T: Scalar>(
         (T::f32_slice(a.0), T::f32_slice(b.0), T::f32_slice(c.0), T::f32_slice_mut(qh), T::f32_slice_mut(kh))
     {
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
             return unsafe { assemble_avx512(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk) };
         }
@@ -653,7 +653,7 @@ pub(crate) fn sd_assemble_adjoint<T: Scalar>(
         (T::f32_slice(d_qh), T::f32_slice(d_kh), T::f32_slice_mut(&mut *out))
     {
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
             return unsafe { adjoint_avx512(n, r, q, fq, fk, fo, da, db, dc) };
         }
@@ -749,7 +749,7 @@ mod tests {
             sd_assemble(n, r, q, a, b, c, &mut q1, &mut k1);
             assert_eq!((&q1, &k1), (&q0, &k0));
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() {
+            if crate::arch::has_avx512() {
                 let (mut q2, mut k2) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
                 // SAFETY: the CPU has AVX-512F, just detected.
                 unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
@@ -771,7 +771,7 @@ mod tests {
             let expect = run(&|o| adjoint_body(n, r, q, &q0, &k0, o, ca, cb, cc));
             assert_eq!(run(&|o| sd_assemble_adjoint(n, r, q, &q0, &k0, o, ca, cb, cc)), expect);
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() {
+            if crate::arch::has_avx512() {
                 // SAFETY: the CPU has AVX-512F, just detected.
                 let got = run(&|o| unsafe { adjoint_avx512(n, r, q, &q0, &k0, o, ca, cb, cc) });
                 assert_eq!(got, expect);

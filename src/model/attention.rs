@@ -1,16 +1,16 @@
 //! The attention sub-layers of the model: [`AttentionMixer`] implements
 //! [`AttentionSublayer`] for the three kinds of [`AttentionKind`] on top of the crate's kernels
-//! (SPEC sections 4-6), with no second copy of any of them.
+//! (`docs/math.md` sections 4-6), with no second copy of any of them.
 //!
 //! For `n` tokens with (normalized) input `A` (`n x d_model`), `h` heads of value width `d_head`,
 //! and values `V` (`n x h d_head`, computed by the model):
 //!
 //! ```text
-//! softmax (SPEC 4):  Q = A W_Q, K = A W_K       (n x h d_head)   O = causal softmax(Q K^T / sqrt(d_head)) V
-//! S-D (SPEC 5):      a = A U_t, b = A V_t, c = A C_t per head t;  Q_t = [a | b | c], K_t = [b | -a | -c]
+//! softmax (sec. 4):  Q = A W_Q, K = A W_K       (n x h d_head)   O = causal softmax(Q K^T / sqrt(d_head)) V
+//! S-D (sec. 5):      a = A U_t, b = A V_t, c = A C_t per head t;  Q_t = [a | b | c], K_t = [b | -a | -c]
 //!                    so Q_t K_t^T = A (U_t V_t^T - V_t U_t^T - C_t C_t^T) A^T = A (S_t + D_t) A^T,
 //!                    O_t = causal softmax(Q_t K_t^T / sqrt(2r + q)) V_t
-//! linear (SPEC 6):   Q = A W_Q, K = A W_K;  O = causal ELU+1 linear attention(Q, K, V)  (no scale)
+//! linear (sec. 6):   Q = A W_Q, K = A W_K;  O = causal ELU+1 linear attention(Q, K, V)  (no scale)
 //! ```
 //!
 //! Scales: `1/sqrt(d_head)` for softmax, `1/sqrt(2r + q)` for S-D (the width of the assembled
@@ -29,8 +29,8 @@
 //!   `t r .. (t + 1) r` of `U` and `V` and `t q .. (t + 1) q` of `C`.
 //!
 //! [`AttentionMixer::head_factors`] returns, for any kind, a pair `(W_Q', W_K')` with
-//! `M_t = W_Q' W_K'^T` the head's kernel, ready for [`crate::factored::FactoredKernel`] and the
-//! matrix-free spectra of [`crate::spectrum`].
+//! `M_t = W_Q' W_K'^T` the head's kernel, ready for [`crate::spectral::factored::FactoredKernel`] and the
+//! matrix-free spectra of [`crate::spectral::spectrum`].
 
 use super::config::AttentionKind;
 use super::linear::product_rows;
@@ -40,9 +40,9 @@ use crate::attention::multihead::{gather, merge_heads, scatter, split_heads};
 use crate::attention::sd::{sd_assemble, sd_assemble_adjoint, Cols};
 use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
-use crate::dense::Update;
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::kernel::{self, Transpose};
+use crate::linalg::dense::Update;
+use crate::linalg::kernel::{self, Transpose};
 use crate::rng::SplitMix64;
 use crate::{Error, Result, Scalar};
 
@@ -143,7 +143,7 @@ impl AttentionMixer {
     /// `M = W_Q' W_K'^T` (`A_ij = scale a_i^T M a_j`): the head's columns of `W_Q, W_K`, or for S-D
     /// `W_Q' = [U_t | V_t | C_t]`, `W_K' = [V_t | -U_t | -C_t]` (so `M = S + D` exactly, with
     /// `S = U_t V_t^T - V_t U_t^T`, `D = -C_t C_t^T`). Pass them to
-    /// [`crate::factored::FactoredKernel::new`]`(d_model, qk_width, ..)` for energies and spectra.
+    /// [`crate::spectral::factored::FactoredKernel::new`]`(d_model, qk_width, ..)` for energies and spectra.
     /// `workspace` holds [`Self::head_factors_workspace_len`] elements.
     pub fn head_factors<T: Scalar>(
         &self,

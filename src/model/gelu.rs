@@ -9,10 +9,10 @@
 //! The MLP uses the fused pair [`bias_gelu_forward`] (bias, GELU and its slope in one pass, the
 //! slope kept for the backward pass, so that the backward computes no `tanh`) and
 //! [`gelu_backward_cached`]. In `f32` the fused forward runs one loop with `tanh` in registers,
-//! compiled for AVX-512, AVX2/FMA or portable (run-time detection, as `crate::exp`).
+//! compiled for AVX-512, AVX2/FMA or portable (run-time detection, as `crate::linalg::exp`).
 
 use crate::error::{check_len, check_matrix};
-use crate::exp::tanh1;
+use crate::linalg::exp::tanh1;
 use crate::{Error, Result, Scalar};
 
 const CUBIC: f64 = 0.044715;
@@ -78,7 +78,7 @@ pub fn gelu_backward_in_place<T: Scalar>(u: &[T], grad: &mut [T]) -> Result<()> 
 /// see [`gelu_backward_cached`]). `bias` has `d` elements, `g` as many as `hidden`.
 ///
 /// `f64`: the formulas of [`gelu_forward`] and [`gelu_backward`] (libm `tanh`). `f32`: one fused
-/// loop (`tanh` of `crate::exp`, absolute error about `4e-7`); against the exact values at the
+/// loop (`tanh` of `crate::linalg::exp`, absolute error about `4e-7`); against the exact values at the
 /// same `v`, `|g - gelu(v)| <= 4 eps (1 + |v|)` and `|g' - gelu'(v)| <= 8 eps (1 + |v|)`
 /// (`eps = 2^-23`; tested). NaN in gives NaN out.
 ///
@@ -193,7 +193,7 @@ unsafe fn slope_backward_avx512(slope: &[f32], grad: &mut [f32], d_bias: &mut [f
 /// The `f32` path of [`gelu_backward_cached`], dispatched to the widest instruction set the CPU has.
 fn slope_backward_f32(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
         return unsafe { slope_backward_avx512(slope, grad, d_bias) };
     }
@@ -263,13 +263,13 @@ unsafe fn bias_gelu_avx512(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
 /// `g` as long), dispatched to the widest instruction set the CPU has.
 fn bias_gelu_f32(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has AVX-512F and FMA, just detected (the only precondition).
         return unsafe { bias_gelu_avx512(bias, hidden, g) };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, just detected (the only precondition).
             return unsafe { bias_gelu_avx2(bias, hidden, g) };
         }
@@ -301,12 +301,12 @@ mod tests {
         variants.push(("portable", bias_gelu_body::<false>));
         variants.push(("dispatched", bias_gelu_f32));
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, just detected.
             variants.push(("avx2", |b, h, g| unsafe { bias_gelu_avx2(b, h, g) }));
         }
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY: the CPU has AVX-512F and FMA, just detected.
             variants.push(("avx512", |b, h, g| unsafe { bias_gelu_avx512(b, h, g) }));
         }
@@ -354,7 +354,7 @@ mod tests {
             variants.push(("avx2", |s, g, d| unsafe { slope_backward_avx2(s, g, d) }));
         }
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected.
             variants.push(("avx512", |s, g, d| unsafe { slope_backward_avx512(s, g, d) }));
         }

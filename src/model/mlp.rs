@@ -9,9 +9,9 @@
 
 use super::gelu::{bias_gelu_forward, gelu_backward_cached};
 use super::linear::{linear_backward, linear_forward, product_rows};
-use crate::dense::Update;
 use crate::error::{check_matrix, check_workspace};
-use crate::kernel;
+use crate::linalg::dense::Update;
+use crate::linalg::kernel;
 use crate::{Error, Result, Scalar};
 
 /// The four parameter tensors of an MLP.

@@ -11,8 +11,8 @@
 //! the backward pass. `eps` is [`NORM_EPS`]. Allocation-free. A row holding NaN or infinity gives
 //! NaN outputs for that row (nothing is rejected).
 
-use crate::dense::Update;
 use crate::error::{check_len, check_matrix, check_workspace};
+use crate::linalg::dense::Update;
 use crate::{Result, Scalar};
 
 /// The `eps` inside the square root of both norms: `1e-5`.

@@ -8,7 +8,7 @@
 //! x_0 = E[t] + P                                         (embedding, positions)
 //! for l in 0..L:
 //!     a   = norm1_l(x_l)
-//!     m_l = x_l + mix_l(a, a W_V) W_O                    (attention sub-layer, SPEC 4-6)
+//!     m_l = x_l + mix_l(a, a W_V) W_O                    (attention sub-layer, `docs/math.md` sections 4-6)
 //!     x_{l+1} = m_l + MLP_l(norm2_l(m_l))
 //! logits = norm_f(x_L) W_U          (W_U = E^T when tied)
 //! loss = mean_i CE(logits_i, t_{i+1})
@@ -28,9 +28,9 @@ use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
-use crate::dense::{matmul_tn, Update};
 use crate::error::check_len;
-use crate::kernel;
+use crate::linalg::dense::{matmul_tn, Update};
+use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::{Error, Result, Scalar};
 use alloc::boxed::Box;

@@ -198,7 +198,7 @@ unsafe fn update_avx512(
 /// The `f32` update, dispatched to the widest instruction set the CPU has.
 fn update_f32(k: &Coefficients<f32>, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
         return unsafe { update_avx512(k, params, grads, m, v) };
     }
@@ -242,7 +242,7 @@ mod tests {
             variants.push(("avx2", |k, p, g, m, v| unsafe { update_avx2(k, p, g, m, v) }));
         }
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY: the CPU has AVX-512F, just detected.
             variants.push(("avx512", |k, p, g, m, v| unsafe { update_avx512(k, p, g, m, v) }));
         }

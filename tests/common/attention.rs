@@ -1,4 +1,4 @@
-//! Naive f64 references for softmax and S-D attention (SPEC sections 4 and 5): the `n x n`
+//! Naive f64 references for softmax and S-D attention (`docs/math.md` sections 4 and 5): the `n x n`
 //! probability matrix is materialized, every formula written out.
 
 /// Forward of softmax attention with the full `P`: returns `(out, lse, p)`. `mask` is an additive
@@ -44,7 +44,7 @@ pub fn naive_softmax_attention(
     (out, lse, p)
 }
 
-/// Backward of softmax attention from the materialized `P` (SPEC section 4): `(dq, dk, dv)`.
+/// Backward of softmax attention from the materialized `P` (`docs/math.md` section 4): `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
 pub fn naive_softmax_backward(
     n: usize,
@@ -75,6 +75,63 @@ pub fn naive_softmax_backward(
         }
     }
     (dq, dk, dv)
+}
+
+/// The magnitudes behind [`naive_softmax_backward`]: the same sums with every term replaced by its
+/// absolute value (`|dO_i . V_j|` by `sum_t |dO_it| |V_jt|`, `dP_ij - delta_i` by
+/// `|dP|_ij + |delta|_i`, and so on). A rounded gradient entry differs from the exact one by at most
+/// `gamma_K` times its magnitude entry (`K` the length of the longest chain of accumulated
+/// products), whatever cancels; this is the scale against which a gradient that vanishes exactly,
+/// such as `dK` with one key, is compared.
+#[allow(clippy::too_many_arguments)]
+pub fn naive_softmax_backward_magnitudes(
+    n: usize,
+    d_k: usize,
+    d_v: usize,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    p: &[f64],
+    d_out: &[f64],
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let abs = |x: &[f64]| x.iter().map(|t| t.abs()).collect::<Vec<_>>();
+    let (q, k, v, d_out) = (abs(q), abs(k), abs(v), abs(d_out));
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n * d_k], vec![0.0; n * d_k], vec![0.0; n * d_v]);
+    for i in 0..n {
+        let dp: Vec<f64> =
+            (0..n).map(|j| (0..d_v).map(|t| d_out[i * d_v + t] * v[j * d_v + t]).sum()).collect();
+        let row_dot: f64 = (0..n).map(|j| p[i * n + j] * dp[j]).sum();
+        for j in 0..n {
+            let pij = p[i * n + j];
+            for t in 0..d_v {
+                dv[j * d_v + t] += pij * d_out[i * d_v + t];
+            }
+            let ds = pij * (dp[j] + row_dot);
+            for t in 0..d_k {
+                dq[i * d_k + t] += scale.abs() * ds * k[j * d_k + t];
+                dk[j * d_k + t] += scale.abs() * ds * q[i * d_k + t];
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+/// `||a - b||_2 / max(||a||_2, ||b||_2, ||magnitude||_2)`: the normwise difference relative to the
+/// larger of the results and the magnitudes of the terms summed into them (see
+/// [`naive_softmax_backward_magnitudes`]), so that exact cancellation is measured against the size
+/// of what cancelled, not against an arbitrary floor. `0` when all three vanish and `a == b`.
+pub fn rel_err_to_magnitude(a: &[f64], b: &[f64], magnitude: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), magnitude.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let norm = |x: &[f64]| super::naive_sq_norm(x).sqrt();
+    let scale = norm(a).max(norm(b)).max(norm(magnitude));
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / scale
+    }
 }
 
 /// The dense S-D kernel `U V^T - V U^T - C C^T` (`d x d`) from its factors.

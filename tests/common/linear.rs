@@ -1,4 +1,4 @@
-//! Naive f64 references for ELU+1 linear attention (SPEC section 6): the `n x n` weight matrix is
+//! Naive f64 references for ELU+1 linear attention (`docs/math.md` section 6): the `n x n` weight matrix is
 //! materialized, every sum is a plain loop.
 
 /// `phi(x) = elu(x) + 1`.

@@ -4,6 +4,16 @@
 //! are checked against these.
 #![allow(dead_code)]
 
+/// The proptest configuration of a property test that runs `cases` cases by default. The
+/// environment decides the rest: `PROPTEST_CASES` overrides the count (the soak script runs every
+/// property at 10,000 and more), `PROPTEST_RNG_SEED` fixes the seed (CI runs with a fixed one, so a
+/// failure there is reproducible), and the committed `*.proptest-regressions` files are replayed
+/// first.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    proptest::test_runner::Config { cases, ..proptest::test_runner::Config::default() }
+}
+
 /// `C = A B` with `A` `m x k`, `B` `k x n`, by the triple loop (i, j, p), accumulated in f64.
 pub fn naive_matmul(m: usize, k: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
@@ -66,7 +76,7 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 }
 
 #[allow(unused_imports)]
-pub use sd_attention::strategies::EDGE_SIZES;
+pub use sd_attention::testing::strategies::EDGE_SIZES;
 
 /// Central-difference gradient of `f` at `x`, for the entries `indices`:
 /// `(f(x + h e_i) - f(x - h e_i)) / (2 h)`. Truncation error `O(h^2 f''')`, rounding `O(eps |f| / h)`.

@@ -1,4 +1,4 @@
-//! The chunked kernels behind [`LinearAttention`](super::LinearAttention) (SPEC section 6).
+//! The chunked kernels behind [`LinearAttention`](super::LinearAttention) (`docs/math.md` section 6).
 //!
 //! A sequence is cut into chunks of `c` tokens. For chunk `[t0, t0 + c)`, with `A = phi(Q_chunk)`,
 //! `B = phi(K_chunk)` (`c x d_k`) and the state `S`, `z` of all earlier tokens:
@@ -24,7 +24,7 @@ use core::ops::Range;
 
 use super::{phi, phi_derivative_from};
 use crate::attention::Causality;
-use crate::kernel::{self, Transpose};
+use crate::linalg::kernel::{self, Transpose};
 use crate::Scalar;
 
 /// Sizes of one call: tokens, per-head dimensions, heads per row, chunk length (`1..=n` or 1).

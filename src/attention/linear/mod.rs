@@ -1,4 +1,4 @@
-//! ELU+1 linear attention (SPEC section 6; Katharopoulos et al. 2020, "Transformers are RNNs").
+//! ELU+1 linear attention (`docs/math.md` section 6; Katharopoulos et al. 2020, "Transformers are RNNs").
 //!
 //! With `phi(x) = elu(x) + 1` (`x + 1` for `x > 0`, `exp(x)` otherwise) applied to every entry of the
 //! queries `Q` (`n x d_k`) and keys `K` (`n x d_k`), and values `V` (`n x d_v`):
@@ -27,7 +27,7 @@
 //! Scratch comes from the caller: [`LinearAttention::forward_workspace_len`] and
 //! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`). The kernels do
 //! not allocate; their block products go through the crate's gemm (the one behind
-//! [`crate::dense::gemm`]), which under the `alloc` feature is `matrixmultiply` (it allocates its
+//! [`crate::linalg::dense::gemm`]), which under the `alloc` feature is `matrixmultiply` (it allocates its
 //! own packing buffers per call, see the crate docs) and without it an allocation-free portable loop.
 //!
 //! ## NaN and infinity

@@ -1,4 +1,4 @@
-//! Recurrent (streaming) ELU+1 linear attention (SPEC section 6): one token in, one out.
+//! Recurrent (streaming) ELU+1 linear attention (`docs/math.md` section 6): one token in, one out.
 //!
 //! `S_i = S_{i-1} + phi(k_i) v_i^T`, `z_i = z_{i-1} + phi(k_i)`,
 //! `o_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps)`. The state lives in caller memory; a step reads

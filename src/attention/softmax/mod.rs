@@ -1,4 +1,4 @@
-//! Softmax attention (SPEC section 4): a tiled online-softmax forward that never materializes the
+//! Softmax attention (`docs/math.md` section 4): a tiled online-softmax forward that never materializes the
 //! `n x n` matrix of logits, and a flash-style backward that recomputes each tile from the per-row
 //! log-sum-exp saved by the forward.
 //!
@@ -18,10 +18,10 @@
 //! The forward keeps its tile transposed (keys x queries) and every operand of a tile product is
 //! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
 //! cannot be: `dK = dS^T Q` needs the other orientation).
-//! Products go through [`crate::kernel::gemm`].
+//! Products go through [`crate::linalg::kernel::gemm`].
 //!
 //! In `f32` on x86-64 with `std`, when the CPU has AVX-512 or AVX2/FMA, both passes run the fused
-//! tile kernels of `attention/fused.rs` instead (same semantics, same workspace buffers, within
+//! tile kernels of `attention/softmax/fused/` instead (same semantics, same workspace buffers, within
 //! the same rounding bounds): query strips against key panels laid out once per call, the online
 //! softmax on a strip while it is in cache, and every product register-blocked without packing.
 //! They take their scratch from the same workspace, whose length formula covers them for
@@ -29,10 +29,10 @@
 //! does not (short sequences), the generic path runs.
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-use super::fused;
+mod fused;
 use super::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::kernel::{self, Transpose};
+use crate::linalg::kernel::{self, Transpose};
 use crate::{Error, Result, Scalar};
 
 /// Query rows per tile at most (a head uses `min(TILE_Q, n_tokens)`).
@@ -60,7 +60,7 @@ pub struct SoftmaxAttention<T> {
     pub scale: T,
 }
 
-/// `1 / sqrt(d_k)` (SPEC section 4), and `1` for `d_k = 0` (whose logits are all zero).
+/// `1 / sqrt(d_k)` (`docs/math.md` section 4), and `1` for `d_k = 0` (whose logits are all zero).
 pub fn default_scale<T: Scalar>(d_k: usize) -> T {
     if d_k == 0 {
         T::one()
@@ -190,7 +190,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
     }
 
     /// Gradients of `L` with respect to `q, k, v` given `d_out = dL/dO`, the forward's `out` and
-    /// `lse`, recomputing each probability tile as `P_ij = exp(A_ij - lse_i)` (SPEC section 4).
+    /// `lse`, recomputing each probability tile as `P_ij = exp(A_ij - lse_i)` (`docs/math.md` section 4).
     ///
     /// Shapes as in [`forward`](Self::forward); `d_out` is `n x d_v`. Fully masked rows
     /// (`lse_i = -inf`) contribute nothing. The mask gets no gradient (it is a constant).
@@ -393,7 +393,7 @@ fn fused_problem<'a, T: Scalar>(
     })
 }
 
-/// The fused `f32` forward (`super::fused`) when `T` is `f32`, the CPU has AVX2/FMA or AVX-512
+/// The fused `f32` forward (`fused`) when `T` is `f32`, the CPU has AVX2/FMA or AVX-512
 /// and the workspace (sized by [`SoftmaxAttention::forward_workspace_len`]) covers its layout;
 /// returns whether it ran.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

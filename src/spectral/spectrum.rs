@@ -1,6 +1,6 @@
 //! Spectra of a head's routing and filtering parts, matrix-free from its factors `W_Q, W_K`
-//! (SPEC sections 1–3): singular values of `S` and eigenvalues of `D` by Lanczos, each step one
-//! product of `O(d_model d_head)` ([`crate::factored::FactoredKernel::apply`]), and the
+//! (`docs/math.md` sections 1–3): singular values of `S` and eigenvalues of `D` by Lanczos, each step one
+//! product of `O(d_model d_head)` ([`crate::spectral::factored::FactoredKernel::apply`]), and the
 //! [`HeadSpectrum`] report of a head (energies, `rho`, effective ranks, rank bound).
 //!
 //! `S` and `D` have rank at most `min(2 d_head, d_model)`, so a run takes at most
@@ -8,12 +8,14 @@
 //! of a random start (the nonzero spectrum and one null direction), then a restart that finds the
 //! complement null. The extra steps allow restarts for repeated values.
 
-use crate::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
 use crate::error::{check_workspace, Error};
-use crate::factored::FactoredKernel;
-use crate::lanczos::{lanczos, lanczos_workspace_len, skew_singular_values, LanczosInfo, LanczosOptions};
-use crate::operator::{Filtering, Routing};
-use crate::split::Energies;
+use crate::spectral::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
+use crate::spectral::factored::FactoredKernel;
+use crate::spectral::lanczos::lanczos::{
+    lanczos, lanczos_workspace_len, skew_singular_values, LanczosInfo, LanczosOptions,
+};
+use crate::spectral::lanczos::operator::{Filtering, Routing};
+use crate::spectral::split::Energies;
 use crate::{Result, Scalar};
 
 /// Largest Lanczos basis a head's spectrum needs: `min(d_model, 2 d_head + 8)`.
@@ -100,11 +102,11 @@ pub struct HeadSpectrum<T> {
     pub steps: [usize; 2],
 }
 
-/// The spectrum report of one head (SPEC sections 1–2), matrix-free: `O(d_model d_head^2)` in all.
+/// The spectrum report of one head (`docs/math.md` sections 1–2), matrix-free: `O(d_model d_head^2)` in all.
 ///
 /// ```
-/// use sd_attention::factored::FactoredKernel;
-/// use sd_attention::spectrum::{head_spectrum, head_spectrum_workspace_len};
+/// use sd_attention::spectral::factored::FactoredKernel;
+/// use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_len};
 /// // d_model 3, d_head 1: M = q k^T with q = e_0, k = e_1, a shear: S is one rotation plane.
 /// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 1.0, 0.0]);
 /// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;

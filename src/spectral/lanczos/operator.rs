@@ -1,4 +1,4 @@
-//! Matrix-free linear operators for Lanczos (SPEC section 3): anything that computes `y = A x` for
+//! Matrix-free linear operators for Lanczos (`docs/math.md` section 3): anything that computes `y = A x` for
 //! an `n x n` matrix `A` that is symmetric ([`SymmetricOperator`]) or skew-symmetric
 //! ([`SkewOperator`]).
 //!
@@ -12,8 +12,8 @@
 //! returns Ritz values of the wrong matrix, not an error.
 
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::factored::{FactoredKernel, Part};
-use crate::kernel;
+use crate::linalg::kernel;
+use crate::spectral::factored::{FactoredKernel, Part};
 use crate::{Result, Scalar};
 
 /// A symmetric linear operator `A = A^T` (`n x n`), applied matrix-free.
@@ -25,7 +25,7 @@ pub trait SymmetricOperator<T: Scalar> {
 }
 
 /// A skew-symmetric linear operator `A = -A^T` (`n x n`), applied matrix-free. Its eigenvalues are
-/// `±i s_k` and its singular values come in equal pairs `s_k, s_k` (SPEC section 1).
+/// `±i s_k` and its singular values come in equal pairs `s_k, s_k` (`docs/math.md` section 1).
 pub trait SkewOperator<T: Scalar> {
     /// `n`: the operator maps length-`n` vectors to length-`n` vectors.
     fn size(&self) -> usize;
@@ -159,7 +159,7 @@ impl<T: Scalar> SkewOperator<T> for Routing<'_, '_, T> {
 /// by the function it passes the operator to.
 ///
 /// ```
-/// use sd_attention::operator::{FnOperator, SymmetricOperator};
+/// use sd_attention::spectral::lanczos::operator::{FnOperator, SymmetricOperator};
 /// // A = diag(1, 2, 3)
 /// let mut op = FnOperator::new(3, |x: &[f64], y: &mut [f64]| {
 ///     for i in 0..3 {

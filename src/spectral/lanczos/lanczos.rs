@@ -1,11 +1,11 @@
-//! Lanczos with full reorthogonalization (SPEC section 3; Golub & Van Loan ch. 10), matrix-free and
+//! Lanczos with full reorthogonalization (`docs/math.md` section 3; Golub & Van Loan ch. 10), matrix-free and
 //! allocation-free: the caller passes the workspace ([`lanczos_workspace_len`]).
 //!
 //! Step `k` computes `w = A v_k`, removes its components along every basis vector
 //! `v_0..v_k` by two passes of classical Gram–Schmidt (the coefficient on `v_k` is `alpha_k`), and
 //! sets `beta_k = ||w||`, `v_{k+1} = w / beta_k`. The Ritz values are the eigenvalues of the
 //! tridiagonal `T_k` (diagonal `alpha`, off-diagonal `beta`), computed by
-//! [`crate::tridiagonal::tridiagonal_eigen`].
+//! [`crate::spectral::lanczos::tridiagonal::tridiagonal_eigen`].
 //!
 //! The run stops
 //! * at `k = n` ([`Termination::Exhausted`]);
@@ -29,10 +29,10 @@
 //! (`what = "operator output"`, `index` = the step).
 
 use crate::error::{check_workspace, Error};
-use crate::kernel;
-use crate::operator::{SkewOperator, SymmetricOperator};
+use crate::linalg::kernel;
 use crate::rng::SplitMix64;
-use crate::tridiagonal::{ql_implicit, sort_ascending};
+use crate::spectral::lanczos::operator::{SkewOperator, SymmetricOperator};
+use crate::spectral::lanczos::tridiagonal::{ql_implicit, sort_ascending};
 use crate::{Result, Scalar};
 
 /// Why a Lanczos run stopped.
@@ -362,8 +362,8 @@ pub(crate) fn ritz_decomposition<T: Scalar>(parts: &mut Parts<'_, T>, k: usize, 
 /// extreme value once.
 ///
 /// ```
-/// use sd_attention::lanczos::{lanczos, lanczos_workspace_len, LanczosOptions};
-/// use sd_attention::operator::DenseSymmetric;
+/// use sd_attention::spectral::lanczos::lanczos::{lanczos, lanczos_workspace_len, LanczosOptions};
+/// use sd_attention::spectral::lanczos::operator::DenseSymmetric;
 /// let a = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 5.0f64]; // eigenvalues 1, 3, 5
 /// let mut op = DenseSymmetric::new(3, &a)?;
 /// let mut workspace = vec![0.0; lanczos_workspace_len(3, 0, false)];
@@ -526,8 +526,8 @@ pub fn extreme_eigenvalues_workspace_len(n: usize, max_steps: usize) -> usize {
 /// (`smallest >= -margin`) or a stability bound (`largest` of the symmetric part).
 ///
 /// ```
-/// use sd_attention::lanczos::{extreme_eigenvalues, extreme_eigenvalues_workspace_len};
-/// use sd_attention::operator::FnOperator;
+/// use sd_attention::spectral::lanczos::lanczos::{extreme_eigenvalues, extreme_eigenvalues_workspace_len};
+/// use sd_attention::spectral::lanczos::operator::FnOperator;
 /// let n = 100; // A = diag(-1, 0, 1, ..., 98)
 /// let mut op = FnOperator::new(n, |x: &[f64], y: &mut [f64]| {
 ///     for i in 0..x.len() {

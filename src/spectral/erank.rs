@@ -1,4 +1,4 @@
-//! Effective-rank measures of a spectrum (SPEC section 2).
+//! Effective-rank measures of a spectrum (`docs/math.md` section 2).
 //!
 //! Every function takes nonnegative values `sigma_1..sigma_r` (singular values; pass `|lambda|`
 //! for the eigenvalues of a symmetric matrix), in any order. NaN or infinity is rejected with
@@ -28,7 +28,7 @@ fn largest<T: Scalar>(sigma: &[T]) -> Result<T> {
 /// exactly 2; `k` equal values give `k`.
 ///
 /// ```
-/// use sd_attention::erank::entropy_effective_rank;
+/// use sd_attention::spectral::erank::entropy_effective_rank;
 /// let erank = entropy_effective_rank(&[3.0f64, 3.0, 0.0])?;
 /// assert!((erank - 2.0).abs() < 1e-15);
 /// # Ok::<(), sd_attention::Error>(())

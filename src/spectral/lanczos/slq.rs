@@ -1,4 +1,4 @@
-//! Stochastic Lanczos quadrature (SPEC section 3; Ubaru, Chen & Saad 2017): estimates of spectral
+//! Stochastic Lanczos quadrature (`docs/math.md` section 3; Ubaru, Chen & Saad 2017): estimates of spectral
 //! sums `tr f(A) = sum_k f(lambda_k)` of a large symmetric operator, and from them the spectral
 //! entropy and entropy effective rank, with standard errors.
 //!
@@ -9,10 +9,10 @@
 //! the mean over probes; its standard error is the sample standard deviation over `sqrt(probes)`.
 
 use crate::error::{check_workspace, Error};
-use crate::lanczos::{lanczos_workspace_len, run, split_workspace, Plan, Start};
-use crate::operator::SymmetricOperator;
 use crate::rng::SplitMix64;
-use crate::tridiagonal::{ql_implicit, sort_ascending};
+use crate::spectral::lanczos::lanczos::{lanczos_workspace_len, run, split_workspace, Plan, Start};
+use crate::spectral::lanczos::operator::SymmetricOperator;
+use crate::spectral::lanczos::tridiagonal::{ql_implicit, sort_ascending};
 use crate::{Result, Scalar};
 
 /// Options of the quadrature.
@@ -124,8 +124,8 @@ impl Moments {
 /// values (inside `[lambda_min, lambda_max]` up to rounding).
 ///
 /// ```
-/// use sd_attention::operator::FnOperator;
-/// use sd_attention::slq::{slq_trace, slq_workspace_len, SlqOptions};
+/// use sd_attention::spectral::lanczos::operator::FnOperator;
+/// use sd_attention::spectral::lanczos::slq::{slq_trace, slq_workspace_len, SlqOptions};
 /// let n = 50; // A = diag(1..=50): tr A^2 = 42925; quadrature with 5 steps is exact for x^2
 /// let mut op = FnOperator::new(n, |x: &[f64], y: &mut [f64]| {
 ///     for i in 0..x.len() {
@@ -163,14 +163,14 @@ pub enum SingularValuesFrom {
     /// The operator is the symmetric matrix itself: `sigma = |lambda|` (e.g. filtering `D`).
     Eigenvalues,
     /// The operator is a Gram matrix `X^T X`: `sigma = sqrt(max(lambda, 0))` (e.g.
-    /// [`crate::operator::RoutingGram`] for routing `S`).
+    /// [`crate::spectral::lanczos::operator::RoutingGram`] for routing `S`).
     Gram,
 }
 
 /// Entropy effective rank and spectral entropy from SLQ.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EntropyEstimate<T> {
-    /// `erank = exp(H)` (SPEC section 2).
+    /// `erank = exp(H)` (`docs/math.md` section 2).
     pub effective_rank: Estimate<T>,
     /// Spectral entropy `H = ln(sum sigma) - sum(sigma ln sigma) / sum sigma`.
     pub entropy: Estimate<T>,

@@ -7,8 +7,8 @@
 //! (NaN in, NaN out); nothing here rejects them, except that an overwritten output is never read.
 
 use crate::error::{check_len, check_matrix};
-use crate::kernel;
-pub use crate::kernel::Transpose;
+use crate::linalg::kernel;
+pub use crate::linalg::kernel::Transpose;
 use crate::{Error, Result, Scalar};
 
 /// Whether a product overwrites its output or adds to it.
@@ -85,7 +85,7 @@ pub fn gemm_portable<T: Scalar>(
 /// `C (+)= A B` with `A` `m x k`, `B` `k x n`, `C` `m x n`.
 ///
 /// ```
-/// use sd_attention::dense::{matmul, Update};
+/// use sd_attention::linalg::dense::{matmul, Update};
 /// let a = [1.0, 2.0, 3.0, 4.0]; // 2 x 2
 /// let b = [1.0, 0.0, 0.0, 1.0]; // identity
 /// let mut c = [0.0f64; 4];
@@ -122,7 +122,7 @@ pub fn matmul<T: Scalar>(
 /// `k = 0` the operands that are not read may be empty.
 ///
 /// ```
-/// use sd_attention::dense::{matmul_strided, Update};
+/// use sd_attention::linalg::dense::{matmul_strided, Update};
 /// // Columns 1..3 of a 2 x 3 matrix (leading dimension 3) times a 2 x 1 vector.
 /// let a = [9.0, 1.0, 2.0, 9.0, 3.0, 4.0];
 /// let b = [1.0, 10.0];
@@ -182,7 +182,19 @@ pub fn matmul_strided<T: Scalar>(
     }
     check("a", a.len(), m, lda, k)?;
     check("b", b.len(), k, ldb, n)?;
-    crate::microkernel::gemm_rows(m, k, n, alpha, a, lda, b, ldb, c, ldc, update == Update::Accumulate);
+    crate::linalg::microkernel::gemm_rows(
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        update == Update::Accumulate,
+    );
     Ok(())
 }
 

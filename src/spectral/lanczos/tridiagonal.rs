@@ -1,6 +1,6 @@
 //! Eigenvalues (and optionally eigenvector rows) of a symmetric tridiagonal matrix by the implicit
 //! QL algorithm with Wilkinson-type shifts (Golub & Van Loan section 8.3; the QL variant of the
-//! EISPACK `tql2` family). Used on the Lanczos matrix `T_k` (SPEC section 3); no LAPACK, no
+//! EISPACK `tql2` family). Used on the Lanczos matrix `T_k` (`docs/math.md` section 3); no LAPACK, no
 //! allocation.
 
 use crate::error::{check_len, check_matrix};
@@ -25,7 +25,7 @@ const MAX_SWEEPS_PER_VALUE: usize = 60;
 /// absolute error of a few `eps ||T||`.
 ///
 /// ```
-/// use sd_attention::tridiagonal::tridiagonal_eigen;
+/// use sd_attention::spectral::lanczos::tridiagonal::tridiagonal_eigen;
 /// // [[2, 1], [1, 2]] has eigenvalues 1 and 3.
 /// let (mut diag, mut offdiag) = ([2.0f64, 2.0], [1.0]);
 /// tridiagonal_eigen(&mut diag, &mut offdiag, &mut [], 0)?;

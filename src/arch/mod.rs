@@ -16,3 +16,6 @@ pub(crate) fn has_avx512() -> bool {
 pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) mod x86_64;

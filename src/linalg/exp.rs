@@ -100,14 +100,14 @@ unsafe fn exp_shifted_sum_avx512(x: &mut [f32], shift: f32) -> f32 {
 /// run time, like `matrixmultiply`); otherwise in the target's compile-time features.
 pub(crate) fn exp_shifted_sum_f32(x: &mut [f32], shift: f32) -> f32 {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
         // features, which were just detected.
         return unsafe { exp_shifted_sum_avx512(x, shift) };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
             // features, which were just detected.
             return unsafe { exp_shifted_sum_avx2(x, shift) };
@@ -152,13 +152,13 @@ unsafe fn exp_sub_accumulate_avx512(x: &mut [f32], shift: &[f32], sum: &mut [f32
 /// whose columns are queries with their own shifts and running sums.
 pub(crate) fn exp_sub_accumulate_f32(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has the features, just detected (the only precondition).
         return unsafe { exp_sub_accumulate_avx512(x, shift, sum) };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
             // features, which were just detected.
             return unsafe { exp_sub_accumulate_avx2(x, shift, sum) };
@@ -221,13 +221,13 @@ unsafe fn tanh_avx512(x: &mut [f32]) {
 /// [`exp_shifted_sum_f32`] (AVX-512 or AVX2/FMA detected at run time with `std` on x86-64).
 pub(crate) fn tanh_in_place_f32(x: &mut [f32]) {
     #[cfg(sda_avx512)]
-    if crate::cpu::has_avx512() {
+    if crate::arch::has_avx512() {
         // SAFETY: the CPU has the features, just detected (the only precondition).
         return unsafe { tanh_avx512(x) };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY: the CPU has the features, just detected (the only precondition).
             return unsafe { tanh_avx2(x) };
         }
@@ -354,13 +354,13 @@ mod tests {
     fn every_instruction_set_variant_matches_libm() {
         type Variant = (fn(&mut [f32], f32) -> f32, fn(&mut [f32]));
         let mut variants: std::vec::Vec<(&str, Variant)> = std::vec::Vec::new();
-        if crate::cpu::has_avx2_fma() {
+        if crate::arch::has_avx2_fma() {
             // SAFETY (both closures): the CPU has AVX2 and FMA, just detected.
             variants
                 .push(("avx2", (|x, s| unsafe { exp_shifted_sum_avx2(x, s) }, |x| unsafe { tanh_avx2(x) })));
         }
         #[cfg(sda_avx512)]
-        if crate::cpu::has_avx512() {
+        if crate::arch::has_avx512() {
             // SAFETY (both closures): the CPU has AVX-512F and FMA, just detected.
             variants.push((
                 "avx512",

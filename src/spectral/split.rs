@@ -1,4 +1,4 @@
-//! The routing/filtering split of a square kernel (SPEC section 1).
+//! The routing/filtering split of a square kernel (`docs/math.md` section 1).
 //!
 //! For `M` (`m x m`, row-major): routing `S = (M - M^T) / 2` (skew-symmetric), filtering
 //! `D = (M + M^T) / 2` (symmetric). Exactly `S + D = M`, `S^T = -S`, `D^T = D`, `<S, D>_F = 0`,

@@ -1,11 +1,11 @@
-//! A head's kernel `M = W_Q W_K^T` held as its factors (SPEC section 1): energies and matrix-free
+//! A head's kernel `M = W_Q W_K^T` held as its factors (`docs/math.md` section 1): energies and matrix-free
 //! products with `M`, `M^T`, routing `S` and filtering `D`, never forming the `d_model x d_model`
 //! matrix.
 
-use crate::dense::Transpose;
 use crate::error::{check_len, check_matrix, check_workspace};
-use crate::kernel;
-use crate::split::Energies;
+use crate::linalg::dense::Transpose;
+use crate::linalg::kernel;
+use crate::spectral::split::Energies;
 use crate::{Result, Scalar};
 
 /// Which operator a matrix-free product applies.
@@ -40,7 +40,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
     /// otherwise: with `d_model = 0` any `d_head` matches empty factors).
     ///
     /// ```
-    /// use sd_attention::factored::FactoredKernel;
+    /// use sd_attention::spectral::factored::FactoredKernel;
     /// // d_model = 2, d_head = 1: M = q k^T = [[0, 1], [0, 0]], a pure shear.
     /// let (w_q, w_k) = ([1.0f64, 0.0], [0.0f64, 1.0]);
     /// let head = FactoredKernel::new(2, 1, &w_q, &w_k)?;
@@ -158,7 +158,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
     /// `||S||^2 = (||M||^2 - tr(G G)) / 2` and `||D||^2 = (||M||^2 + tr(G G)) / 2`.
     ///
     /// The two parts come from a difference, so each carries an absolute error of a few
-    /// `d_model eps ||M||_F^2` (not relative to itself as in [`crate::split::energies`]); a part
+    /// `d_model eps ||M||_F^2` (not relative to itself as in [`crate::spectral::split::energies`]); a part
     /// that rounds below zero is returned as `0`.
     pub fn energies(&self, workspace: &mut [T]) -> Result<Energies<T>> {
         let (d, h) = (self.d_model, self.d_head);

@@ -6,7 +6,7 @@
 //! magnitudes are bounded by `norm` carries a rounding error of at most about
 //! `2 dims eps norm` (`gamma_dims = dims eps / (1 - dims eps)` per accumulated product, twice for a
 //! difference of two such results). [`tolerance_for`] returns exactly that bound; each checker says
-//! which `dims` and `norm` apply to it. An exact construction (e.g. [`crate::split::split`]) has
+//! which `dims` and `norm` apply to it. An exact construction (e.g. [`crate::spectral::split::split`]) has
 //! deviation `0`.
 //!
 //! NaN semantics: a NaN anywhere in the input makes the deviation NaN, so every `deviation <= tol`
@@ -20,7 +20,7 @@ use crate::{Result, Scalar};
 /// products whose terms are bounded by `norm` (see the module docs). `dims = 0` gives `0`.
 ///
 /// ```
-/// use sd_attention::check::tolerance_for;
+/// use sd_attention::testing::check::tolerance_for;
 /// assert_eq!(tolerance_for::<f64>(4, 1.0), 8.0 * f64::EPSILON);
 /// ```
 pub fn tolerance_for<T: Scalar>(dims: usize, norm: T) -> T {
@@ -84,8 +84,9 @@ pub fn energy_identity_residual<T: Scalar>(m: usize, mat: &[T], routing: &[T], f
     check_matrix("mat", mat.len(), m, m)?;
     check_matrix("routing", routing.len(), m, m)?;
     check_matrix("filtering", filtering.len(), m, m)?;
-    let whole = crate::kernel::sum_of_squares(mat);
-    let parts = crate::kernel::sum_of_squares(routing) + crate::kernel::sum_of_squares(filtering);
+    let whole = crate::linalg::kernel::sum_of_squares(mat);
+    let parts =
+        crate::linalg::kernel::sum_of_squares(routing) + crate::linalg::kernel::sum_of_squares(filtering);
     Ok((whole - parts).abs())
 }
 
@@ -115,7 +116,7 @@ const CHECK_SEED: u64 = 0x5DA7_7E57_C0DE_0001;
 /// Scratch elements [`positive_semidefinite_deviation`] and [`negative_semidefinite_deviation`]
 /// need for an `n x n` matrix: a Lanczos run of up to `n` steps.
 pub fn semidefinite_workspace_len(n: usize) -> usize {
-    crate::lanczos::extreme_eigenvalues_workspace_len(n, 0)
+    crate::spectral::lanczos::lanczos::extreme_eigenvalues_workspace_len(n, 0)
 }
 
 /// Runs Lanczos to the extreme eigenvalues of the dense symmetric `n x n` matrix `a`, asking for
@@ -124,17 +125,19 @@ fn extremes_of_dense<T: Scalar>(
     n: usize,
     a: &[T],
     workspace: &mut [T],
-) -> Result<crate::lanczos::Extremes<T>> {
-    let mut operator = crate::operator::DenseSymmetric::new(n, a)?;
+) -> Result<crate::spectral::lanczos::lanczos::Extremes<T>> {
+    let mut operator = crate::spectral::lanczos::operator::DenseSymmetric::new(n, a)?;
     let tol = T::of_usize(n.max(1)) * T::EPS;
-    crate::lanczos::extreme_eigenvalues(&mut operator, tol, 0, CHECK_SEED, workspace)
+    crate::spectral::lanczos::lanczos::extreme_eigenvalues(&mut operator, tol, 0, CHECK_SEED, workspace)
 }
 
 /// Positive-semidefiniteness deviation of the symmetric `n x n` matrix `a`:
 /// `max(0, -(lambda_min - r))`, with `lambda_min` the smallest Ritz value of a Lanczos run
-/// ([`crate::lanczos::extreme_eigenvalues`]) and `r` its residual (an eigenvalue lies within `r`
-/// of it). `0` for a PSD matrix computed exactly; Lanczos with full reorthogonalization resolves
-/// eigenvalues to a few `n eps ||A||_2`, so compare with `tolerance_for(n, ||A||_F)`. Only the
+/// ([`crate::spectral::lanczos::lanczos::extreme_eigenvalues`]) and `r` its residual (an eigenvalue
+/// lies within `r` of it). `0` for a PSD matrix computed exactly. Against an exact eigenvalue the
+/// result can be off by `2 r` plus rounding: the run stops at `r <= n eps ||A||_2`, and Lanczos with
+/// full reorthogonalization resolves eigenvalues to `n eps ||A||_F`, so compare with
+/// `2 tolerance_for(n, ||A||_F)`. Only the
 /// symmetry of `a` is assumed (see [`symmetry_deviation`]). NaN in `a` gives
 /// [`crate::Error::NonFinite`]. `workspace`: [`semidefinite_workspace_len`].
 pub fn positive_semidefinite_deviation<T: Scalar>(n: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
@@ -168,8 +171,8 @@ pub fn stability_bound_workspace_len(d: usize) -> usize {
 /// `lambda_max((A + A^T)/2) + r`. For real `A` and an eigenpair `A z = lambda z` with
 /// `z = x + i y`, `Re(lambda) |z|^2 = x^T A x + y^T A y`, which only the symmetric part reaches
 /// (Bendixson), so this bounds every real part. For an S-D kernel the symmetric part is
-/// `D = -C C^T`, so the bound is `<= 0` up to rounding: compare with
-/// `tolerance_for(d, ||A||_F)`. `-inf` for `d = 0` (no eigenvalues). NaN in `a` gives
+/// `D = -C C^T`, so the bound is `<= 0` up to rounding and the residual `r`: compare with
+/// `2 tolerance_for(d, ||A||_F)` (see [`positive_semidefinite_deviation`]). `-inf` for `d = 0` (no eigenvalues). NaN in `a` gives
 /// [`crate::Error::NonFinite`]. `workspace`: [`stability_bound_workspace_len`].
 pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Result<T> {
     check_matrix("a", a.len(), d, d)?;
@@ -179,7 +182,7 @@ pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Res
     }
     let (symmetric, lanczos_workspace) = workspace.split_at_mut(d * d);
     symmetric.copy_from_slice(a);
-    crate::split::filtering_in_place(d, symmetric)?;
+    crate::spectral::split::filtering_in_place(d, symmetric)?;
     let ends = extremes_of_dense(d, symmetric, lanczos_workspace)?;
     Ok(ends.largest + ends.largest_residual)
 }

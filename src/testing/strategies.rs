@@ -6,7 +6,7 @@
 //! before rounding to `T`: rounding preserves skew-symmetry and symmetry bit for bit, and the
 //! singular values of [`low_rank_matrix`] are returned in `f64`.
 
-use crate::dense::{matmul_nt, Update};
+use crate::linalg::dense::{matmul_nt, Update};
 use crate::rng::SplitMix64;
 use crate::Scalar;
 use core::ops::Range;
@@ -227,7 +227,7 @@ pub fn symmetric<T: Scalar>(
         .boxed()
 }
 
-/// Factors of an S-D head kernel (SPEC section 5): routing `S = U V^T - V U^T`, filtering
+/// Factors of an S-D head kernel (`docs/math.md` section 5): routing `S = U V^T - V U^T`, filtering
 /// `D = -C C^T`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SdFactors<T> {

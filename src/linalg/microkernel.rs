@@ -24,7 +24,7 @@
 //! the portable instantiation (unfused multiply-add) in its compile-time features.
 //!
 //! Use it when the operands are cache-resident and `k` is small; for large square products the
-//! packed path of [`crate::kernel::gemm`] is faster.
+//! packed path of [`crate::linalg::kernel::gemm`] is faster.
 
 use crate::Scalar;
 
@@ -272,12 +272,12 @@ macro_rules! instruction_set_variants {
             accumulate: bool,
         ) {
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() {
+            if crate::arch::has_avx512() {
                 // SAFETY: the CPU has AVX-512F and FMA, just detected (the only precondition).
                 return unsafe { $avx512(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate) };
             }
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if crate::cpu::has_avx2_fma() {
+            if crate::arch::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA, just detected (the only precondition).
                 return unsafe { $avx2(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate) };
             }
@@ -387,14 +387,14 @@ mod tests {
         ($t:ty, $dispatch:ident, $portable:ident, $avx2:ident, $avx512:ident) => {{
             let mut variants: Vec<Variant<$t>> = vec![("dispatch", $dispatch), ("portable", $portable)];
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if crate::cpu::has_avx2_fma() {
+            if crate::arch::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA, just detected.
                 variants.push(("avx2", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
                     $avx2(m, k, n, al, a, la, b, lb, c, lc, acc)
                 }));
             }
             #[cfg(sda_avx512)]
-            if crate::cpu::has_avx512() {
+            if crate::arch::has_avx512() {
                 // SAFETY: the CPU has AVX-512F and FMA, just detected.
                 variants.push(("avx512", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
                     $avx512(m, k, n, al, a, la, b, lb, c, lc, acc)
