@@ -211,6 +211,12 @@ macro_rules! instruction_set_variants {
             ldc: usize,
             accumulate: bool,
         ) {
+            if m == 1 {
+                // One row (a vector-matrix product, e.g. one token of a decoder): a block as wide
+                // as the registers allow, so that several independent accumulators hide the FMA
+                // latency (the R x W block has R of them; one row would have only W / lanes).
+                return product::<$t, true, 1, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            }
             product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
         }
 
@@ -234,6 +240,12 @@ macro_rules! instruction_set_variants {
             ldc: usize,
             accumulate: bool,
         ) {
+            if m == 1 {
+                // One row: see the AVX-512 variant (eight accumulator registers).
+                return product::<$t, true, 1, { 4 * $w2 }>(
+                    m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate,
+                );
+            }
             product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
         }
 
