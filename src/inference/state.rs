@@ -94,8 +94,7 @@ impl<'s, T: Scalar> DecoderState<'s, T> {
         self.position
     }
 
-    /// Forgets every token (position 0). The linear layers' sums are zeroed; the caches are only
-    /// ever read below the position, so they are left as they are.
+    /// Forgets every token: position 0, every element zeroed.
     pub fn reset(&mut self) {
         self.position = 0;
         self.buf.fill(T::zero());
