@@ -48,6 +48,8 @@ use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 mod paths;
+#[cfg(test)]
+mod tests;
 
 /// Standard deviation of the normal initialization of every attention kernel parameter
 /// (`W_Q, W_K` or `U, V, C`): the model's [`super::transformer::INIT_STD`], `0.02`.
