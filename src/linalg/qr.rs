@@ -317,7 +317,12 @@ fn apply_block<T: Scalar>(
         let column = (k0 + j) * rows + k0;
         row[j + 1..].copy_from_slice(&a_t[column + j + 1..column + mp]);
     }
-    kernel::transpose(b, mp, vt, v);
+    // V row by row (each row of b entries written whole, reading b streams of V^T).
+    for (r, v_row) in v.chunks_exact_mut(b).enumerate() {
+        for (j, value) in v_row.iter_mut().enumerate() {
+            *value = vt[j * mp + r];
+        }
+    }
     // Upper part of V^T V in strips of 8 rows: rows i0.. of V^T vanish before column i0.
     let gram = &mut level.gram[..b * b];
     for i0 in (0..b).step_by(8) {
