@@ -240,7 +240,13 @@ const REFLECT_LANES: usize = 16;
 /// product in [`REFLECT_LANES`] partial sums (added pairwise at the end), then the update, while
 /// the column is in the first-level cache. Multiply-adds are fused when `FUSED`.
 #[inline(always)]
-fn reflect_columns_body<T: Scalar, const FUSED: bool>(tau: T, v: &[T], a: &mut [T], lda: usize, count: usize) {
+fn reflect_columns_body<T: Scalar, const FUSED: bool>(
+    tau: T,
+    v: &[T],
+    a: &mut [T],
+    lda: usize,
+    count: usize,
+) {
     let len = v.len();
     for c in 0..count {
         let x = &mut a[c * lda..c * lda + len];
@@ -468,7 +474,8 @@ mod tests {
                     let w: f64 = x.iter().zip(&v).map(|(a, b)| a * b).sum();
                     let magnitude: f64 = x.iter().zip(&v).map(|(a, b)| (a * b).abs()).sum();
                     for i in 0..len {
-                        bound[c * lda + i] = (len as f64 + 2.0) * magnitude * (tau * v[i]).abs() + 2.0 * x[i].abs();
+                        bound[c * lda + i] =
+                            (len as f64 + 2.0) * magnitude * (tau * v[i]).abs() + 2.0 * x[i].abs();
                         x[i] -= tau * w * v[i];
                     }
                 }
@@ -496,7 +503,11 @@ mod tests {
                             let want = x[i] - tau * w * vr[i];
                             let b = (len as f64 + 2.0) * magnitude * (tau * vr[i]).abs() + 2.0 * x[i].abs();
                             let err = (got32[c * lda + i] as f64 - want).abs();
-                            assert!(err <= b * f32::EPSILON as f64 * 1.01, "{} f32 len {len}: {err:e}", isa.name());
+                            assert!(
+                                err <= b * f32::EPSILON as f64 * 1.01,
+                                "{} f32 len {len}: {err:e}",
+                                isa.name()
+                            );
                         }
                     }
                 }
