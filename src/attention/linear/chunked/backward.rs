@@ -34,7 +34,10 @@ pub(super) fn backward_body<T: Scalar, const FUSED: bool>(
 
     match pass.causality {
         Causality::Causal => {
-            // Forward sweep: dQ, and g, h parked in d_v and column 0 of d_k.
+            // Forward sweep: dQ; with two or more value features also the chunk's own part of dB
+            // (into d_k), its den and h parked in d_v; otherwise g, h parked in d_v and column 0
+            // of d_k.
+            let intra_first = d_v >= 2;
             for t0 in chunk_starts.clone() {
                 let c = chunk.min(n - t0);
                 phi_rows::<T, FUSED>(x.q, lk, t0, c, fq);
@@ -62,9 +65,6 @@ pub(super) fn backward_body<T: Scalar, const FUSED: bool>(
                     let denominator = den[r];
                     let h_r = -(dot_num / denominator) / denominator;
                     h[r] = h_r;
-                    for (g, &d) in gc[r * d_v..(r + 1) * d_v].iter_mut().zip(&x.d_out[lv.row(t0 + r)]) {
-                        *g = d / denominator;
-                    }
                     for (y, &z_p) in grad_r.iter_mut().zip(z.iter()) {
                         *y = *y / denominator + h_r * z_p;
                     }
@@ -75,9 +75,27 @@ pub(super) fn backward_body<T: Scalar, const FUSED: bool>(
                 let finite = all_finite(c, d_k, fk, d_k);
                 lower_product(tiles, c, mixed, fk, d_k, d_k, grad_ab, d_k, finite, true);
                 write_through_phi(x.q, fq, grad_ab, lk, t0, c, grads.d_q);
-                for r in 0..c {
-                    grads.d_v[lv.row(t0 + r)].copy_from_slice(&gc[r * d_v..(r + 1) * d_v]);
-                    grads.d_k[lk.row(t0 + r).start] = h[r];
+                if intra_first {
+                    // The chunk's own part of dB, G^T A with G^T = triu(V g^T + 1 h^T), while G is
+                    // at hand; den and h parked in columns 0 and 1 of d_v (g = dO / den again).
+                    transpose::<T, FUSED>(c, c, mixed, c, p, c);
+                    let finite = all_finite(c, d_k, fq, d_k);
+                    let dkb = &mut grads.d_k[lk.start(t0)..];
+                    upper_product(tiles, c, p, fq, d_k, d_k, dkb, lk.stride, finite, false);
+                    for r in 0..c {
+                        let row = lv.row(t0 + r).start;
+                        grads.d_v[row] = den[r];
+                        grads.d_v[row + 1] = h[r];
+                    }
+                } else {
+                    for r in 0..c {
+                        let (g_r, denominator) = (&mut gc[r * d_v..(r + 1) * d_v], den[r]);
+                        for (g, &d) in g_r.iter_mut().zip(&x.d_out[lv.row(t0 + r)]) {
+                            *g = d / denominator;
+                        }
+                        grads.d_v[lv.row(t0 + r)].copy_from_slice(g_r);
+                        grads.d_k[lk.row(t0 + r).start] = h[r];
+                    }
                 }
                 absorb(c, d_k, d_v, fk, ft, vb, ldv, s, z);
             }
@@ -88,9 +106,20 @@ pub(super) fn backward_body<T: Scalar, const FUSED: bool>(
                 phi_rows::<T, FUSED>(x.k, lk, t0, c, fk);
                 transpose::<T, FUSED>(c, d_k, fq, d_k, ft, c);
                 let vb = &x.v[lv.start(t0)..];
-                for r in 0..c {
-                    gc[r * d_v..(r + 1) * d_v].copy_from_slice(&grads.d_v[lv.row(t0 + r)]);
-                    h[r] = grads.d_k[lk.row(t0 + r).start];
+                if intra_first {
+                    for r in 0..c {
+                        let row = lv.row(t0 + r);
+                        let denominator = grads.d_v[row.start];
+                        h[r] = grads.d_v[row.start + 1];
+                        for (g, &d) in gc[r * d_v..(r + 1) * d_v].iter_mut().zip(&x.d_out[row]) {
+                            *g = d / denominator;
+                        }
+                    }
+                } else {
+                    for r in 0..c {
+                        gc[r * d_v..(r + 1) * d_v].copy_from_slice(&grads.d_v[lv.row(t0 + r)]);
+                        h[r] = grads.d_k[lk.row(t0 + r).start];
+                    }
                 }
                 // dB = V R^T + 1 r^T + G^T A, with G^T = triu(V g^T + 1 h^T).
                 let later = if t0 + c == n { 0 } else { d_v };
@@ -99,15 +128,21 @@ pub(super) fn backward_body<T: Scalar, const FUSED: bool>(
                 for j in 0..c {
                     axpy(T::one(), suffix_z, &mut grad_ab[j * d_k..(j + 1) * d_k]);
                 }
-                transpose::<T, FUSED>(c, d_v, gc, d_v, vt, c);
-                upper_scores(tiles, c, d_v, vb, ldv, vt, c, mixed);
-                for j in 0..c {
-                    for (m, &h_i) in mixed[j * c + j..(j + 1) * c].iter_mut().zip(&h[j..c]) {
-                        *m += h_i;
+                if intra_first {
+                    for j in 0..c {
+                        axpy(T::one(), &grads.d_k[lk.row(t0 + j)], &mut grad_ab[j * d_k..(j + 1) * d_k]);
                     }
+                } else {
+                    transpose::<T, FUSED>(c, d_v, gc, d_v, vt, c);
+                    upper_scores(tiles, c, d_v, vb, ldv, vt, c, mixed);
+                    for j in 0..c {
+                        for (m, &h_i) in mixed[j * c + j..(j + 1) * c].iter_mut().zip(&h[j..c]) {
+                            *m += h_i;
+                        }
+                    }
+                    let finite = all_finite(c, d_k, fq, d_k);
+                    upper_product(tiles, c, mixed, fq, d_k, d_k, grad_ab, d_k, finite, true);
                 }
-                let finite = all_finite(c, d_k, fq, d_k);
-                upper_product(tiles, c, mixed, fq, d_k, d_k, grad_ab, d_k, finite, true);
                 write_through_phi(x.k, fk, grad_ab, lk, t0, c, grads.d_k);
                 // dV = B R + P^T g, with P^T = triu(B A^T).
                 let dvb = &mut grads.d_v[lv.start(t0)..];

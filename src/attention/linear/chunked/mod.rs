@@ -12,11 +12,15 @@
 //! The backward pass runs two sweeps. Forward: it recomputes `den` and, from `Y = dO S^T` and
 //! `M = tril(dO V^T)` (which the gradient needs anyway), `dO_i . num_i = A_i . Y_i + P_i . M_i`
 //! without forming `num`; then `g_i = dO_i / den_i`, `h_i = -(g_i . num_i) / den_i`,
-//! `G = tril(g V^T + h 1^T) = tril(M / den + h 1^T)` and `dA = g S^T + h z^T + G B`, and parks `g` in `d_v` and `h` in the first column of `d_k` (the
-//! outputs are `n`-sized anyway, so the extra memory stays independent of `n`). Reverse: with the
-//! suffix sums `R = sum_{later chunks} A_i^T g_i`, `r = sum h_i A_i`,
-//! `dB = V R^T + 1 r^T + G^T A` and `dV = B R + P^T g`, then `R += A^T g`, `r += A^T h`. The
-//! non-causal form needs no masks: `R`, `r` are full sums, computed in a middle sweep.
+//! `G = tril(g V^T + h 1^T) = tril(M / den + h 1^T)`, `dA = g S^T + h z^T + G B` and, while `G` is
+//! at hand, the chunk's own part of `dB`, `G^T A` (into `d_k`); `den` and `h` are parked in the
+//! first two columns of `d_v` (the outputs are `n`-sized anyway, so the extra memory stays
+//! independent of `n`). Reverse: with `g = dO / den` again and the suffix sums
+//! `R = sum_{later chunks} A_i^T g_i`, `r = sum h_i A_i`, `dB = V R^T + 1 r^T + G^T A` and
+//! `dV = B R + P^T g`, then `R += A^T g`, `r += A^T h`. With a single value feature (`d_v = 1`,
+//! no room for two parked numbers) the forward sweep parks `g` in `d_v` and `h` in the first
+//! column of `d_k` instead, and the reverse sweep computes `G^T A` itself. The non-causal form
+//! needs no masks: `R`, `r` are full sums, computed in a middle sweep.
 //!
 //! Every product is the crate's register-blocked kernel over operands read where they lie
 //! (`crate::linalg::microkernel::gemm_rows`, no packing): the inputs' rows in place (any head of a
@@ -32,8 +36,8 @@
 //!
 //! Per chunk of `c` tokens with `d = d_k = d_v` that is `4 c d^2` flops of state products and about
 //! `2 c^2 d` of masked ones forward (half of `P` and `P V` plus the band edges), and `10 c d^2` and
-//! about `7 c^2 d` for the backward (which recomputes `den` and the state): at `c = d` about 1.5
-//! and 2.1 times the `4 n d^2` and `8 n d^2` of the recurrent form.
+//! about `6 c^2 d` for the backward (which recomputes `den` and the state): at `c = d` about 1.5
+//! and 2.0 times the `4 n d^2` and `8 n d^2` of the recurrent form.
 //!
 //! `phi` and `phi'` are the vectorized exponential of `crate::linalg::exp` for `f32` (within 3 ulp of
 //! `libm::exp`), `libm::exp` for `f64`. The chunk drivers are compiled once per instruction set
