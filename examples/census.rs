@@ -1,4 +1,4 @@
-//! Head census of a pretrained checkpoint (SPEC sections 1–3, 7): for every attention head, the
+//! Head census of a pretrained checkpoint (docs/math.md sections 1–3, 7): for every attention head, the
 //! routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`, computed
 //! matrix-free from `W_Q, W_K` by Lanczos (never forming `d_model x d_model`).
 //!
@@ -15,39 +15,73 @@
 
 #[path = "support/checkpoint.rs"]
 mod checkpoint;
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 
-use std::error::Error;
+use cli::{fail, fail_on, parse_value, usage_error};
 use std::fmt::Write as _;
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+const USAGE: &str = "census: routing/filtering census of every attention head of a safetensors checkpoint
+
+usage: census MODEL.safetensors [--heads N] [--csv OUT.csv]
+
+  MODEL.safetensors  BERT-style (layer.N.attention.self.{query,key}.weight) or GPT-2-style
+                     (h.N.attn.c_attn.weight) weights, F32 or F64
+  --heads N          attention heads per layer (default 12)
+  --csv OUT.csv      where to write every head's row (default target/census.csv)
+  -h, --help         this help";
+
+fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if cli::wants_help(&raw) {
+        outln!("{USAGE}");
+        return;
+    }
+    let mut args = raw.into_iter();
     let mut path = None;
     let (mut heads, mut csv_path) = (12usize, String::from("target/census.csv"));
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--heads" => heads = args.next().ok_or("--heads needs a number")?.parse()?,
-            "--csv" => csv_path = args.next().ok_or("--csv needs a path")?,
+            "--heads" => heads = parse_value("--heads", args.next()),
+            "--csv" => csv_path = parse_value("--csv", args.next()),
+            _ if arg.starts_with('-') && arg.len() > 1 => usage_error(&format!("unknown flag {arg}")),
             _ if path.is_none() => path = Some(arg),
-            _ => return Err(format!("unexpected argument {arg}").into()),
+            _ => usage_error(&format!("unexpected argument {arg}")),
         }
     }
-    let path = path.ok_or("usage: census MODEL.safetensors [--heads N] [--csv OUT.csv]")?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    let Some(path) = path else {
+        usage_error("no model file given: census MODEL.safetensors [--heads N] [--csv OUT.csv]")
+    };
+    if heads == 0 {
+        usage_error("--heads must be at least 1");
+    }
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| fail_on(&path, e));
     let start = std::time::Instant::now();
-    let (layout, rows) = checkpoint::census(&bytes, heads)?;
+    let (layout, rows) = checkpoint::census(&bytes, heads).unwrap_or_else(|e| fail_on(&path, e));
     let elapsed = start.elapsed();
-    let first = rows.first().ok_or("no heads")?;
-    println!(
+    let Some(first) = rows.first() else { fail(&format!("{path}: no attention heads")) };
+    outln!(
         "{path}: {layout:?} layout, {} heads, d_model {}, d_head {}, capacity min(2 d_head, d_model) = {}",
         rows.len(),
         first.d_model,
         first.d_head,
         first.spectrum.rank_bound
     );
-    println!("(matrix-free Lanczos in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
-    println!(
+    outln!("(matrix-free Lanczos in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
+    outln!(
         "{:>5} {:>4} {:>10} {:>10} {:>6} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
-        "layer", "head", "||S||^2", "||D||^2", "rho", "erank S", "PR S", "nr S", "erank D", "PR D", "nr D"
+        "layer",
+        "head",
+        "||S||^2",
+        "||D||^2",
+        "rho",
+        "erank S",
+        "PR S",
+        "nr S",
+        "erank D",
+        "PR D",
+        "nr D"
     );
     let mut csv = String::from(
         "layer,head,d_model,d_head,routing_energy,filtering_energy,rho,erank_s,participation_s,numerical_rank_s,\
@@ -55,7 +89,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     for row in &rows {
         let s = &row.spectrum;
-        println!(
+        outln!(
             "{:>5} {:>4} {:>10.4} {:>10.4} {:>6.4} {:>8.3} {:>7.3} {:>5} {:>8.3} {:>7.3} {:>5}",
             row.layer,
             row.head,
@@ -90,25 +124,38 @@ fn main() -> Result<(), Box<dyn Error>> {
             s.routing_norm,
             s.filtering_norm,
             s.rank_bound
-        )?;
+        )
+        .expect("writing to a String cannot fail");
     }
-    println!("\nper layer (means over heads):");
-    println!(
+    outln!("\nper layer (means over heads):");
+    outln!(
         "{:>5} {:>5} {:>8} {:>9} {:>9} {:>14} {:>8}",
-        "layer", "heads", "rho", "erank S", "erank D", "erank S / cap", "nr S"
+        "layer",
+        "heads",
+        "rho",
+        "erank S",
+        "erank D",
+        "erank S / cap",
+        "nr S"
     );
     for l in checkpoint::layer_summary(&rows) {
-        println!(
+        outln!(
             "{:>5} {:>5} {:>8.4} {:>9.3} {:>9.3} {:>14.4} {:>8.2}   (capacity {})",
-            l.layer, l.heads, l.rho, l.erank_s, l.erank_d, l.erank_s_fraction, l.numerical_rank_s, l.capacity
+            l.layer,
+            l.heads,
+            l.rho,
+            l.erank_s,
+            l.erank_d,
+            l.erank_s_fraction,
+            l.numerical_rank_s,
+            l.capacity
         );
     }
     if let Some(parent) = std::path::Path::new(&csv_path).parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| fail_on(parent.display(), e));
         }
     }
-    std::fs::write(&csv_path, csv).map_err(|e| format!("{csv_path}: {e}"))?;
-    println!("\nwrote {} rows to {csv_path}", rows.len());
-    Ok(())
+    std::fs::write(&csv_path, csv).unwrap_or_else(|e| fail_on(&csv_path, e));
+    outln!("\nwrote {} rows to {csv_path}", rows.len());
 }

@@ -1,4 +1,4 @@
-//! Linearization (SPEC section 7): for k = 0..L, replace the attention of the first k layers of a
+//! Linearization (docs/math.md section 7): for k = 0..L, replace the attention of the first k layers of a
 //! trained model by causal ELU+1 linear attention and measure validation perplexity on the held-out
 //! plays, without and with a short re-fit; for an S-D model and a standard softmax model of the same
 //! shape (both without norm; same d_model, layers, heads, d_head, MLP).
@@ -14,9 +14,13 @@
 //! cargo run --release --example linearize -- --steps 3000 --refit 200
 //! ```
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "support/lm.rs"]
 mod lm;
 
+use cli::usage_error;
 use lm::*;
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
@@ -69,17 +73,17 @@ fn linearized(source: &Model<f32>, params: &[f32], k: usize) -> (ModelConfig, Ve
 
 fn main() {
     let mut f = Flags::from_env();
-    let d_model: usize = f.get("d-model", 64, "width of the residual stream");
-    let layers: usize = f.get("layers", 4, "number of blocks");
-    let heads: usize = f.get("heads", 4, "heads per layer");
-    let d_head: usize = f.get("d-head", 16, "head width (softmax W_Q, W_K and values)");
-    let d_mlp: usize = f.get("d-mlp", 256, "MLP hidden width");
+    let d_model = f.at_least("d-model", 64, 1, "width of the residual stream");
+    let layers = f.at_least("layers", 4, 1, "number of blocks");
+    let heads = f.at_least("heads", 4, 1, "heads per layer");
+    let d_head = f.at_least("d-head", 16, 1, "head width (softmax W_Q, W_K and values)");
+    let d_mlp = f.at_least("d-mlp", 256, 1, "MLP hidden width");
     let rank: usize = f.get("rank", 4, "S-D routing rank r (2r + q must equal d-head)");
     let filter: usize = f.get("filter", 8, "S-D filtering rank q");
     let run = RunConfig {
-        steps: f.get("steps", 1500, "training steps per model"),
-        batch: f.get("batch", 16, "sequences per batch"),
-        seq: f.get("seq", 128, "tokens per sequence"),
+        steps: f.at_least("steps", 1500, 1, "training steps per model") as u64,
+        batch: f.at_least("batch", 16, 1, "sequences per batch"),
+        seq: f.at_least("seq", 128, 1, "tokens per sequence"),
         lr: f.get("lr", 3e-3, "peak learning rate"),
         warmup: f.get("warmup", 100, "warmup steps"),
         seed: f.get("seed", 1, "seed"),
@@ -89,9 +93,13 @@ fn main() {
     let svg = f.string("svg", "target/linearize.svg", "SVG plot output");
     f.finish("linearize: replace the first k attention layers by ELU+1 linear attention, S-D vs softmax");
     if 2 * rank + filter != d_head {
-        fail("needs 2 rank + filter = d-head (the linear layer keeps the head's query/key maps)");
+        usage_error("needs 2 rank + filter = d-head (the linear layer keeps the head's query/key maps)");
     }
-    let corpus = Corpus::load(DEFAULT_DIR).unwrap_or_else(|e| fail(&format!("corpus: {e}")));
+    if !(run.lr.is_finite() && run.lr > 0.0) {
+        usage_error(&format!("--lr must be a positive number, got {}", run.lr));
+    }
+    run.train_config(); // checks the schedule before any work
+    let corpus = Corpus::load(DEFAULT_DIR).unwrap_or_else(|e| cli::fail_on(DEFAULT_DIR, e));
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
     let models = [
         ("S-D", AttentionKind::Sd { routing_rank: rank, filtering_rank: filter }),
@@ -115,13 +123,14 @@ fn main() {
         );
         let model = Model::<f32>::with_attention(config.clone()).unwrap();
         let counts = model.param_counts();
-        println!(
+        outln!(
             "{name}: {} parameters ({} in attention kernels), no norm",
-            counts.total, counts.attention_kernels
+            counts.total,
+            counts.attention_kernels
         );
         let mut trainer = Trainer::new(model, run.train_config()).unwrap();
         let (seconds, loss) = train_with_progress(&mut trainer, &corpus.train, &run, name);
-        println!("{name}: trained {} steps in {:.1} s, final training loss {loss:.4}", run.steps, seconds);
+        outln!("{name}: trained {} steps in {:.1} s, final training loss {loss:.4}", run.steps, seconds);
         let ckpt = trainer.checkpoint();
         write_file(
             &format!(
@@ -154,8 +163,8 @@ fn main() {
         }
         table.push((name.to_string(), rows, counts.attention_kernels));
     }
-    println!("\nvalidation perplexity with the first k attention layers replaced by ELU+1 linear attention");
-    println!(
+    outln!("\nvalidation perplexity with the first k attention layers replaced by ELU+1 linear attention");
+    outln!(
         "(re-fit: {refit} steps of the whole model at lr {:.0e}; {} validation windows of {} bytes)",
         run.lr / 10.0,
         windows.min((corpus.valid.len() - 1) / run.seq),
@@ -165,7 +174,7 @@ fn main() {
     for (name, _, _) in &table {
         print!("  {:>12} {:>8} {:>12} {:>8}", format!("{name} ppl"), "vs k=0", "re-fit ppl", "vs k=0");
     }
-    println!();
+    outln!();
     for k in 0..=layers {
         print!("{k:>3}");
         for (_, rows, _) in &table {
@@ -179,7 +188,7 @@ fn main() {
                 100.0 * (a / a0 - 1.0)
             );
         }
-        println!();
+        outln!();
     }
     let colors = ["#d62728", "#1f77b4"];
     let mut series = Vec::new();
@@ -211,5 +220,5 @@ fn main() {
         )
         .as_bytes(),
     );
-    println!("plot: {svg}");
+    outln!("plot: {svg}");
 }
