@@ -76,3 +76,17 @@ fn empty_mlp_rows_return_at_once() {
     let params = MlpParams::<f32> { w_1: &[], b_1: &[], w_2: &[], b_2: &[] };
     assert_eq!(mlp_forward(HUGE, 0, 0, params, &[], &mut [], &mut []), Ok(()));
 }
+
+/// The sinusoidal table of `usize::MAX / 3` positions of width 0 (fuzz input `ff 00 ff`, kept in
+/// fuzz/regressions/model_inputs/): it is empty, so the call returns at once. It looped over the
+/// empty rows; the fuzzer's optimized build removed the empty loop, so only the replay of the
+/// corpus under the test profile (tests/fuzz_replay.rs) saw it spin.
+#[test]
+fn empty_sinusoidal_table_with_huge_row_count_returns() {
+    let mut out: Vec<f32> = vec![];
+    assert_eq!(sd_attention::model::embedding::sinusoidal_positions(HUGE, 0, &mut out), Ok(()));
+    // A nonempty table is still the formula: row 1 of width 2 is (sin 1, cos 1).
+    let mut table = [0.0f64; 4];
+    sd_attention::model::embedding::sinusoidal_positions(2, 2, &mut table).unwrap();
+    assert_eq!(table, [0.0, 1.0, 1f64.sin(), 1f64.cos()]);
+}

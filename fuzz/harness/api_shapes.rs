@@ -1,18 +1,15 @@
 //! Drives every shape-checked entry point with arbitrary dimensions, slice lengths and values
 //! (including NaN and infinities) and asserts that each returns `Ok` or `Err`, never panics, and
 //! that `Ok` happens exactly when the lengths match the dimensions.
-#![no_main]
 
-use libfuzzer_sys::fuzz_target;
-#[path = "input.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 use sd_attention::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
 use sd_attention::erank::effective_ranks;
 use sd_attention::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, split, split_in_place};
 
-fuzz_target!(|data: &[u8]| {
+/// Runs one input; a panic is a finding (the API panicked or broke a promise checked here).
+pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let (m, k, n) = (input.dim(24), input.dim(24), input.dim(24));
     let (a, b) = (input.f32_vec(2), input.f32_vec(2));
@@ -57,4 +54,4 @@ fuzz_target!(|data: &[u8]| {
         let _ = head.energies(&mut work);
         let _ = head.to_dense(Part::Routing, &mut c);
     }
-});
+}

@@ -1,12 +1,8 @@
 //! Drives the softmax, S-D/standard head and multi-head entry points with arbitrary dimensions,
 //! options, slice lengths and values (NaN and infinities included) and asserts that each returns
 //! `Ok` or `Err`, never panics, and that `Ok` outputs of finite inputs are finite where promised.
-#![no_main]
 
-use libfuzzer_sys::fuzz_target;
-#[path = "input.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 use sd_attention::attention::multihead::{MultiHead, MultiHeadSoftmax};
 use sd_attention::attention::sd::{AttentionHead, HeadGrads};
 use sd_attention::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
@@ -41,7 +37,8 @@ fn causality(input: &mut Input) -> Causality {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Runs one input; a panic is a finding (the API panicked or broke a promise checked here).
+pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let (n, d_k, d_v) =
         (input.dim_or_large(20, 300), input.dim_or_large(20, 300), input.dim_or_large(20, 300));
@@ -112,4 +109,4 @@ fuzz_target!(|data: &[u8]| {
     let mut lse = values(&mut input, n.saturating_mul(n_heads));
     let mut ws = vec![0f32; multi.forward_workspace_len(n).min(1 << 20)];
     let _ = multi.forward(n, &x, &params, &mut out, &mut lse, &mut ws);
-});
+}

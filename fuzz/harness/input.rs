@@ -1,21 +1,26 @@
-//! The fuzz targets' shared reader of the raw input, over `arbitrary::Unstructured` (re-exported by
-//! libfuzzer-sys). Every read succeeds: an exhausted input reads as zeros.
-
-use libfuzzer_sys::arbitrary::Unstructured;
+//! The fuzz harnesses' shared reader of the raw input: bytes taken in order from the front. Every
+//! read succeeds: an exhausted input reads as zeros. It needs no crate beyond the standard library,
+//! so the same harnesses run under cargo-fuzz and in `cargo test` (tests/fuzz_replay.rs).
 
 /// Reads dimensions, lengths and values off a fuzz input.
-pub struct Input<'a>(Unstructured<'a>);
+pub struct Input<'a>(&'a [u8]);
 
 #[allow(dead_code)] // each target uses the readers it needs
 impl<'a> Input<'a> {
     /// A reader over `data`.
     pub fn new(data: &'a [u8]) -> Self {
-        Input(Unstructured::new(data))
+        Input(data)
     }
 
     /// The next byte (0 once the input is exhausted).
     pub fn byte(&mut self) -> u8 {
-        self.0.arbitrary().unwrap_or(0)
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
     }
 
     /// A dimension below `modulus`, or (rarely) a huge one that overflows any product with a
@@ -75,6 +80,6 @@ impl<'a> Input<'a> {
 
     /// Whatever input remains.
     pub fn rest(self) -> &'a [u8] {
-        self.0.take_rest()
+        self.0
     }
 }

@@ -1,12 +1,8 @@
 //! Drives the model's layer kernels with arbitrary dimensions, slice lengths and values (NaN and
 //! infinities included), the model config with arbitrary dimensions, and the corpus manifest parser
 //! with arbitrary text, and asserts that none panics: every bad input is an `Err`.
-#![no_main]
 
-use libfuzzer_sys::fuzz_target;
-#[path = "input.rs"]
-mod input;
-use input::Input;
+use crate::input::Input;
 use sd_attention::dense::Update;
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
@@ -21,7 +17,8 @@ use sd_attention::model::sublayer::{AttentionSublayer, SublayerDims};
 use sd_attention::train::clip::clip_global_norm;
 use sd_attention::train::corpus::Corpus;
 
-fuzz_target!(|data: &[u8]| {
+/// Runs one input; a panic is a finding (the API panicked or broke a promise checked here).
+pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let (n, d, e) = (input.dim(12), input.dim(12), input.dim(12));
     let (a, b, c) = (input.f32_vec(1), input.f32_vec(1), input.f32_vec(1));
@@ -89,4 +86,4 @@ fuzz_target!(|data: &[u8]| {
     }
     let manifest = String::from_utf8_lossy(input.rest());
     let _ = Corpus::new(tokens.clone(), tokens, &manifest);
-});
+}

@@ -1,0 +1,11 @@
+//! cargo-fuzz entry of the `attention_shapes` harness (fuzz/harness/attention_shapes.rs), which tests/fuzz_replay.rs also
+//! runs on every saved input under stable Rust.
+#![no_main]
+
+#[path = "../harness/input.rs"]
+#[allow(dead_code)]
+mod input;
+#[path = "../harness/attention_shapes.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));
