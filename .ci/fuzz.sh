@@ -19,14 +19,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 cargo fuzz --version
 
-if [[ -n "${FUZZ_TOOLCHAIN:-}" ]]; then
-    toolchain=("+$FUZZ_TOOLCHAIN")
-elif cargo +nightly --version >/dev/null 2>&1; then
-    toolchain=(+nightly)
-else
-    toolchain=()
-    export RUSTC_BOOTSTRAP=1
-fi
+# The default toolchain (FUZZ_TOOLCHAIN=nightly to pick another). cargo-fuzz passes unstable
+# compiler flags; a stable compiler accepts them with RUSTC_BOOTSTRAP=1.
+toolchain=()
+if [[ -n "${FUZZ_TOOLCHAIN:-}" ]]; then toolchain=("+$FUZZ_TOOLCHAIN"); fi
+if ! cargo "${toolchain[@]}" --version | grep -q nightly; then export RUSTC_BOOTSTRAP=1; fi
 # The same build everywhere (CI has no nightly, so no sanitizer), unless asked otherwise.
 flags=(--sanitizer "${FUZZ_SANITIZER:-none}" --debug-assertions)
 
