@@ -6,7 +6,7 @@
 # On a fresh Debian bookworm machine it installs what it needs (idempotent: nothing is installed
 # when everything is present). rustup cannot download the thumbv7em target or the library source
 # here, so the firmware is built with Debian's rustc-web/cargo-web (1.96) and its rust-web-src via
-# -Zbuild-std (RUSTC_BOOTSTRAP=1), linked with ld.lld (see /work/shared/embedded.md).
+# -Zbuild-std (RUSTC_BOOTSTRAP=1), linked with ld.lld (see docs/embedded.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,7 +7,9 @@
 //! `B`), compiled with the same optimizations; criterion's "elem/s" is flop/s (2 n^3 per product).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sd_attention::dense::{gemm_portable, matmul, matmul_nt, matmul_strided, matmul_tn, Transpose, Update};
+use sd_attention::linalg::dense::{
+    gemm_portable, matmul, matmul_nt, matmul_strided, matmul_tn, Transpose, Update,
+};
 use std::hint::black_box;
 
 #[path = "../tests/common/mod.rs"]

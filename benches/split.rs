@@ -2,7 +2,7 @@
 //! Criterion's "elem/s" counts matrix entries of `M` per second.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sd_attention::factored::FactoredKernel;
+use sd_attention::spectral::factored::FactoredKernel;
 use sd_attention::split::{energies, split, split_in_place};
 use std::hint::black_box;
 
@@ -41,7 +41,7 @@ fn bench_split(c: &mut Criterion) {
     let mut dense = vec![0.0f32; d_model * d_model];
     group.bench_function("form_then_split", |bench| {
         bench.iter(|| {
-            black_box(&head).to_dense(sd_attention::factored::Part::Kernel, &mut dense).unwrap();
+            black_box(&head).to_dense(sd_attention::spectral::factored::Part::Kernel, &mut dense).unwrap();
             energies(d_model, &dense).unwrap()
         })
     });

@@ -3,7 +3,7 @@
 Usage (from the repository root):
 
     cargo bench --bench attention                         # writes target/criterion/<group>/<id>/new/estimates.json
-    /work/venv/bin/python benches/torch_softmax_sd.py     # times PyTorch, prints the table
+    python3 benches/torch_softmax_sd.py                   # times PyTorch, prints the table
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
 `--only softmax` (or `sd`) restricts both sides to one kernel family, `--sizes 512,2048` to some n
@@ -15,6 +15,10 @@ PyTorch runs single-threaded (torch.set_num_threads(1)), float32, d = 64:
   i.e. the same factorization as src/attention/sd.rs; the backward gives gradients for X, U, V, C, W_V.
 Flop counts are the ones the Rust bench reports. Times are medians; ratio = torch median / ours
 median (> 1: we are faster).
+
+A Python with torch (numpy, safetensors) runs it; make one with
+`python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
+`.venv/bin/python` in place of `python3` above.
 """
 import json
 import math

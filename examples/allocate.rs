@@ -1,4 +1,4 @@
-//! Cascade allocation (docs/math.md section 7): give each layer the routing rank its measured cascade asks
+//! Cascade allocation (`docs/math.md` section 7): give each layer the routing rank its measured cascade asks
 //! for, train that model, and compare attention parameter counts and validation perplexity with
 //! the uniform model.
 //!
@@ -6,7 +6,7 @@
 //! (`target/cascade.ckpt` by default), measures the entropy effective rank `e_l` of its routing `S`
 //! per layer (mean over heads), and sets `r_l = clamp(ceil(e_l / 2), 1, r)`: `S` has rank `2 r_l`
 //! and its singular values come in pairs, so `e_l / 2` is the effective number of rotation planes
-//! (this rule is ours; the paper's is not known here, docs/math.md section 8). The filtering rank stays `q`.
+//! (this rule is ours; the paper's is not known here, `docs/math.md` section 8). The filtering rank stays `q`.
 //! The allocated model is then trained from scratch with the same schedule, batches and seed as the
 //! cascade demo's defaults.
 //!

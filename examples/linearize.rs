@@ -1,4 +1,4 @@
-//! Linearization (docs/math.md section 7): for k = 0..L, replace the attention of the first k layers of a
+//! Linearization (`docs/math.md` section 7): for k = 0..L, replace the attention of the first k layers of a
 //! trained model by causal ELU+1 linear attention and measure validation perplexity on the held-out
 //! plays, without and with a short re-fit; for an S-D model and a standard softmax model of the same
 //! shape (both without norm; same d_model, layers, heads, d_head, MLP).

@@ -16,8 +16,8 @@ mod cli;
 
 use cli::{fail, fail_on, usage_error};
 use safetensors::{Dtype, SafeTensors};
-use sd_attention::dense::{matmul_nt, Update};
-use sd_attention::factored::FactoredKernel;
+use sd_attention::linalg::dense::{matmul_nt, Update};
+use sd_attention::spectral::factored::FactoredKernel;
 use sd_attention::split::{energies, split};
 
 /// Reads a 2-D f32 tensor as (rows, cols, values).

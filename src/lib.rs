@@ -10,7 +10,7 @@
 //! `S + D = M` and `||M||_F^2 = ||S||_F^2 + ||D||_F^2`, so the routing energy fraction
 //! `rho = ||S||_F^2 / ||M||_F^2` says how much of a head is routing. This crate computes the split,
 //! its energies and effective ranks over plain slices, on the CPU of a server or of a
-//! microcontroller. `SPEC.md` sections are cited in each module.
+//! microcontroller. Each module cites the sections of `docs/math.md` that define what it computes.
 //!
 //! ```
 //! use sd_attention::split::{energies, split};
@@ -40,6 +40,12 @@
 //! * `alloc`: matrix products through `matrixmultiply`'s packed, cache-blocked kernels. They
 //!   allocate their packing buffers on every call, so this needs a global allocator.
 //!
+//! On x86-64 with `std`, the hot loops (fused softmax tiles, `exp`, GELU, the register-blocked
+//! product, AdamW, the S-D assembly) run in an AVX-512, AVX2/FMA or portable variant, chosen once
+//! from what the CPU has. The environment variable `SD_ATTENTION_ISA=portable|avx2|avx512` lowers
+//! that choice (to test or compare the variants on one machine); a request above what the CPU has
+//! is clamped to what it has, and an unknown value is ignored.
+//!
 //! Without default features the crate is `#![no_std]`, needs neither an OS nor an allocator, and
 //! computes matrix products with an allocation-free portable kernel (row-wise axpy and dot loops
 //! that the compiler vectorizes for the target's compile-time features):
@@ -47,27 +53,24 @@
 //! allocates in any configuration.
 //!
 //! ## Modules
+//! Bottom to top (an import never climbs):
+//! * [`linalg`]: products and elementwise kernels over slices ([`linalg::dense`]: gemm wrappers,
+//!   transpose, dot, axpy, norms; [`linalg::qr`]: thin Householder QR).
+//! * [`spectral`]: the analysis of a head: [`split`] (`S`, `D` of a dense kernel and their
+//!   energies, also at [`spectral::split`]), [`spectral::factored`] (the same for
+//!   `M = W_Q W_K^T` held as factors), [`spectral::erank`] (effective ranks),
+//!   [`spectral::spectrum`] (singular values of `S`, eigenvalues of `D`, the
+//!   [`spectral::spectrum::HeadSpectrum`] census report), [`spectral::exact`] (the exact spectra
+//!   from the factors: QR plus an eigenproblem of order `2 d_head`) and [`spectral::lanczos`]
+//!   (matrix-free operators, Lanczos, the tridiagonal eigensolver, stochastic Lanczos quadrature).
 //! * [`attention`]: softmax, S-D and ELU+1 linear attention with backward passes.
-//! * [`split`]: `S`, `D` of a dense kernel, in caller buffers or in place, and their energies.
-//! * [`factored`]: the same for `M = W_Q W_K^T` held as factors, plus matrix-free `x -> M x, S x, D x`.
-//! * [`erank`]: entropy effective rank, participation ratio, stable and numerical rank.
-//! * [`check`]: invariant checkers that return measured deviations, with their tolerance model.
-//! * [`operator`]: matrix-free symmetric and skew-symmetric operators (dense slices, `S^T S`, `S`
-//!   and `D` of a factored head, closures).
-//! * [`lanczos`]: Lanczos with full reorthogonalization into caller workspace: Ritz values and
-//!   vectors, extreme eigenvalues, singular values of skew operators.
-//! * [`tridiagonal`]: the symmetric tridiagonal eigensolver (implicit QL) under Lanczos.
-//! * [`spectrum`]: singular values of `S` and eigenvalues of `D` of a head from `W_Q, W_K`, and the
-//!   [`spectrum::HeadSpectrum`] census report.
-//! * [`slq`]: stochastic Lanczos quadrature of `tr f(A)`, spectral entropy and effective rank of
-//!   large operators with standard errors.
-//! * [`dense`]: the slice kernels underneath (gemm wrappers, transpose, dot, axpy, norms).
-//! * `strategies` (feature `proptest`): proptest strategies for users' own property tests.
-//! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 //! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
 //!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
 //! * [`train`]: AdamW, gradient clipping, warmup + cosine schedule, checksums; with `alloc`
 //!   checkpoints and the Shakespeare corpus loader.
+//! * [`testing`]: invariant checkers that return measured deviations ([`testing::check`]), and with
+//!   the `proptest` feature proptest strategies for users' own property tests.
+//! * [`rng`]: SplitMix64, a seedable `no_std` generator (uniform, normal, Rademacher).
 
 #![no_std]
 #![warn(missing_docs)]
@@ -77,31 +80,21 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod arch;
 pub mod attention;
-pub mod check;
-mod cpu;
-pub mod dense;
-pub mod erank;
 mod error;
-mod exp;
-pub mod factored;
-mod kernel;
-pub mod lanczos;
-mod microkernel;
+pub mod linalg;
 pub mod model;
-pub mod operator;
 pub mod rng;
 mod scalar;
-pub mod slq;
-pub mod spectrum;
-pub mod split;
-#[cfg(feature = "proptest")]
-pub mod strategies;
+pub mod spectral;
+pub mod testing;
 pub mod train;
-pub mod tridiagonal;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;
+pub use spectral::split;
 
 /// The README's examples, run as doc tests.
 #[cfg(doctest)]

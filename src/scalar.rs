@@ -70,7 +70,7 @@ pub trait Scalar:
     fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 
     /// `a * b + c`: one fused multiply-add when `FUSED` (callers instantiate it only where the
-    /// target has FMA, inside `target_feature` code, so that it is one instruction), else a product
+    /// target has FMA, inside the FMA variants of `crate::arch`, so that it is one instruction), else a product
     /// and a sum with two roundings. Without `std` it is always the latter.
     fn multiply_add<const FUSED: bool>(a: Self, b: Self, c: Self) -> Self;
 
@@ -227,20 +227,20 @@ macro_rules! not_f32 {
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
-    crate::exp::exp_shifted_sum_f32,
-    crate::exp::exp_sub_accumulate_f32,
-    crate::exp::tanh_in_place_f32,
-    crate::microkernel::product_f32,
+    crate::linalg::exp::exp_shifted_sum_f32,
+    crate::linalg::exp::exp_sub_accumulate_f32,
+    crate::linalg::exp::tanh_in_place_f32,
+    crate::linalg::microkernel::product_f32,
     is_f32,
     "f32"
 );
 impl_scalar!(
     f64,
     matrixmultiply::dgemm,
-    crate::exp::exp_shifted_sum_f64,
-    crate::exp::exp_sub_accumulate_f64,
-    crate::exp::tanh_in_place_f64,
-    crate::microkernel::product_f64,
+    crate::linalg::exp::exp_shifted_sum_f64,
+    crate::linalg::exp::exp_sub_accumulate_f64,
+    crate::linalg::exp::tanh_in_place_f64,
+    crate::linalg::microkernel::product_f64,
     not_f32,
     "f64"
 );

@@ -5,10 +5,10 @@ mod common;
 use common::jacobi::jacobi_eigenvalues;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::check::*;
-use sd_attention::dense::{matmul_nt, Update};
+use sd_attention::linalg::dense::{matmul_nt, Update};
 use sd_attention::split::split;
-use sd_attention::strategies::{sd_factors, square_matrix, symmetric, Definiteness, Matrix};
+use sd_attention::testing::check::*;
+use sd_attention::testing::strategies::{sd_factors, square_matrix, symmetric, Definiteness, Matrix};
 
 fn parts(m: &Matrix<f64>) -> (Vec<f64>, Vec<f64>) {
     let (mut s, mut d) = (vec![0.0; m.data.len()], vec![0.0; m.data.len()]);
@@ -215,7 +215,7 @@ proptest! {
     /// every chunk size and head count; a NaN input gives a NaN residual.
     #[test]
     fn causal_recurrent_residual_is_within_tolerance(
-        inputs in sd_attention::strategies::attention_inputs::<f32>(1..80, 1..24, 2.0),
+        inputs in sd_attention::testing::strategies::attention_inputs::<f32>(1..80, 1..24, 2.0),
         chunk in 1usize..40, heads in 1usize..3,
     ) {
         use sd_attention::attention::{linear::LinearAttention, Causality};

@@ -37,13 +37,15 @@ use sd_attention::attention::linear::State;
 use sd_attention::attention::sd::AttentionHead;
 use sd_attention::attention::softmax::forward_flops;
 use sd_attention::attention::Causality;
-use sd_attention::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
-use sd_attention::factored::{FactoredKernel, Part};
-use sd_attention::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
+use sd_attention::spectral::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
+use sd_attention::spectral::factored::{FactoredKernel, Part};
+use sd_attention::spectral::spectrum::{
+    head_spectrum_steps, head_values_workspace_len, routing_singular_values,
+};
 use sd_attention::split::energies;
 
 /// Sections with results checked here; a section that prints results without a check fails the
-/// test (as does a `SDA pending <section>` placeholder: every section of issue 6 has landed).
+/// test (as does a `SDA pending <section>` placeholder).
 const CHECKED_SECTIONS: [&str; 6] =
     ["split", "routing", "erank", "sd_forward", "linear_stream", "routing_spectrum"];
 /// `eps` of the firmware's linear-attention stream (`LINEAR_EPS` in main.rs): the same `f32` value on
@@ -338,7 +340,7 @@ fn bounded_phi(x: f32) -> Bounded {
     }
 }
 
-/// The recurrent stream (`State::step`, SPEC section 6) operation by operation: per token,
+/// The recurrent stream (`State::step`, `docs/math.md` section 6) operation by operation: per token,
 /// `z_p += phi(k_p)`, `S_pv += phi(k_p) v_v`, `den = sum_p phi(q_p) z_p + eps`,
 /// `out_v = (sum_p phi(q_p) S_pv) / den`. The state's errors carry from token to token.
 fn bounded_linear_stream(sequence: &SequenceInputs) -> Vec<Bounded> {
@@ -550,7 +552,7 @@ fn host_output() -> String {
     let (mut s_x, mut d_x) = (vec![0.0f32; D_MODEL], vec![0.0f32; D_MODEL]);
     head.apply(Part::Routing, &inputs.x, &mut s_x, &mut workspace).unwrap();
     head.apply(Part::Filtering, &inputs.x, &mut d_x, &mut workspace).unwrap();
-    let xsx = sd_attention::dense::dot(&inputs.x, &s_x).unwrap();
+    let xsx = sd_attention::linalg::dense::dot(&inputs.x, &s_x).unwrap();
     let n = KNOWN_SPECTRUM.len();
     let ranks = effective_ranks(&KNOWN_SPECTRUM, default_rank_tolerance::<f32>(n, n)).unwrap();
     let join = |v: &[f32]| v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(" ");
@@ -676,7 +678,7 @@ fn check_routing(printed: &Printed, inputs: &inputs::HeadInputs) {
     let (mut host_s, mut host_d) = (vec![0.0f32; D_MODEL], vec![0.0f32; D_MODEL]);
     head.apply(Part::Routing, &inputs.x, &mut host_s, &mut workspace).unwrap();
     head.apply(Part::Filtering, &inputs.x, &mut host_d, &mut workspace).unwrap();
-    let host_xsx = sd_attention::dense::dot(&inputs.x, &host_s).unwrap();
+    let host_xsx = sd_attention::linalg::dense::dot(&inputs.x, &host_s).unwrap();
 
     let (mut vs_f64, mut vs_host) = (Worst::default(), Worst::default());
     compare("S x", &printed.floats("routing", "routing_x"), &host_s, &routing_x, &mut vs_f64, &mut vs_host);

@@ -1,7 +1,7 @@
-//! Effective-rank measures (SPEC section 2) on spectra whose values are known in closed form.
+//! Effective-rank measures (`docs/math.md` section 2) on spectra whose values are known in closed form.
 
 use proptest::prelude::*;
-use sd_attention::erank::*;
+use sd_attention::spectral::erank::*;
 use sd_attention::Error;
 
 #[test]
@@ -106,7 +106,7 @@ proptest! {
     /// otherwise a finite value in `[0, count of nonzero values]`.
     #[test]
     fn hostile_spectra_give_errors_or_bounded_ranks(
-        sigma in sd_attention::strategies::hostile_values::<f32>(0..24),
+        sigma in sd_attention::testing::strategies::hostile_values::<f32>(0..24),
     ) {
         let bad = sigma.iter().any(|s| !s.is_finite() || *s < 0.0);
         let nonzero = sigma.iter().filter(|s| **s != 0.0).count() as f32;

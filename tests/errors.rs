@@ -2,8 +2,8 @@
 //! `Error` and never panics. Proptest drives random wrong lengths through the whole API.
 
 use proptest::prelude::*;
-use sd_attention::dense::*;
-use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::linalg::dense::*;
+use sd_attention::spectral::factored::{FactoredKernel, Part};
 use sd_attention::split::*;
 use sd_attention::Error;
 

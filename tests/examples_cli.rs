@@ -114,6 +114,12 @@ fn census_bad_inputs_give_one_line_errors() {
     );
     fails_with("census", &["data/gpt2-synthetic.safetensors", "--heads"], 2, "--heads needs a value");
     fails_with("census", &["data/gpt2-synthetic.safetensors", "--bogus"], 2, "unknown flag --bogus");
+    fails_with(
+        "census",
+        &["data/gpt2-synthetic.safetensors", "--method", "svd"],
+        2,
+        "--method: expected exact or lanczos, got svd",
+    );
     fails_with("census", &[], 2, "no model file given");
     fails_with(
         "census",
@@ -151,9 +157,18 @@ fn split_real_bad_inputs_give_one_line_errors() {
 #[test]
 fn closed_stdout_ends_quietly() {
     let dir = scratch("pipe");
-    let csv = dir.join("out.csv");
+    let (csv, svg) = (dir.join("out.csv"), dir.join("out.svg"));
     for (name, args) in [
-        ("census", vec!["data/gpt2-synthetic.safetensors", "--csv", csv.to_str().unwrap()]),
+        (
+            "census",
+            vec![
+                "data/gpt2-synthetic.safetensors",
+                "--csv",
+                csv.to_str().unwrap(),
+                "--svg",
+                svg.to_str().unwrap(),
+            ],
+        ),
         ("split_real", vec![]),
     ] {
         let mut child = Command::new(example(name))

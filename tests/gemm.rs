@@ -9,7 +9,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::dense::{
+use sd_attention::linalg::dense::{
     gemm, gemm_portable, matmul, matmul_nt, matmul_strided, matmul_tn, transpose, Transpose, Update,
 };
 use sd_attention::Error;

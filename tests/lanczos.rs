@@ -1,4 +1,4 @@
-//! Lanczos (SPEC section 3) against the dense Jacobi reference of tests/common/jacobi.rs: whole
+//! Lanczos (`docs/math.md` section 3) against the dense Jacobi reference of tests/common/jacobi.rs: whole
 //! spectra of random symmetric matrices of sizes 1..300 with full rank, low rank, clustered,
 //! repeated and graded values; Ritz vectors; early-stopped extremes; breakdown on exact low rank;
 //! the tridiagonal solver; errors.
@@ -7,9 +7,9 @@ mod common;
 
 use common::jacobi::{jacobi_eigenvalues, symmetric_with_spectrum, test_spectra};
 use proptest::prelude::*;
-use sd_attention::lanczos::*;
-use sd_attention::operator::{DenseSymmetric, FnOperator, SymmetricOperator};
-use sd_attention::tridiagonal::tridiagonal_eigen;
+use sd_attention::spectral::lanczos::lanczos::*;
+use sd_attention::spectral::lanczos::operator::{DenseSymmetric, FnOperator, SymmetricOperator};
+use sd_attention::spectral::lanczos::tridiagonal::tridiagonal_eigen;
 use sd_attention::Error;
 
 /// The whole spectrum by Lanczos: Ritz values plus inferred zeros, ascending.
@@ -271,7 +271,7 @@ proptest! {
 
     #[test]
     fn lanczos_matches_jacobi_on_random_symmetric_matrices(
-        matrix in sd_attention::strategies::square_matrix::<f64>(0..40, 1.0), seed in any::<u64>()
+        matrix in sd_attention::testing::strategies::square_matrix::<f64>(0..40, 1.0), seed in any::<u64>()
     ) {
         let (n, mut a) = (matrix.rows, matrix.data);
         for i in 0..n {

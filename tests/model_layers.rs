@@ -6,7 +6,7 @@
 mod common;
 use common::model::*;
 use common::{narrow, widen};
-use sd_attention::dense::Update;
+use sd_attention::linalg::dense::Update;
 use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use sd_attention::model::gelu::{gelu_backward, gelu_forward};
 use sd_attention::model::linear::{linear_backward, linear_forward};

@@ -1,5 +1,5 @@
 //! The assembled model (config, layout, forward to the loss, backward into the flat gradient) with a
-//! trivial attention stand-in (`common::model::GatedIdentity`), until the real kernels are merged.
+//! trivial attention stand-in (`common::model::GatedIdentity`), so that a failure points at the model itself.
 #![cfg(feature = "alloc")]
 
 mod common;

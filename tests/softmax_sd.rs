@@ -1,4 +1,4 @@
-//! Softmax attention (SPEC section 4), S-D and standard heads (SPEC section 5) and the multi-head
+//! Softmax attention (`docs/math.md` section 4), S-D and standard heads (`docs/math.md` section 5) and the multi-head
 //! wrappers, against naive f64 references with the full `n x n` matrix, central finite differences,
 //! and their f32 versions.
 
@@ -10,8 +10,8 @@ use sd_attention::attention::multihead::{MultiHead, MultiHeadSoftmax};
 use sd_attention::attention::sd::{AttentionHead, HeadGrads};
 use sd_attention::attention::softmax::{SoftmaxAttention, SoftmaxGrads, TILE_K, TILE_Q};
 use sd_attention::attention::Causality;
-use sd_attention::check::tolerance_for;
-use sd_attention::strategies::{attention_inputs, sd_factors, AttentionInputs};
+use sd_attention::testing::check::tolerance_for;
+use sd_attention::testing::strategies::{attention_inputs, sd_factors, AttentionInputs};
 use sd_attention::Error;
 
 fn causality(causal: bool) -> Causality {
@@ -519,7 +519,7 @@ fn heads_f32_match_f64() {
 
 proptest! {
     #![proptest_config(common::proptest_config(32))]
-    /// SPEC section 5: `x_i^T S x_j = -x_j^T S x_i` (routing logits antisymmetric),
+    /// `docs/math.md` section 5: `x_i^T S x_j = -x_j^T S x_i` (routing logits antisymmetric),
     /// `x^T (S + D) x = -|C^T x|^2 <= 0`, and the head's stability bound (Lanczos on the symmetric
     /// part) gives `Re(lambda) <= 0` within `tolerance_for(d, ||S + D||_F)`, the rounding of
     /// forming `D` and of the Lanczos residual (see `check::stability_bound`).

@@ -1,4 +1,4 @@
-//! Head spectra (SPEC sections 1–3), matrix-free from `W_Q, W_K`, against dense references: the
+//! Head spectra (`docs/math.md` sections 1–3), matrix-free from `W_Q, W_K`, against dense references: the
 //! singular values of `S` by one-sided Jacobi, the eigenvalues of `D` by two-sided Jacobi
 //! (tests/common/jacobi.rs); exact rank `2r` of `U V^T - V U^T`; the `S^T S` operator; f32 vs f64;
 //! stochastic Lanczos quadrature within its standard errors.
@@ -6,12 +6,14 @@
 mod common;
 
 use common::jacobi::{jacobi_eigenvalues, jacobi_singular_values, symmetric_with_spectrum};
-use sd_attention::erank::{default_rank_tolerance, effective_ranks, entropy_effective_rank};
-use sd_attention::factored::{FactoredKernel, Part};
-use sd_attention::lanczos::{lanczos, lanczos_workspace_len, LanczosOptions, Termination};
-use sd_attention::operator::{routing_gram_workspace_len, DenseSymmetric, Filtering, RoutingGram};
-use sd_attention::slq::*;
-use sd_attention::spectrum::*;
+use sd_attention::spectral::erank::{default_rank_tolerance, effective_ranks, entropy_effective_rank};
+use sd_attention::spectral::factored::{FactoredKernel, Part};
+use sd_attention::spectral::lanczos::lanczos::{lanczos, lanczos_workspace_len, LanczosOptions, Termination};
+use sd_attention::spectral::lanczos::operator::{
+    routing_gram_workspace_len, DenseSymmetric, Filtering, RoutingGram,
+};
+use sd_attention::spectral::lanczos::slq::*;
+use sd_attention::spectral::spectrum::*;
 use sd_attention::Error;
 
 /// Dense singular values of `S` and `|eigenvalues|` of `D` of a head.
@@ -192,8 +194,8 @@ fn routing_gram_operator_gives_squared_singular_values() {
     let mut dense_op = DenseSymmetric::new(d_model, &dense).unwrap();
     let x = common::seeded_matrix(d_model, 5);
     let (mut y1, mut y2) = (vec![0.0; d_model], vec![0.0; d_model]);
-    sd_attention::operator::SymmetricOperator::apply(&mut filtering, &x, &mut y1).unwrap();
-    sd_attention::operator::SymmetricOperator::apply(&mut dense_op, &x, &mut y2).unwrap();
+    sd_attention::spectral::lanczos::operator::SymmetricOperator::apply(&mut filtering, &x, &mut y1).unwrap();
+    sd_attention::spectral::lanczos::operator::SymmetricOperator::apply(&mut dense_op, &x, &mut y2).unwrap();
     for (a, b) in y1.iter().zip(&y2) {
         assert!((a - b).abs() <= 1e-12);
     }

@@ -1,11 +1,11 @@
-//! Invariants of the routing/filtering split (SPEC section 1), dense and factored, in f64 and f32.
+//! Invariants of the routing/filtering split (`docs/math.md` section 1), dense and factored, in f64 and f32.
 
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::spectral::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, filtering_in_place, routing_in_place, split, split_in_place, Energies};
-use sd_attention::strategies::square_matrix;
+use sd_attention::testing::strategies::square_matrix;
 
 fn split_f64(m: usize, mat: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let (mut s, mut d) = (vec![0.0; m * m], vec![0.0; m * m]);

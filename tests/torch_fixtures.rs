@@ -1,6 +1,6 @@
 //! Cross-check against PyTorch autograd (float64): fixtures written by
 //! `tests/reference/torch_softmax_sd.py` (format documented there; regenerate with
-//! `/work/venv/bin/python tests/reference/torch_softmax_sd.py`). Outputs, log-sum-exps and every
+//! `python3 tests/reference/torch_softmax_sd.py` in a Python with torch and numpy). Outputs, log-sum-exps and every
 //! gradient must agree to 1e-12 normwise (both sides compute in f64; the sums run in different
 //! orders), and the fixtures' numpy eigenvalues of `S + D` must have real parts `<= 0`.
 

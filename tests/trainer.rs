@@ -1,5 +1,5 @@
 //! The training loop on the real corpus, with the token-local attention stand-in of
-//! `common::model` (the real kernels are not merged yet): loss goes down, evaluation is sane, and a
+//! `common::model` (so that a failure points at the training loop): loss goes down, evaluation is sane, and a
 //! run resumed from a checkpoint matches an uninterrupted run bit for bit.
 #![cfg(feature = "std")]
 

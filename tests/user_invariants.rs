@@ -2,8 +2,8 @@
 //! and strategies (feature `proptest`). Kept short on purpose: it is the README's example.
 
 use proptest::prelude::*;
-use sd_attention::check::{skew_deviation, symmetry_deviation, tolerance_for};
-use sd_attention::strategies::sd_factors;
+use sd_attention::testing::check::{skew_deviation, symmetry_deviation, tolerance_for};
+use sd_attention::testing::strategies::sd_factors;
 
 /// The user's code under test: dense `S = U V^T - V U^T` and `D = -C C^T` (d x d).
 fn my_kernel_parts(d: usize, r: usize, q: usize, u: &[f64], v: &[f64], c: &[f64]) -> (Vec<f64>, Vec<f64>) {

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use sd_attention::dense::{axpy, check_finite, dot, frobenius_norm, scale, squared_norm};
+use sd_attention::linalg::dense::{axpy, check_finite, dot, frobenius_norm, scale, squared_norm};
 use sd_attention::Error;
 
 proptest! {

@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use crate::cli::{fail, fail_on, usage_error};
-use sd_attention::factored::FactoredKernel;
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig};
 use sd_attention::model::sublayer::SublayerDims;
-use sd_attention::spectrum::{head_spectrum, head_spectrum_workspace_len};
+use sd_attention::spectral::factored::FactoredKernel;
+use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_len};
 use sd_attention::train::adamw::AdamWConfig;
 use sd_attention::train::schedule::WarmupCosine;
 use sd_attention::train::trainer::{TrainConfig, Trainer};

@@ -3,9 +3,9 @@
 //! that `Ok` happens exactly when the lengths match the dimensions.
 
 use crate::input::Input;
-use sd_attention::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
-use sd_attention::erank::effective_ranks;
-use sd_attention::factored::{FactoredKernel, Part};
+use sd_attention::linalg::dense::{gemm, matmul, matmul_strided, transpose, Transpose, Update};
+use sd_attention::spectral::erank::effective_ranks;
+use sd_attention::spectral::factored::{FactoredKernel, Part};
 use sd_attention::split::{energies, split, split_in_place};
 
 /// Runs one input; a panic is a finding (the API panicked or broke a promise checked here).

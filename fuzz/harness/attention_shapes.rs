@@ -99,8 +99,8 @@ pub fn run(data: &[u8]) {
         if let Ok(bound) = bound {
             let mut kernel = vec![0f32; d_model * d_model];
             attention_head.kernel_dense(&params, &mut kernel).unwrap();
-            let norm = sd_attention::dense::frobenius_norm(&kernel);
-            assert!(bound <= sd_attention::check::tolerance_for(d_model, norm));
+            let norm = sd_attention::linalg::dense::frobenius_norm(&kernel);
+            assert!(bound <= sd_attention::testing::check::tolerance_for(d_model, norm));
         }
     }
     let multi = MultiHead { n_heads, head: attention_head };

@@ -3,7 +3,7 @@
 //! with arbitrary text, and asserts that none panics: every bad input is an `Err`.
 
 use crate::input::Input;
-use sd_attention::dense::Update;
+use sd_attention::linalg::dense::Update;
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::embedding::{embed_backward, embed_forward, sinusoidal_positions};

@@ -4,12 +4,14 @@
 //! `Err`, never panics, and writes no more values than it reports.
 
 use crate::input::Input;
-use sd_attention::factored::FactoredKernel;
-use sd_attention::lanczos::{extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions};
-use sd_attention::operator::{DenseSymmetric, FnOperator, RoutingGram};
-use sd_attention::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOptions};
-use sd_attention::spectrum::head_spectrum;
-use sd_attention::tridiagonal::tridiagonal_eigen;
+use sd_attention::spectral::factored::FactoredKernel;
+use sd_attention::spectral::lanczos::lanczos::{
+    extreme_eigenvalues, lanczos, skew_singular_values, LanczosOptions,
+};
+use sd_attention::spectral::lanczos::operator::{DenseSymmetric, FnOperator, RoutingGram};
+use sd_attention::spectral::lanczos::slq::{slq_effective_rank, slq_trace, SingularValuesFrom, SlqOptions};
+use sd_attention::spectral::lanczos::tridiagonal::tridiagonal_eigen;
+use sd_attention::spectral::spectrum::head_spectrum;
 
 /// Runs one input; a panic is a finding (the API panicked or broke a promise checked here).
 pub fn run(data: &[u8]) {

@@ -1,5 +1,5 @@
 //! Attention kernels over row-major `n x d` slices, with forward and hand-written backward passes
-//! (SPEC sections 4-6).
+//! (`docs/math.md` sections 4-6).
 //!
 //! * [`softmax`]: softmax attention, tiled online-softmax forward, flash-style backward.
 //! * [`sd`]: S-D attention (routing `S = U V^T - V U^T`, filtering `D = -C C^T`) and the standard
@@ -7,8 +7,6 @@
 //! * [`linear`]: ELU+1 linear attention: parallel, causal (chunked) and recurrent.
 //! * [`multihead`]: softmax and S-D/standard heads over packed multi-head layouts.
 
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-mod fused;
 pub mod linear;
 pub mod multihead;
 pub mod sd;

@@ -8,9 +8,9 @@ use alloc::vec::Vec;
 /// The attention kernel of one layer (all heads of a layer share the kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKind {
-    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 4).
+    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 4).
     Softmax,
-    /// S-D attention (SPEC section 5): per head, routing `S = U V^T - V U^T` with `U, V`
+    /// S-D attention (`docs/math.md` section 5): per head, routing `S = U V^T - V U^T` with `U, V`
     /// `d_model x routing_rank`, filtering `D = -C C^T` with `C` `d_model x filtering_rank`.
     Sd {
         /// `r`: rank(S) <= 2 r.
@@ -18,7 +18,7 @@ pub enum AttentionKind {
         /// `q`: rank(D) <= q.
         filtering_rank: usize,
     },
-    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; SPEC section 6).
+    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 6).
     Linear,
 }
 

@@ -3,13 +3,13 @@
 //! Shapes: `X` is `n x d_in`, `W` is `d_in x d_out`, `b` (optional) has `d_out` entries, `Y` is
 //! `n x d_out`. Used for the value and output projections `W_V`, `W_O` of attention, the two layers
 //! of the MLP, and an untied unembedding. Allocation-free. The forward product runs through the
-//! crate's register-blocked microkernel ([`product_rows`]: no packing; at the model's sizes,
+//! crate's register-blocked microkernel (`product_rows`: no packing; at the model's sizes,
 //! `k` = 64..256, faster than the packed path), the backward
-//! products through [`crate::dense`].
+//! products through [`crate::linalg::dense`].
 //! NaN and infinity propagate as IEEE arithmetic says (nothing is rejected).
 
-use crate::dense::{matmul_nt, matmul_tn, Update};
 use crate::error::{check_len, check_matrix};
+use crate::linalg::dense::{matmul_nt, matmul_tn, Update};
 use crate::{Result, Scalar};
 
 /// `y = x w (+ b)`: `x` `n x d_in`, `w` `d_in x d_out`, `bias` `d_out` or `None`, `y` `n x d_out`
@@ -99,7 +99,7 @@ pub(crate) fn product_rows<T: Scalar>(
     c: &mut [T],
     update: Update,
 ) {
-    crate::microkernel::gemm_rows(m, k, n, T::one(), a, k, b, n, c, n, update == Update::Accumulate);
+    crate::linalg::microkernel::gemm_rows(m, k, n, T::one(), a, k, b, n, c, n, update == Update::Accumulate);
 }
 
 #[cfg(test)]

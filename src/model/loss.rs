@@ -45,7 +45,7 @@ pub fn cross_entropy<T: Scalar>(vocab: usize, logits: &[T], targets: &[u8], d_lo
         // NaN is skipped by the maximum but reaches the sum through `exp` (NaN loss and row).
         let m = row_max(zr);
         dr.copy_from_slice(zr);
-        let sum = T::exp_shifted_sum(dr, m); // vectorized for f32 (crate::exp)
+        let sum = T::exp_shifted_sum(dr, m); // vectorized for f32 (crate::linalg::exp)
         total += sum.ln() - (zr[t as usize] - m);
         let scale = inv_n / sum;
         for g in dr.iter_mut() {

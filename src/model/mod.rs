@@ -1,4 +1,4 @@
-//! A byte-level transformer language model with hand-written backward passes (issue 5).
+//! A byte-level transformer language model with hand-written backward passes.
 //!
 //! Layer kernels over row-major slices, allocation-free and `no_std` (each with forward and
 //! backward, checked by central finite differences in f64 in `tests/model_layers.rs`):

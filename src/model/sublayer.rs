@@ -11,20 +11,20 @@
 //!
 //! `mix` holds the part of attention that decides *where* information flows: for head `h`,
 //! `O_h = softmax(logits_h(A)) V_h` for softmax attention (`theta` = the head's `W_Q, W_K`) or S-D
-//! attention (`theta` = `U, V, C`, SPEC section 5), or the ELU+1 linear form of SPEC section 6.
+//! attention (`theta` = `U, V, C`, `docs/math.md` section 5), or the ELU+1 linear form of `docs/math.md` section 6.
 //! Head `h` owns columns `h d_head .. (h + 1) d_head` of `V` and `O`. The model is a causal language
 //! model, so every implementation must be causal (output row `i` depends on rows `j <= i` only).
 //!
 //! How each kind maps onto it (implemented by `model::attention::AttentionMixer`; heads packed
 //! side by side, as the multi-head kernels take them):
-//! * softmax (SPEC 4): `theta = [W_Q, W_K]` (`d_model x n_heads d_head` each); `Q = A W_Q`,
+//! * softmax (`docs/math.md` section 4): `theta = [W_Q, W_K]` (`d_model x n_heads d_head` each); `Q = A W_Q`,
 //!   `K = A W_K`, `O = causal multi-head softmax(Q, K, V)`; backward: the kernel's `dQ, dK, dV`, then
 //!   `dW_Q = A^T dQ`, `dW_K = A^T dK`, `dA += dQ W_Q^T + dK W_K^T`.
-//! * S-D (SPEC 5): per head `U, V` (`d_model x r`), `C` (`d_model x q`). With `Q = A [U | V | C]`
+//! * S-D (`docs/math.md` section 5): per head `U, V` (`d_model x r`), `C` (`d_model x q`). With `Q = A [U | V | C]`
 //!   and `K = A [V | -U | -C]` (width `2r + q`), `Q K^T = A (U V^T - V U^T - C C^T) A^T = A (S + D) A^T`,
 //!   so the softmax kernel computes S-D attention without forming `d_model x d_model`; the
 //!   gradients of `U, V, C` follow from `dQ, dK` by the same linear maps.
-//! * ELU+1 linear (SPEC 6): `theta = [W_Q, W_K]`; `O = causal linear attention(A W_Q, A W_K, V)`.
+//! * ELU+1 linear (`docs/math.md` section 6): `theta = [W_Q, W_K]`; `O = causal linear attention(A W_Q, A W_K, V)`.
 //!
 //! Buffers: the model allocates `theta` and its gradient inside its flat parameter buffers
 //! (`param_len` elements per layer), a cache of `cache_len(n)` elements per sequence that the

@@ -8,7 +8,7 @@
 //! x_0 = E[t] + P                                         (embedding, positions)
 //! for l in 0..L:
 //!     a   = norm1_l(x_l)
-//!     m_l = x_l + mix_l(a, a W_V) W_O                    (attention sub-layer, SPEC 4-6)
+//!     m_l = x_l + mix_l(a, a W_V) W_O                    (attention sub-layer, `docs/math.md` sections 4-6)
 //!     x_{l+1} = m_l + MLP_l(norm2_l(m_l))
 //! logits = norm_f(x_L) W_U          (W_U = E^T when tied)
 //! loss = mean_i CE(logits_i, t_{i+1})
@@ -28,10 +28,11 @@ use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
-use crate::dense::{matmul_tn, Update};
 use crate::error::check_len;
-use crate::kernel;
+use crate::linalg::dense::{matmul_tn, Update};
+use crate::linalg::kernel;
 use crate::rng::SplitMix64;
+use crate::workspace::Req;
 use crate::{Error, Result, Scalar};
 use alloc::boxed::Box;
 use alloc::vec;
@@ -222,8 +223,7 @@ impl<T: Scalar> Model<T> {
         let overflow = Error::DimensionOverflow { what: "activations" };
         let rows = batch.checked_mul(seq).ok_or(overflow)?;
         let l = c.n_layers;
-        let size =
-            |a: usize, b: usize, k: usize| a.checked_mul(b).and_then(|x| x.checked_mul(k)).ok_or(overflow);
+        let size = |a: usize, b: usize, k: usize| Req::array(a, b).times(k).len("activations");
         let rd = size(rows, c.d_model, 1)?;
         let rh = size(rows, c.d_heads(), 1)?;
         let zeros = |len: usize| vec![T::zero(); len];

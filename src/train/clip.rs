@@ -1,7 +1,7 @@
 //! Global-norm gradient clipping: if `||g||_2 > max_norm` over all parameters, scale every
 //! gradient by `max_norm / ||g||_2` (Pascanu, Mikolov & Bengio 2013).
 
-use crate::dense::{check_finite, frobenius_norm, scale};
+use crate::linalg::dense::{check_finite, frobenius_norm, scale};
 use crate::{Error, Result, Scalar};
 
 /// Clips `grads` (the whole flat gradient buffer) to global norm `max_norm` in place and returns

@@ -1,4 +1,4 @@
-//! Training machinery (issue 5).
+//! Training machinery.
 //!
 //! Allocation-free, `no_std`:
 //! * [`adamw`]: AdamW update over slices (decoupled weight decay), and with `alloc` the

@@ -1,4 +1,4 @@
-//! Naive f64 references for softmax and S-D attention (SPEC sections 4 and 5): the `n x n`
+//! Naive f64 references for softmax and S-D attention (`docs/math.md` sections 4 and 5): the `n x n`
 //! probability matrix is materialized, every formula written out.
 
 /// Forward of softmax attention with the full `P`: returns `(out, lse, p)`. `mask` is an additive
@@ -44,7 +44,7 @@ pub fn naive_softmax_attention(
     (out, lse, p)
 }
 
-/// Backward of softmax attention from the materialized `P` (SPEC section 4): `(dq, dk, dv)`.
+/// Backward of softmax attention from the materialized `P` (`docs/math.md` section 4): `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
 pub fn naive_softmax_backward(
     n: usize,

@@ -105,7 +105,7 @@ pub fn jacobi_singular_values(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
 /// Symmetric matrices with a prescribed spectrum come from the public strategies module, the one
 /// generator of structured matrices in the crate.
 #[allow(unused_imports)]
-pub use sd_attention::strategies::symmetric_with_spectrum;
+pub use sd_attention::testing::strategies::symmetric_with_spectrum;
 
 /// The spectra the Lanczos tests run on, for size `n`: (name, values).
 pub fn test_spectra(n: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {

@@ -76,7 +76,7 @@ pub fn seeded_matrix(len: usize, seed: u64) -> Vec<f64> {
 }
 
 #[allow(unused_imports)]
-pub use sd_attention::strategies::EDGE_SIZES;
+pub use sd_attention::testing::strategies::EDGE_SIZES;
 
 /// Central-difference gradient of `f` at `x`, for the entries `indices`:
 /// `(f(x + h e_i) - f(x - h e_i)) / (2 h)`. Truncation error `O(h^2 f''')`, rounding `O(eps |f| / h)`.

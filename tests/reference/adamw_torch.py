@@ -1,4 +1,4 @@
-"""Reference AdamW trajectory for tests/train.rs (run: /work/venv/bin/python tests/reference/adamw_torch.py).
+"""Reference AdamW trajectory for tests/train.rs (run with a Python that has torch: python3 tests/reference/adamw_torch.py).
 
 torch.optim.AdamW in float64, lr 0.1, betas (0.9, 0.999), eps 1e-8; parameter group p with weight
 decay 0.01, group q without; three steps with fixed gradients. Prints the parameters after each step.

@@ -1,4 +1,4 @@
-"""PyTorch autograd reference for ELU+1 linear attention (SPEC section 6), written as fixtures.
+"""PyTorch autograd reference for ELU+1 linear attention (docs/math.md section 6), written as fixtures.
 
 For a few fixed cases (causal and not, one and two packed heads) it draws inputs in float64,
 computes the output with the usual cumulative-sum formulation (independent of the crate's chunked
@@ -9,7 +9,7 @@ out,d_q,d_k,d_v}` (row-major, packed heads: n x (n_heads d)).
 
 Regenerate (needs torch and safetensors; CPU is enough):
 
-    /work/venv/bin/python tests/reference/torch_linear.py
+    python3 tests/reference/torch_linear.py
 
 The inputs come from torch.manual_seed, so a rerun reproduces the file up to torch's rounding.
 """

@@ -3,7 +3,7 @@
 Writes small text fixtures to tests/reference/fixtures/, read by tests/torch_fixtures.rs. Regenerate
 with (from the repository root; needs torch and numpy):
 
-    /work/venv/bin/python tests/reference/torch_softmax_sd.py
+    python3 tests/reference/torch_softmax_sd.py
 
 Fixture format (plain text, one file per case): lines starting with '#' are comments; every other
 line is `name rows cols v_0 v_1 ... v_{rows*cols-1}` with the matrix row-major and each value

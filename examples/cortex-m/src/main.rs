@@ -11,7 +11,7 @@
 //! (a) an S-D head forward on a fixed sequence (`sd_attention::attention::sd`); (b) recurrent ELU+1
 //! linear attention, one token at a time (`sd_attention::attention::linear::State`); (c) Lanczos
 //! singular values of the fixed head's routing part and their effective ranks
-//! (`sd_attention::spectrum`). Each is one `#[inline(never)] fn <section>_part(...) -> Result<Report,
+//! (`sd_attention::spectral::spectrum`). Each is one `#[inline(never)] fn <section>_part(...) -> Result<Report,
 //! Error>` on fixed-size arrays (workspace lengths as constants, checked against the kernel's
 //! `*_workspace_len` so a mismatch is an error, not an overflow), one `report_<section>` printing
 //! `SDA <section> <name> <values>`, and one `run(...)` line; the host test has the matching
@@ -32,11 +32,11 @@ use sd_attention::attention::linear::State;
 use sd_attention::attention::sd::AttentionHead;
 use sd_attention::attention::softmax::{forward_flops, TILE_K, TILE_Q};
 use sd_attention::attention::Causality;
-use sd_attention::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
-use sd_attention::factored::{FactoredKernel, Part};
-use sd_attention::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
+use sd_attention::spectral::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
+use sd_attention::spectral::factored::{FactoredKernel, Part};
+use sd_attention::spectral::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
 use sd_attention::split::{energies, split, Energies};
-use sd_attention::{dense, Error};
+use sd_attention::{linalg::dense, Error};
 
 use inputs::{
     fingerprint, head_inputs, sequence_fingerprint, sequence_inputs, HeadInputs, SequenceInputs, D_HEAD, D_K,
@@ -173,7 +173,7 @@ impl StackMeter {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 1: the routing/filtering split of the fixed head (SPEC section 1).
+// Part 1: the routing/filtering split of the fixed head (`docs/math.md` section 1).
 
 struct SplitReport {
     /// `||S||^2`, `||D||^2` of the dense `M = W_Q W_K^T` (`split::energies`).
@@ -221,7 +221,7 @@ fn report_split(r: &SplitReport) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 2: matrix-free products with the routing and filtering parts (SPEC section 1).
+// Part 2: matrix-free products with the routing and filtering parts (`docs/math.md` section 1).
 
 struct RoutingReport {
     /// `S x` from the factors.
@@ -255,7 +255,7 @@ fn report_routing(r: &RoutingReport) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 3: effective ranks of a known spectrum (SPEC section 2).
+// Part 3: effective ranks of a known spectrum (`docs/math.md` section 2).
 
 #[inline(never)]
 fn erank_part() -> Result<EffectiveRanks<f32>, Error> {
@@ -269,7 +269,7 @@ fn report_erank(r: &EffectiveRanks<f32>) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 4: S-D head forward on a fixed sequence (SPEC section 5).
+// Part 4: S-D head forward on a fixed sequence (`docs/math.md` section 5).
 
 /// Width `2r + q` of the S-D head's projected queries and keys.
 const SD_QK_WIDTH: usize = 2 * RANK_ROUTING + RANK_FILTERING;
@@ -345,9 +345,9 @@ fn report_sd_forward(r: &SdForwardReport) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 5: ELU+1 linear attention, recurrent, one token at a time (SPEC section 6).
+// Part 5: ELU+1 linear attention, recurrent, one token at a time (`docs/math.md` section 6).
 
-/// `eps` of the denominator `phi(q)^T z + eps` (the SPEC's default).
+/// `eps` of the denominator `phi(q)^T z + eps` (the default of `docs/math.md` section 6).
 const LINEAR_EPS: f32 = 1e-6;
 
 struct LinearStreamReport {
@@ -381,7 +381,7 @@ fn report_linear_stream(r: &LinearStreamReport) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 6: Lanczos singular values of the fixed head's routing part and their erank (SPEC 2, 3).
+// Part 6: Lanczos singular values of the fixed head's routing part and their erank (`docs/math.md` sections 2, 3).
 
 /// `head_spectrum_steps(D_MODEL, D_HEAD) = min(d_model, 2 d_head + 8)`.
 const SPECTRUM_STEPS: usize = if D_MODEL < 2 * D_HEAD + 8 { D_MODEL } else { 2 * D_HEAD + 8 };
