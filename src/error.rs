@@ -81,6 +81,21 @@ pub enum Error {
         /// Number of bytes the checksum covers (from the start of the file).
         covered: usize,
     },
+    /// A sequence longer than a model's context: the learned absolute positions stop at
+    /// `context` (the incremental decoder's prompt, or a step past the last position).
+    ContextOverflow {
+        /// Positions the model has (`context_len`).
+        context: usize,
+        /// Positions the sequence would need.
+        tokens: usize,
+    },
+    /// A token index outside the vocabulary.
+    TokenOutOfRange {
+        /// The token that came.
+        token: usize,
+        /// The vocabulary size (tokens must be below it).
+        vocab: usize,
+    },
 }
 
 /// Shorthand for `core::result::Result<T, sd_attention::Error>`.
@@ -118,6 +133,12 @@ impl fmt::Display for Error {
                 f,
                 "checksum mismatch over the whole {what} file (bytes 0..{covered}): the file is corrupted"
             ),
+            Error::ContextOverflow { context, tokens } => {
+                write!(f, "{tokens} tokens do not fit in the model's context of {context} positions")
+            }
+            Error::TokenOutOfRange { token, vocab } => {
+                write!(f, "token {token} is outside the vocabulary of {vocab}")
+            }
         }
     }
 }

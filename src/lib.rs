@@ -66,6 +66,8 @@
 //! * [`attention`]: softmax, S-D and ELU+1 linear attention with backward passes.
 //! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
 //!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
+//! * [`inference`]: allocation-free incremental decoding of a trained model (a borrowed model or
+//!   checkpoint, a decoder state in caller buffers, `prefill`/`step`, sampling).
 //! * [`train`]: AdamW, gradient clipping, warmup + cosine schedule, checksums; with `alloc`
 //!   checkpoints and the Shakespeare corpus loader.
 //! * [`testing`]: invariant checkers that return measured deviations ([`testing::check`]), and with
@@ -83,6 +85,7 @@ extern crate std;
 mod arch;
 pub mod attention;
 mod error;
+pub mod inference;
 pub mod linalg;
 pub mod model;
 pub mod rng;

@@ -83,7 +83,7 @@ const TINY: &[&str] = &[
 
 #[test]
 fn every_example_has_help() {
-    for name in ["census", "split_real", "cascade", "linearize", "allocate"] {
+    for name in ["census", "split_real", "cascade", "linearize", "allocate", "generate", "tiny_model"] {
         let out = run(name, &["--help"]);
         assert_eq!(out.status.code(), Some(0), "{name} --help");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -205,14 +205,47 @@ fn cascade_checks_flags_before_any_work() {
     fails_with("cascade", &["--frobnicate"], 2, "unknown flag --frobnicate");
     fails_with("cascade", &["stray"], 2, "unexpected argument stray");
     fails_with("cascade", &["--corpus", "no/such/corpus", "--checkpoint", c], 1, "no/such/corpus: ");
-    fails_with("linearize", &["--rank", "5"], 2, "2 rank + filter = d-head");
+    fails_with("cascade", &["--rank", "0", "--filter", "0"], 2, "--rank and --filter cannot both be 0");
+    fails_with("cascade", &["--seeds", "0"], 2, "--seeds must be at least 1, got 0");
+    fails_with("linearize", &["--jobs", "0"], 2, "--jobs must be at least 1, got 0");
+    fails_with(
+        "linearize",
+        &["--baseline-norm", "batch"],
+        2,
+        "--baseline-norm: \"batch\" is not none, rms or layer",
+    );
+    fails_with("linearize", &["--lr-baseline", "0"], 2, "--lr-baseline must be a positive number");
     fails_with("allocate", &["--load", "no/such.ckpt"], 1, "no/such.ckpt: ");
+    fails_with("allocate", &["--batch", "0"], 2, "--batch must be at least 1, got 0");
+    fails_with("tiny_model", &["--d-model", "0"], 2, "--d-model must be at least 1, got 0");
     assert!(!ckpt.exists(), "a checkpoint was written by a run that failed its flags");
 }
 
+/// The generate example: a missing checkpoint, bad flags and a file that is not a checkpoint.
+#[test]
+fn generate_bad_inputs_give_one_line_errors() {
+    let dir = scratch("generate");
+    fails_with("generate", &["--load", "no/such.ckpt"], 1, "no/such.ckpt: no such checkpoint");
+    fails_with("generate", &["--bytes", "many"], 2, "--bytes: \"many\" is not a whole number of bytes");
+    fails_with("generate", &["--temperature", "-1"], 2, "--temperature: -1 is not a finite number >= 0");
+    fails_with("generate", &["--top-p", "0"], 2, "--top-p: 0 is not in (0, 1]");
+    fails_with("generate", &["--prompt", ""], 2, "--prompt: needs at least one byte");
+    fails_with("generate", &["--bytes"], 2, "--bytes needs a value");
+    fails_with("generate", &["--frobnicate", "1"], 2, "unknown flag --frobnicate");
+    fails_with("generate", &["stray"], 2, "unexpected argument stray");
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "hello").unwrap();
+    let n = notes.to_str().unwrap();
+    fails_with("generate", &["--load", n], 1, &format!("{n}: malformed input at byte 5: truncated"));
+    std::fs::write(&notes, "these are notes, not a checkpoint").unwrap();
+    fails_with("generate", &["--load", n], 1, &format!("{n}: malformed input at byte 0"));
+}
+
 /// `cascade` trains a 2-layer model and writes its checkpoint, then `--load` (with the default
-/// flags, which say 6 layers) describes the 2-layer checkpoint; a corrupted copy is a checksum
+/// flags, which say 8 layers) describes the 2-layer checkpoint; a corrupted copy is a checksum
 /// mismatch over the whole file. Progress into a pipe is one line per tenth of the steps, no `\r`.
+/// `generate` runs the checkpoint, and refuses the corrupted copy and a prompt longer than its
+/// context.
 #[test]
 fn cascade_load_describes_the_checkpoint_and_progress_suits_a_log() {
     let dir = scratch("load");
@@ -225,17 +258,33 @@ fn cascade_load_describes_the_checkpoint_and_progress_suits_a_log() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains('\r'), "progress into a pipe must not redraw: {stderr:?}");
-    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("train: step ")).collect();
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("seed 1: step ")).collect();
     assert_eq!(progress.len(), 10, "one line every 2 of 20 steps: {stderr}");
-    assert!(progress[9].starts_with("train: step 20/20"), "{stderr}");
+    assert!(progress[9].starts_with("seed 1: step 20/20"), "{stderr}");
     assert!(stdout.contains("2 layers x 1 heads") && stdout.contains("at init"), "{stdout}");
 
     let out = run("cascade", &["--load", c, "--svg", s, "--eval-windows", "2"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stdout.contains(&format!("checkpoint {c}: d_model 8, 2 layers x 1 heads")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("checkpoint {c}: S-D model without norm: d_model 8, 2 layers x 1 heads")),
+        "{stdout}"
+    );
     assert!(stdout.contains("20 training steps"), "{stdout}");
-    assert!(!stdout.contains("6 layers") && !stdout.contains("at init"), "{stdout}");
+    assert!(!stdout.contains("8 layers") && !stdout.contains("training 2000 steps"), "{stdout}");
+    let layer_rows =
+        stdout.lines().filter(|l| l.contains(" | ") && l.trim_start().starts_with(char::is_numeric));
+    assert_eq!(layer_rows.count(), 2, "one row per layer of the checkpoint: {stdout}");
+
+    let out = run("generate", &["--load", c, "--bytes", "5", "--prompt", "ab"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), 2 + 5 + 1, "prompt, 5 bytes, newline: {:?}", out.stdout);
+    fails_with(
+        "generate",
+        &["--load", c, "--prompt", "123456789"],
+        2,
+        "--prompt: 9 tokens do not fit in the model's context of 8 positions",
+    );
 
     let mut bytes = std::fs::read(&ckpt).unwrap();
     let middle = bytes.len() / 2;
@@ -246,6 +295,12 @@ fn cascade_load_describes_the_checkpoint_and_progress_suits_a_log() {
     let line = fails_with("cascade", &["--load", b], 1, &format!("{b}: checksum mismatch"));
     assert!(line.contains("over the whole checkpoint file"), "{line}");
     fails_with("allocate", &["--load", b], 1, &format!("{b}: checksum mismatch"));
+    fails_with(
+        "generate",
+        &["--load", b],
+        1,
+        &format!("{b}: checksum mismatch over the whole checkpoint file"),
+    );
     let truncated = dir.join("truncated.ckpt");
     std::fs::write(&truncated, &bytes[..40]).unwrap();
     let t = truncated.to_str().unwrap();

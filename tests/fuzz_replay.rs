@@ -14,6 +14,8 @@ mod api_shapes;
 mod attention_shapes;
 #[path = "../fuzz/harness/checkpoint.rs"]
 mod checkpoint;
+#[path = "../fuzz/harness/inference.rs"]
+mod inference;
 #[path = "../fuzz/harness/linear_attention.rs"]
 mod linear_attention;
 #[path = "../fuzz/harness/model_inputs.rs"]
@@ -21,6 +23,7 @@ mod model_inputs;
 #[path = "../fuzz/harness/spectra_shapes.rs"]
 mod spectra_shapes;
 
+use sd_attention::rng::SplitMix64;
 use std::path::{Path, PathBuf};
 
 /// The saved inputs of `target`, in a fixed order: seed corpus, regressions, local corpus.
@@ -72,6 +75,43 @@ fn replay_attention_shapes() {
 #[test]
 fn replay_checkpoint() {
     replay("checkpoint", checkpoint::run);
+}
+
+#[test]
+fn replay_inference() {
+    replay("inference", |data| {
+        inference::run(data);
+    });
+}
+
+/// The `inference` harness on seeded random inputs, half of them shaped into a small valid model
+/// (layers 1..3, dimensions >= 1) so that the decoder runs: every branch the harness reports
+/// (prefill, step, refused step, changed checkpoint accepted and rejected) must be reached, so that
+/// the sweep cannot pass by rejecting everything at the door.
+#[test]
+fn inference_sweep_reaches_every_branch() {
+    let mut rng = SplitMix64::new(13);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(400usize);
+    let mut seen = [false; 5];
+    for case in 0..cases {
+        let len = (rng.next_u64() % 96) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if case % 2 == 0 && data.len() > 12 {
+            data[0] = 1 + (case % 3) as u8;
+            for b in &mut data[1..12] {
+                *b = 1 + *b % 3;
+            }
+        }
+        let r = inference::run(&data);
+        seen = [
+            seen[0] | r.prefill,
+            seen[1] | r.step,
+            seen[2] | r.step_refused,
+            seen[3] | r.checkpoint,
+            seen[4] | r.checkpoint_rejected,
+        ];
+    }
+    assert_eq!(seen, [true; 5], "prefill, step, refused step, accepted and rejected checkpoint all reached");
 }
 
 #[test]
