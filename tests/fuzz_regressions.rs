@@ -51,15 +51,15 @@ fn sd_head_without_routing_or_filtering_columns_averages_the_values() {
 /// overflowing products. Every call returns at once.
 #[test]
 fn empty_sequences_with_huge_widths_return() {
-    let head = SoftmaxAttention::<f32>::new(0, HUGE, HUGE, Causality::Bidirectional);
-    let ws_len = head.forward_workspace_len().max(head.backward_workspace_len());
+    let head = SoftmaxAttention::<f32>::new(HUGE, HUGE, Causality::Bidirectional);
+    let ws_len = head.forward_workspace_len(0).max(head.backward_workspace_len(0));
     let mut ws = vec![0.0f32; ws_len.min(1 << 16)];
     let (mut out, mut lse) = (vec![], vec![]);
-    let forward = head.forward(&[], &[], &[], None, &mut out, &mut lse, &mut ws);
+    let forward = head.forward(0, &[], &[], &[], None, &mut out, &mut lse, &mut ws);
     assert!(matches!(forward, Ok(()) | Err(Error::WorkspaceTooSmall { .. })), "{forward:?}");
     let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-    let backward = head.backward(&[], &[], &[], None, &[], &[], &[], grads, &mut ws);
+    let backward = head.backward(0, &[], &[], &[], None, &[], &[], &[], grads, &mut ws);
     assert!(matches!(backward, Ok(()) | Err(Error::WorkspaceTooSmall { .. })), "{backward:?}");
 
     let sd = AttentionHead::<f32>::routing_filtering(0, HUGE, HUGE, 0, Causality::Causal);

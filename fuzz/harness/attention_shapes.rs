@@ -43,27 +43,27 @@ pub fn run(data: &[u8]) {
     let (n, d_k, d_v) =
         (input.dim_or_large(20, 300), input.dim_or_large(20, 300), input.dim_or_large(20, 300));
     let causality = causality(&mut input);
-    let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality);
+    let head = SoftmaxAttention::<f32>::new(d_k, d_v, causality);
     let nk = n.saturating_mul(d_k);
     let nv = n.saturating_mul(d_v);
     let (q, k, v) = (values(&mut input, nk), values(&mut input, nk), values(&mut input, nv));
     let mask = if input.byte() % 2 == 0 { Some(values(&mut input, n.saturating_mul(n))) } else { None };
     let mut out = values(&mut input, nv);
     let mut lse = values(&mut input, n);
-    let ws_len = head.backward_workspace_len().max(head.forward_workspace_len());
+    let ws_len = head.backward_workspace_len(n).max(head.forward_workspace_len(n));
     // Capped: for huge n the reported length cannot be allocated (the call then rejects the
     // workspace as too small, which is what the target checks it does rather than panic).
     let mut ws = vec![0f32; ws_len.saturating_sub((input.byte() % 2) as usize).min(1 << 22)];
-    let _ = head.forward(&q, &k, &v, mask.as_deref(), &mut out, &mut lse, &mut ws);
+    let _ = head.forward(n, &q, &k, &v, mask.as_deref(), &mut out, &mut lse, &mut ws);
     let d_out = values(&mut input, nv);
     let (mut dq, mut dk, mut dv) = (values(&mut input, nk), values(&mut input, nk), values(&mut input, nv));
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-    let _ = head.backward(&q, &k, &v, mask.as_deref(), &out, &lse, &d_out, grads, &mut ws);
+    let _ = head.backward(n, &q, &k, &v, mask.as_deref(), &out, &lse, &d_out, grads, &mut ws);
 
     // Multi-head softmax over packed columns.
     let n_heads = input.dim_or_large(20, 300);
     let multi = MultiHeadSoftmax { n_heads, head };
-    let mut ws = vec![0f32; multi.backward_workspace_len().max(multi.forward_workspace_len()).min(1 << 20)];
+    let mut ws = vec![0f32; multi.backward_workspace_len(n).max(multi.forward_workspace_len(n)).min(1 << 20)];
     let (qm, km, vm) = (
         values(&mut input, nk.saturating_mul(n_heads)),
         values(&mut input, nk.saturating_mul(n_heads)),
@@ -71,7 +71,7 @@ pub fn run(data: &[u8]) {
     );
     let mut out = values(&mut input, nv.saturating_mul(n_heads));
     let mut lse = values(&mut input, n.saturating_mul(n_heads));
-    let _ = multi.forward(&qm, &km, &vm, None, &mut out, &mut lse, &mut ws);
+    let _ = multi.forward(n, &qm, &km, &vm, None, &mut out, &mut lse, &mut ws);
 
     // Heads of both kinds, alone and packed.
     let d_model = input.dim_or_large(20, 300);
