@@ -171,12 +171,18 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
     outln!("seed   steps   train s   train loss   valid nats/byte   valid ppl   erank S by layer");
     for r in runs {
         let e: Vec<String> = r.trained.iter().map(|s| format!("{:.2}", s.mean(0))).collect();
+        // A loaded checkpoint was not trained here: no time or loss of this run.
+        let (seconds, loss) = if r.loss.is_nan() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.1}", r.seconds), format!("{:.4}", r.loss))
+        };
         outln!(
-            "{:>4}  {:>6}  {:>8.1}  {:>11.4}  {:>16.4}  {:>10.3}   {}",
+            "{:>4}  {:>6}  {:>8}  {:>11}  {:>16.4}  {:>10.3}   {}",
             r.seed,
             r.steps,
-            r.seconds,
-            r.loss,
+            seconds,
+            loss,
             r.valid,
             r.valid.exp(),
             e.join(" ")
