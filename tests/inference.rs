@@ -737,7 +737,15 @@ fn checkpoint_headers_claiming_too_much_are_rejected() {
     longer.push(0);
     assert!(malformed(&longer));
     let mut flipped = bytes.clone();
-    flipped[100] ^= 1;
+    flipped[100] ^= 1; // the buffer's stored element count
     assert!(malformed(&flipped));
+    // A changed parameter byte leaves the file well-formed: the checksum over the whole file differs.
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    let covered = bytes.len() - 4;
+    assert_eq!(
+        CheckpointView::new(&flipped).err(),
+        Some(Error::ChecksumMismatch { what: "checkpoint", covered })
+    );
     assert!(malformed(b"SDATCKPT"));
 }

@@ -110,7 +110,7 @@ pub fn prefill_workspace_len(shape: &ModelShape<'_>, n: usize) -> Result<usize> 
         AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
             LinearAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n)
         }
-        _ => SoftmaxAttention::<T0>::new(n, qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(),
+        _ => SoftmaxAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n),
     });
     let hw = shape.d_heads();
     sum_of(&[
@@ -407,7 +407,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (qh, kh) = (&mut qh[..n * h * w], &mut kh[..n * h * w]);
                     project_prefill(&shape, &block, n, a, proj, qh, kh);
                     let attention =
-                        SoftmaxAttention::new(n, w, dh, Causality::Causal).with_scale(default_scale(w));
+                        SoftmaxAttention::new(w, dh, Causality::Causal).with_scale(default_scale(w));
                     for t in 0..h {
                         let head = t * n * w..(t + 1) * n * w;
                         // Keys cached transposed: the softmax kind's keys, S-D's features (its queries).
@@ -425,6 +425,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                         let value_cache = &mut values[t * c * dh..t * c * dh + n * dh];
                         gather(n, hw, t * dh, dh, v, value_cache);
                         attention.forward(
+                            n,
                             &qh[head.clone()],
                             &kh[head],
                             value_cache,
