@@ -1,8 +1,10 @@
 //! Training throughput of the cascade demo's model (examples/cascade.rs defaults): one full
 //! training step (batch 16 x 128 bytes of Shakespeare: forward, backward, clipping, AdamW) of an
 //! S-D model without norm, d_model 64, 6 layers x 4 heads, d_head 16, r 8, q 8, d_mlp 256, tied
-//! unembedding, f32, single thread. Criterion's "elem/s" is tokens/s. `benches/torch_train.py`
-//! runs the same model and step in PyTorch CPU eager (one thread) and prints both side by side.
+//! unembedding, f32, single thread (`sd_demo_step`); and the same model with every layer ELU+1
+//! linear attention (`linear_demo_step`: per head `W_Q`, `W_K` of 64 x 16). Criterion's "elem/s" is
+//! tokens/s. `benches/torch_train.py` (`--kind linear` for the second) runs the same model and step
+//! in PyTorch CPU eager (one thread) and prints both side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
@@ -14,9 +16,9 @@ use sd_attention::train::schedule::WarmupCosine;
 use sd_attention::train::trainer::{TrainConfig, Trainer};
 use std::time::Duration;
 
-/// The demo's model and batch (keep in sync with examples/cascade.rs and benches/torch_train.py).
-pub fn demo_config() -> (ModelConfig, usize, usize) {
-    let kind = AttentionKind::Sd { routing_rank: 8, filtering_rank: 8 };
+/// The demo's model and batch with attention `kind` (keep in sync with examples/cascade.rs and
+/// benches/torch_train.py).
+pub fn demo_config(kind: AttentionKind) -> (ModelConfig, usize, usize) {
     let (batch, seq) = (16, 128);
     let config =
         ModelConfig::uniform(64, 6, 4, 16, 256, seq, kind, NormKind::None, PositionKind::Learned, true);
@@ -24,8 +26,14 @@ pub fn demo_config() -> (ModelConfig, usize, usize) {
 }
 
 fn bench_train(c: &mut Criterion) {
+    let sd = AttentionKind::Sd { routing_rank: 8, filtering_rank: 8 };
+    bench_kind(c, "sd_demo_step", sd);
+    bench_kind(c, "linear_demo_step", AttentionKind::Linear);
+}
+
+fn bench_kind(c: &mut Criterion, name: &str, kind: AttentionKind) {
     let corpus = Corpus::load(DEFAULT_DIR).unwrap();
-    let (config, batch, seq) = demo_config();
+    let (config, batch, seq) = demo_config(kind);
     let train = TrainConfig {
         batch,
         seq,
@@ -40,7 +48,7 @@ fn bench_train(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(2));
     group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements((batch * seq) as u64));
-    group.bench_function("sd_demo_step", |b| b.iter(|| trainer.step(&corpus.train).unwrap()));
+    group.bench_function(name, |b| b.iter(|| trainer.step(&corpus.train).unwrap()));
     group.finish();
 }
 

@@ -213,6 +213,9 @@ fn main() {
                 format!("S-D (r {routing_rank}, q {filtering_rank}): [a|b|c] features + values")
             }
             AttentionKind::Linear => "linear: recurrent (S, z)".to_string(),
+            AttentionKind::LinearQk { qk_width } => {
+                format!("linear (query/key width {qk_width}): recurrent (S, z)")
+            }
         };
         eprintln!("  layer {}: {:>8} bytes  {name}", l + 1, layer_state_bytes::<f32>(&shape, kind));
     }

@@ -40,6 +40,12 @@
 //! * `alloc`: matrix products through `matrixmultiply`'s packed, cache-blocked kernels. They
 //!   allocate their packing buffers on every call, so this needs a global allocator.
 //!
+//! On x86-64 with `std`, the hot loops (fused softmax tiles, `exp`, GELU, the register-blocked
+//! product, AdamW, the S-D assembly) run in an AVX-512, AVX2/FMA or portable variant, chosen once
+//! from what the CPU has. The environment variable `SD_ATTENTION_ISA=portable|avx2|avx512` lowers
+//! that choice (to test or compare the variants on one machine); a request above what the CPU has
+//! is clamped to what it has, and an unknown value is ignored.
+//!
 //! Without default features the crate is `#![no_std]`, needs neither an OS nor an allocator, and
 //! computes matrix products with an allocation-free portable kernel (row-wise axpy and dot loops
 //! that the compiler vectorizes for the target's compile-time features):
@@ -49,13 +55,14 @@
 //! ## Modules
 //! Bottom to top (an import never climbs):
 //! * [`linalg`]: products and elementwise kernels over slices ([`linalg::dense`]: gemm wrappers,
-//!   transpose, dot, axpy, norms).
+//!   transpose, dot, axpy, norms; [`linalg::qr`]: thin Householder QR).
 //! * [`spectral`]: the analysis of a head: [`split`] (`S`, `D` of a dense kernel and their
 //!   energies, also at [`spectral::split`]), [`spectral::factored`] (the same for
 //!   `M = W_Q W_K^T` held as factors), [`spectral::erank`] (effective ranks),
 //!   [`spectral::spectrum`] (singular values of `S`, eigenvalues of `D`, the
-//!   [`spectral::spectrum::HeadSpectrum`] census report) and [`spectral::lanczos`] (matrix-free
-//!   operators, Lanczos, the tridiagonal eigensolver, stochastic Lanczos quadrature).
+//!   [`spectral::spectrum::HeadSpectrum`] census report), [`spectral::exact`] (the exact spectra
+//!   from the factors: QR plus an eigenproblem of order `2 d_head`) and [`spectral::lanczos`]
+//!   (matrix-free operators, Lanczos, the tridiagonal eigensolver, stochastic Lanczos quadrature).
 //! * [`attention`]: softmax, S-D and ELU+1 linear attention with backward passes.
 //! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
 //!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
@@ -86,6 +93,7 @@ mod scalar;
 pub mod spectral;
 pub mod testing;
 pub mod train;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

@@ -37,12 +37,13 @@ fn u32_at(bytes: &[u8], at: usize) -> usize {
 }
 
 /// One record of a checkpoint's layer table: `(0, 0, 0)` softmax, `(1, r, q)` S-D, `(2, 0, 0)`
-/// linear; `None` for anything else.
+/// linear, `(3, w, 0)` linear with query/key width `w`; `None` for anything else.
 pub(crate) fn decode_kind(record: &[u8]) -> Option<AttentionKind> {
     match (u32_at(record, 0), u32_at(record, 4), u32_at(record, 8)) {
         (0, 0, 0) => Some(AttentionKind::Softmax),
         (1, r, q) => Some(AttentionKind::Sd { routing_rank: r, filtering_rank: q }),
         (2, 0, 0) => Some(AttentionKind::Linear),
+        (3, w, 0) => Some(AttentionKind::LinearQk { qk_width: w }),
         _ => None,
     }
 }
@@ -145,12 +146,14 @@ fn positive(what: &'static str, value: usize) -> Result<()> {
     }
 }
 
-/// Width of one head's queries and keys: `d_head`, or `2r + q` for S-D.
+/// Width of one head's queries and keys: `d_head`, `2r + q` for S-D, or a linear kind's own
+/// `qk_width`.
 pub(crate) fn qk_width(kind: AttentionKind, d_head: usize) -> usize {
     match kind {
         AttentionKind::Sd { routing_rank, filtering_rank } => {
             routing_rank.saturating_mul(2).saturating_add(filtering_rank)
         }
+        AttentionKind::LinearQk { qk_width } => qk_width,
         AttentionKind::Softmax | AttentionKind::Linear => d_head,
     }
 }
@@ -198,7 +201,7 @@ impl<'a> ModelShape<'a> {
     }
 
     /// Checks the shape as `ModelConfig::validate` does (every dimension `>= 1`, S-D routing rank
-    /// `>= 1`; zero layers are allowed) and that every size the decoder computes fits in `usize`;
+    /// and a linear kind's own query/key width `>= 1`; zero layers are allowed) and that every size the decoder computes fits in `usize`;
     /// returns the number of parameters.
     pub fn param_len(&self) -> Result<usize> {
         positive("d_model", self.d_model)?;
@@ -218,8 +221,10 @@ impl<'a> ModelShape<'a> {
             total = total.checked_add(mul(self.context_len, d)?).ok_or(overflow)?;
         }
         for kind in self.layers.iter() {
-            if let AttentionKind::Sd { routing_rank, .. } = kind {
-                positive("routing_rank", routing_rank)?;
+            match kind {
+                AttentionKind::Sd { routing_rank, .. } => positive("routing_rank", routing_rank)?,
+                AttentionKind::LinearQk { qk_width } => positive("qk_width", qk_width)?,
+                AttentionKind::Softmax | AttentionKind::Linear => {}
             }
             let theta = kind
                 .params_per_head(d, self.d_head)
@@ -262,6 +267,7 @@ impl<'a> ModelShape<'a> {
                 AttentionKind::Softmax => (0u64, 0, 0),
                 AttentionKind::Sd { routing_rank, filtering_rank } => (1, routing_rank, filtering_rank),
                 AttentionKind::Linear => (2, 0, 0),
+                AttentionKind::LinearQk { qk_width } => (3, qk_width, 0),
             };
             let mut record = [0u8; 24];
             record[..8].copy_from_slice(&(h ^ tag).to_le_bytes());

@@ -110,7 +110,8 @@ impl ModelConfig {
         }
     }
 
-    /// Checks every dimension (>= 1; S-D routing rank >= 1, filtering rank >= 0), that there is one
+    /// Checks every dimension (>= 1; S-D routing rank >= 1, filtering rank >= 0, linear query/key
+    /// width >= 1), that there is one
     /// attention kind per layer, and that the parameter count fits in `usize`.
     pub fn validate(&self) -> Result<()> {
         self.param_counts().map(|_| ())
@@ -127,8 +128,10 @@ impl ModelConfig {
             .attention
             .get(layer)
             .ok_or(Error::InvalidParameter { what: "layer", expected: "< n_layers" })?;
-        if let AttentionKind::Sd { routing_rank, .. } = kind {
-            positive("routing_rank", routing_rank)?;
+        match kind {
+            AttentionKind::Sd { routing_rank, .. } => positive("routing_rank", routing_rank)?,
+            AttentionKind::LinearQk { qk_width } => positive("qk_width", qk_width)?,
+            AttentionKind::Softmax | AttentionKind::Linear => {}
         }
         kind.params_per_head(self.d_model, self.d_head)
             .and_then(|p| p.checked_mul(self.n_heads))

@@ -17,18 +17,33 @@ pub enum AttentionKind {
     },
     /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 6).
     Linear,
+    /// ELU+1 linear attention whose per-head `W_Q, W_K` are `d_model x qk_width` (values stay
+    /// `d_head` wide): [`AttentionKind::Linear`] is the case `qk_width = d_head`. An S-D head
+    /// linearizes into this kind with its own query/key maps `[U | V | C]` and `[V | -U | -C]`, of
+    /// width `qk_width = 2r + q` (`docs/math.md` section 5).
+    LinearQk {
+        /// Width of one head's queries and keys (at least 1).
+        qk_width: usize,
+    },
 }
 
 impl AttentionKind {
-    /// Parameters of the kernel `theta` of one head: `2 d_model d_head` (softmax, linear) or
-    /// `d_model (2 r + q)` (S-D). `None` on overflow.
+    /// Parameters of the kernel `theta` of one head: `2 d_model d_head` (softmax, linear),
+    /// `2 d_model qk_width` (linear with its own query/key width) or `d_model (2 r + q)` (S-D).
+    /// `None` on overflow.
     pub fn params_per_head(self, d_model: usize, d_head: usize) -> Option<usize> {
         match self {
             AttentionKind::Softmax | AttentionKind::Linear => d_model.checked_mul(d_head)?.checked_mul(2),
+            AttentionKind::LinearQk { qk_width } => d_model.checked_mul(qk_width)?.checked_mul(2),
             AttentionKind::Sd { routing_rank, filtering_rank } => {
                 d_model.checked_mul(routing_rank.checked_mul(2)?.checked_add(filtering_rank)?)
             }
         }
+    }
+
+    /// Whether the heads are ELU+1 linear attention ([`Self::Linear`] or [`Self::LinearQk`]).
+    pub fn is_linear(self) -> bool {
+        matches!(self, AttentionKind::Linear | AttentionKind::LinearQk { .. })
     }
 }
 

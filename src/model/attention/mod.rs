@@ -13,6 +13,10 @@
 //! linear (sec. 6):   Q = A W_Q, K = A W_K;  O = causal ELU+1 linear attention(Q, K, V)  (no scale)
 //! ```
 //!
+//! The linear kind of its own query/key width ([`AttentionKind::LinearQk`]) is the linear one with
+//! `W_Q, W_K` of `qk_width` columns per head instead of `d_head` (queries and keys `n x h qk_width`,
+//! values still `n x h d_head`).
+//!
 //! Scales: `1/sqrt(d_head)` for softmax, `1/sqrt(2r + q)` for S-D (the width of the assembled
 //! queries, the default of [`crate::attention::sd::AttentionHead::routing_filtering`]), none for
 //! ELU+1 linear attention (`phi` is applied to the raw projections, eps `1e-6`).
@@ -23,8 +27,8 @@
 //! gathered and scattered), the linear ones through [`LinearAttention`] with packed heads.
 //!
 //! ## Parameter layout (`theta`, one flat slice per layer)
-//! * softmax, linear: `[W_Q | W_K]`, each `d_model x h d_head` row-major; head `t` owns columns
-//!   `t d_head .. (t + 1) d_head` of each.
+//! * softmax, linear: `[W_Q | W_K]`, each `d_model x h w` row-major (`w = d_head`, or `qk_width`
+//!   for [`AttentionKind::LinearQk`]); head `t` owns columns `t w .. (t + 1) w` of each.
 //! * S-D: `[U | V | C]` with `U, V`: `d_model x h r`, `C`: `d_model x h q`; head `t` owns columns
 //!   `t r .. (t + 1) r` of `U` and `V` and `t q .. (t + 1) q` of `C`.
 //!
@@ -46,6 +50,8 @@ use crate::linalg::kernel::{self, Transpose};
 use crate::rng::SplitMix64;
 use crate::{Error, Result, Scalar};
 
+mod paths;
+
 /// Standard deviation of the normal initialization of every attention kernel parameter
 /// (`W_Q, W_K` or `U, V, C`): the model's [`super::transformer::INIT_STD`], `0.02`.
 pub const KERNEL_INIT_STD: f64 = 0.02;
@@ -66,8 +72,14 @@ impl AttentionMixer {
                 return Err(Error::InvalidParameter { what, expected: "at least 1" });
             }
         }
-        if let AttentionKind::Sd { routing_rank: 0, .. } = kind {
-            return Err(Error::InvalidParameter { what: "routing_rank", expected: "at least 1" });
+        match kind {
+            AttentionKind::Sd { routing_rank: 0, .. } => {
+                return Err(Error::InvalidParameter { what: "routing_rank", expected: "at least 1" })
+            }
+            AttentionKind::LinearQk { qk_width: 0 } => {
+                return Err(Error::InvalidParameter { what: "qk_width", expected: "at least 1" })
+            }
+            _ => {}
         }
         let mixer = AttentionMixer { dims, kind };
         // Every size below is computed unchecked from these products: make sure the largest fits.
@@ -83,10 +95,12 @@ impl AttentionMixer {
         self.kind
     }
 
-    /// Width of one head's queries and keys: `d_head`, or `2r + q` for S-D.
+    /// Width of one head's queries and keys: `d_head`, `2r + q` for S-D, or the kind's own
+    /// `qk_width` for [`AttentionKind::LinearQk`].
     pub fn qk_width(&self) -> usize {
         match self.kind {
             AttentionKind::Sd { routing_rank, filtering_rank } => 2 * routing_rank + filtering_rank,
+            AttentionKind::LinearQk { qk_width } => qk_width,
             AttentionKind::Softmax | AttentionKind::Linear => self.dims.d_head,
         }
     }
@@ -94,18 +108,18 @@ impl AttentionMixer {
     /// The logit scale: `1/sqrt(d_head)` (softmax), `1/sqrt(2r + q)` (S-D), `1` (linear: unused).
     pub fn scale<T: Scalar>(&self) -> T {
         match self.kind {
-            AttentionKind::Linear => T::one(),
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => T::one(),
             _ => crate::attention::softmax::default_scale(self.qk_width()),
         }
     }
 
-    /// Columns of the per-kind projection blocks of `theta`: `[h d_head, h d_head]` or
-    /// `[h r, h r, h q]` (each block `d_model x cols`).
+    /// Columns of the per-kind projection blocks of `theta`: `[h w, h w]` (`w` the query/key
+    /// width) or `[h r, h r, h q]` (each block `d_model x cols`).
     fn blocks(&self) -> ([usize; 3], usize) {
         let h = self.dims.n_heads;
         match self.kind {
             AttentionKind::Sd { routing_rank: r, filtering_rank: q } => ([h * r, h * r, h * q], 3),
-            _ => ([h * self.dims.d_head, h * self.dims.d_head, 0], 2),
+            _ => ([h * self.qk_width(), h * self.qk_width(), 0], 2),
         }
     }
 
@@ -125,7 +139,7 @@ impl AttentionMixer {
     }
 
     fn linear<T: Scalar>(&self) -> LinearAttention<T> {
-        LinearAttention::new(self.dims.d_head, self.dims.d_head, Causality::Causal)
+        LinearAttention::new(self.qk_width(), self.dims.d_head, Causality::Causal)
             .with_heads(self.dims.n_heads)
     }
 
@@ -135,7 +149,7 @@ impl AttentionMixer {
         match self.kind {
             AttentionKind::Sd { .. } => 0,
             AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
-            AttentionKind::Linear => 0,
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => 0,
         }
     }
 
@@ -191,7 +205,7 @@ impl AttentionMixer {
     }
 
     /// `Q, K` from `input`: head-major (`h` blocks of `n x qk_width`) for the softmax kinds, packed
-    /// (`n x h d_head`) for linear; `scratch` holds [`Self::projection_scratch`].
+    /// (`n x h qk_width`) for linear; `scratch` holds [`Self::projection_scratch`].
     fn project<T: Scalar>(
         &self,
         n: usize,
@@ -217,7 +231,7 @@ impl AttentionMixer {
                     }
                 }
             }
-            AttentionKind::Linear => {
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
                 let (w_q, w_k) = params.split_at(d * cols[0]);
                 product_rows(n, d, cols[0], input, w_q, q, Update::Overwrite);
                 product_rows(n, d, cols[1], input, w_k, k, Update::Overwrite);
@@ -346,7 +360,7 @@ impl AttentionMixer {
     fn cache_parts(&self, n: usize) -> [usize; 4] {
         let qk = n.saturating_mul(self.packed_qk());
         match self.kind {
-            AttentionKind::Linear => [qk, qk, 0, 0],
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => [qk, qk, 0, 0],
             _ => [qk, qk, n.saturating_mul(self.heads_width()), n.saturating_mul(self.dims.n_heads)],
         }
     }
@@ -393,7 +407,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         }
         let grads = self.d_blocks_len(n);
         let (forward, backward) = match self.kind {
-            AttentionKind::Linear => {
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
                 let l = self.linear::<T>();
                 (l.forward_workspace_len(n), l.backward_workspace_len(n))
             }
@@ -439,7 +453,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (out_cache, rest) = rest.split_at_mut(lo);
         let lse = &mut rest[..ll];
         self.project(n, params, input, q, k, workspace);
-        if self.kind == AttentionKind::Linear {
+        if self.kind.is_linear() {
             return self.linear().forward(n, q, k, values, out, workspace);
         }
         self.heads_forward(n, q, k, values, out, out_cache, lse, workspace)
@@ -482,7 +496,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let lse = &rest[..ll];
         let (d_blocks, scratch) = workspace.split_at_mut(self.d_blocks_len(n));
         let (cols, _) = self.blocks();
-        if self.kind == AttentionKind::Linear {
+        if self.kind.is_linear() {
             let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
             self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, scratch)?;
         } else {
@@ -571,205 +585,6 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         self.sd_backward(
             batch, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
         )
-    }
-}
-
-impl AttentionMixer {
-    /// Scratch of the S-D paths for `batch` sequences of `n`: forward the side-by-side weights
-    /// (`d_model w_h`, `w_h = h (2r + q)`), the wide product of all rows (`batch n w_h`), one
-    /// sequence's head-major values and the softmax forward's workspace; backward the projection
-    /// gradients of all rows (`batch n w_h`) and the larger of one sequence's head scratch (plus the
-    /// softmax backward's workspace) and [`Self::weight_t_len`].
-    fn sd_workspace_len<T: Scalar>(&self, batch: usize, n: usize) -> usize {
-        let s = self.softmax::<T>(n);
-        let (d, wide) = (self.dims.d_model, self.packed_qk());
-        let all_rows = batch.saturating_mul(n).saturating_mul(wide);
-        let forward = d
-            .saturating_mul(wide)
-            .saturating_add(all_rows)
-            .saturating_add(n.saturating_mul(self.heads_width()))
-            .saturating_add(s.forward_workspace_len());
-        let heads = self.head_scratch(n).saturating_add(s.backward_workspace_len());
-        let backward = all_rows.saturating_add(heads.max(self.weight_t_len()));
-        forward.max(backward)
-    }
-
-    /// The S-D forward of `batch` validated sequences (see `forward_batch`).
-    #[allow(clippy::too_many_arguments)]
-    fn sd_forward<T: Scalar>(
-        &self,
-        batch: usize,
-        n: usize,
-        params: &[T],
-        input: &[T],
-        values: &[T],
-        out: &mut [T],
-        cache: &mut [T],
-        workspace: &mut [T],
-    ) -> Result<()> {
-        let AttentionKind::Sd { routing_rank: r, filtering_rank: f } = self.kind else {
-            return Err(Error::InvalidParameter { what: "kind", expected: "S-D" });
-        };
-        let (d, wide, hw, w) = (self.dims.d_model, self.packed_qk(), self.heads_width(), self.qk_width());
-        let (cols, _) = self.blocks();
-        let cl = AttentionSublayer::<T>::cache_len(self, n);
-        let [lq, lk, lo, ll] = self.cache_parts(n);
-        // proj = A [U | V | C] over all rows, the three weight blocks laid side by side; each
-        // head's a, b, c are then read in place.
-        let (w_wide, rest) = workspace.split_at_mut(d * wide);
-        let (proj, rest) = rest.split_at_mut(batch * n * wide);
-        self.side_by_side(params, w_wide);
-        product_rows(batch * n, d, wide, input, w_wide, proj, Update::Overwrite);
-        for b in 0..batch {
-            let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at_mut(lq);
-            let (k, rest_c) = rest_c.split_at_mut(lk);
-            let (out_cache, rest_c) = rest_c.split_at_mut(lo);
-            let lse = &mut rest_c[..ll];
-            let proj_b = &proj[b * n * wide..(b + 1) * n * wide];
-            for t in 0..self.dims.n_heads {
-                let (a, bb) = ((proj_b, Cols::of(wide, t * r)), (proj_b, Cols::of(wide, cols[0] + t * r)));
-                let c = (proj_b, Cols::of(wide, cols[0] + cols[1] + t * f));
-                let head = t * n * w..(t + 1) * n * w;
-                sd_assemble(n, r, f, a, bb, c, &mut q[head.clone()], &mut k[head]);
-            }
-            let rows = b * n * hw..(b + 1) * n * hw;
-            self.heads_forward(n, q, k, &values[rows.clone()], &mut out[rows], out_cache, lse, rest)?;
-        }
-        Ok(())
-    }
-
-    /// The S-D backward of `batch` validated sequences (see `backward_batch`).
-    #[allow(clippy::too_many_arguments)]
-    fn sd_backward<T: Scalar>(
-        &self,
-        batch: usize,
-        n: usize,
-        params: &[T],
-        input: &[T],
-        values: &[T],
-        cache: &[T],
-        d_out: &[T],
-        d_input: &mut [T],
-        d_values: &mut [T],
-        d_params: &mut [T],
-        workspace: &mut [T],
-    ) -> Result<()> {
-        let (wide, hw) = (self.packed_qk(), self.heads_width());
-        let cl = AttentionSublayer::<T>::cache_len(self, n);
-        let [lq, lk, lo, ll] = self.cache_parts(n);
-        let (d_all, scratch) = workspace.split_at_mut(batch * n * wide);
-        for b in 0..batch {
-            let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at(lq);
-            let (k, rest_c) = rest_c.split_at(lk);
-            let (out, rest_c) = rest_c.split_at(lo);
-            let lse = &rest_c[..ll];
-            let rows = b * n * hw..(b + 1) * n * hw;
-            let d_blocks = &mut d_all[b * n * wide..(b + 1) * n * wide];
-            self.heads_backward(
-                n,
-                (q, k, out, lse),
-                &values[rows.clone()],
-                &d_out[rows.clone()],
-                &mut d_values[rows],
-                d_blocks,
-                scratch,
-            )?;
-        }
-        self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch);
-        Ok(())
-    }
-
-    /// The heads of one sequence of a softmax kind, forward: values split head-major once, each
-    /// head's causal softmax into the cache's head-major output (and `lse`), merged into the packed
-    /// `out` once.
-    #[allow(clippy::too_many_arguments)]
-    fn heads_forward<T: Scalar>(
-        &self,
-        n: usize,
-        q: &[T],
-        k: &[T],
-        values: &[T],
-        out: &mut [T],
-        out_cache: &mut [T],
-        lse: &mut [T],
-        workspace: &mut [T],
-    ) -> Result<()> {
-        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
-        let attention = self.softmax(n);
-        let (v_heads, rest) = workspace.split_at_mut(n * hw);
-        split_heads(n, h, dh, values, v_heads);
-        for t in 0..h {
-            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-            attention.forward(
-                &q[qk.clone()],
-                &k[qk],
-                &v_heads[o.clone()],
-                None,
-                &mut out_cache[o],
-                &mut lse[t * n..(t + 1) * n],
-                rest,
-            )?;
-        }
-        merge_heads(n, h, dh, out_cache, out);
-        Ok(())
-    }
-
-    /// The heads of one sequence of a softmax kind, backward: each head's softmax backward, its
-    /// `dQ_t, dK_t` mapped into `d_blocks` (S-D: the adjoint of the assembly into the packed
-    /// `n x h (2r + q)` gradient; softmax: scattered into `[dQ | dK]`), `dV` merged into `d_values`.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn heads_backward<T: Scalar>(
-        &self,
-        n: usize,
-        (q, k, out, lse): (&[T], &[T], &[T], &[T]),
-        values: &[T],
-        d_out: &[T],
-        d_values: &mut [T],
-        d_blocks: &mut [T],
-        workspace: &mut [T],
-    ) -> Result<()> {
-        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
-        let (cols, _) = self.blocks();
-        let attention = self.softmax(n);
-        let (d_q_t, rest) = workspace.split_at_mut(n * w);
-        let (d_k_t, rest) = rest.split_at_mut(n * w);
-        let (v_heads, rest) = rest.split_at_mut(n * hw);
-        let (d_out_heads, rest) = rest.split_at_mut(n * hw);
-        let (d_v_heads, rest) = rest.split_at_mut(n * hw);
-        split_heads(n, h, dh, values, v_heads);
-        split_heads(n, h, dh, d_out, d_out_heads);
-        for t in 0..h {
-            let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
-            let d_v_t = &mut d_v_heads[o.clone()];
-            let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: d_v_t };
-            attention.backward(
-                &q[qk.clone()],
-                &k[qk],
-                &v_heads[o.clone()],
-                None,
-                &out[o.clone()],
-                &lse[t * n..(t + 1) * n],
-                &d_out_heads[o],
-                grads,
-                rest,
-            )?;
-            match self.kind {
-                AttentionKind::Sd { routing_rank: r, filtering_rank: f } => {
-                    // One n x h (2r + q) matrix [d(AU) | d(AV) | d(AC)] (see project_backward).
-                    let wide = self.packed_qk();
-                    let (da, db) = (Cols::of(wide, t * r), Cols::of(wide, cols[0] + t * r));
-                    let dc = Cols::of(wide, cols[0] + cols[1] + t * f);
-                    sd_assemble_adjoint(n, r, f, d_q_t, d_k_t, d_blocks, da, db, dc);
-                }
-                _ => {
-                    let (pq, pk) = d_blocks.split_at_mut(n * cols[0]);
-                    scatter(n, cols[0], t * w, w, d_q_t, pq);
-                    scatter(n, cols[1], t * w, w, d_k_t, pk);
-                }
-            }
-        }
-        merge_heads(n, h, dh, d_v_heads, d_values);
-        Ok(())
     }
 }
 
