@@ -80,19 +80,27 @@ fn position_errors(a: &[f64], b: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn kind_strategy() -> impl Strategy<Value = AttentionKind> {
+/// Layer kinds; with `own_qk_width`, also linear layers whose query/key width differs from
+/// `d_head` (the bounded f32 reference below models the other kinds only).
+fn kind_strategy(own_qk_width: bool) -> impl Strategy<Value = AttentionKind> {
+    let max_width = if own_qk_width { 7usize } else { 0 };
     prop_oneof![
         Just(AttentionKind::Softmax),
         Just(AttentionKind::Linear),
         (1usize..=4).prop_map(|w| AttentionKind::LinearQk { qk_width: w }),
         (1usize..=3, 0usize..=2).prop_map(|(r, q)| AttentionKind::Sd { routing_rank: r, filtering_rank: q }),
+        (0usize..=max_width).prop_map(move |w| if w == 0 {
+            AttentionKind::Linear
+        } else {
+            AttentionKind::LinearQk { qk_width: w }
+        }),
     ]
 }
 
-fn config_strategy() -> impl Strategy<Value = ModelConfig> {
+fn config_strategy(own_qk_width: bool) -> impl Strategy<Value = ModelConfig> {
     (
         (1usize..=12, 1usize..=3, 1usize..=5, 1usize..=9, 1usize..=12),
-        prop::collection::vec(kind_strategy(), 0..=3),
+        prop::collection::vec(kind_strategy(own_qk_width), 0..=3),
         (0usize..3, any::<bool>(), any::<bool>()),
     )
         .prop_map(
@@ -114,8 +122,8 @@ fn config_strategy() -> impl Strategy<Value = ModelConfig> {
 }
 
 /// A config, a sequence of 1..=context tokens and a split 1..=n between prefill and step.
-fn case_strategy() -> impl Strategy<Value = (ModelConfig, Vec<u8>, usize, u64)> {
-    config_strategy().prop_flat_map(|c| {
+fn case_strategy(own_qk_width: bool) -> impl Strategy<Value = (ModelConfig, Vec<u8>, usize, u64)> {
+    config_strategy(own_qk_width).prop_flat_map(|c| {
         let context = c.context_len;
         (Just(c), prop::collection::vec(any::<u8>(), 1..=context), any::<u64>()).prop_flat_map(
             |(c, tokens, seed)| {
@@ -137,7 +145,7 @@ fn f64_decoding_equals_the_parallel_forward() {
     let worst = std::cell::RefCell::new(std::collections::BTreeMap::<&str, f64>::new());
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(160));
     runner
-        .run(&case_strategy(), |(config, tokens, split, seed)| {
+        .run(&case_strategy(true), |(config, tokens, split, seed)| {
             let model = Model::<f64>::with_attention(config.clone()).unwrap();
             let params = params_for(&model, seed);
             let expected = parallel_logits(&model, &params, &tokens);
@@ -467,9 +475,10 @@ fn f32_decoding_within_the_derived_bound_of_the_parallel_forward() {
     let ratios = std::cell::RefCell::new((0.0f64, 0.0f64, 0.0f64, 0usize, 0usize, 0.0f64));
     let relative_bounds = std::cell::RefCell::new(Vec::new());
     let (vacuous_cases, all_cases) = (std::cell::RefCell::new(0usize), std::cell::RefCell::new(0usize));
-    let strategy = case_strategy().prop_filter("small enough for the bounded reference", |(c, _, _, _)| {
-        c.d_model <= 8 && c.context_len <= 10 && c.n_layers <= 2
-    });
+    let strategy = case_strategy(false)
+        .prop_filter("small enough for the bounded reference", |(c, _, _, _)| {
+            c.d_model <= 8 && c.context_len <= 10 && c.n_layers <= 2
+        });
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(48));
     runner
         .run(&strategy, |(config, tokens, split, seed)| {

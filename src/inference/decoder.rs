@@ -58,13 +58,12 @@ fn sum_of(parts: &[(usize, usize)]) -> Result<usize> {
         .try_fold(0usize, |acc, &(a, b)| a.checked_mul(b).and_then(|p| acc.checked_add(p)).ok_or(overflow))
 }
 
-/// Widest packed projection of a layer of `kind`: `[Q | K]` (`2 h w`, `w` the query/key width) or
-/// `a [U | V | C]` (`h (2r + q)`).
+/// Widest packed projection of a layer of `kind`: `[Q | K]` (`2 h d_head`) or `a [U | V | C]`
+/// (`h (2r + q)`).
 fn proj_width(shape: &ModelShape<'_>, kind: AttentionKind) -> usize {
-    let packed = shape.n_heads * qk_width(kind, shape.d_head);
     match kind {
-        AttentionKind::Sd { .. } => packed,
-        _ => 2 * packed,
+        AttentionKind::Sd { .. } => shape.n_heads * qk_width(kind, shape.d_head),
+        _ => 2 * shape.n_heads * qk_width(kind, shape.d_head),
     }
 }
 
@@ -91,22 +90,21 @@ pub fn step_workspace_len(shape: &ModelShape<'_>) -> Result<usize> {
 }
 
 /// Workspace elements of [`Decoder::prefill`] for a prompt of `n` tokens: per row `x, a, m, y`
-/// (`4 n d`), `v` and the packed and head-major outputs (`3 n h d_head`), `lse` (`n h`), the widest
-/// packed projection (`n` of them), head-major queries and keys (`2 n h w`, `w` the widest
-/// query/key width or `d_head`), the widest attention kernel's workspace, the MLP cache
-/// (`2 n d_mlp`), norm statistics (`2 n`) and the logits (256).
+/// (`4 n d`), `v`, packed and head-major outputs (`2 n h d_head`... `3`), `lse` (`n h`), the widest
+/// projection (`n` times [`step_workspace_len`]'s), head-major queries and keys (`2 n h w`), the
+/// widest attention kernel's workspace, the MLP cache (`2 n d_mlp`), norm statistics (`2 n`) and
+/// the logits (256).
 pub fn prefill_workspace_len(shape: &ModelShape<'_>, n: usize) -> Result<usize> {
     shape.param_len()?;
     let (h, dh) = (shape.n_heads, shape.d_head);
-    // Head-major queries and keys, or a linear layer's gathered keys and values.
-    let w = max_over_layers(shape, |k| qk_width(k, dh)).max(dh);
+    // A linear layer's prefill also gathers one head's values (`n d_head`) into the key buffer.
+    let w = max_over_layers(shape, |k| if k.is_linear() { qk_width(k, dh).max(dh) } else { qk_width(k, dh) });
     let proj = max_over_layers(shape, |k| proj_width(shape, k));
-    let kernel = max_over_layers(shape, |k| {
-        if k.is_linear() {
+    let kernel = max_over_layers(shape, |k| match k {
+        AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
             LinearAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n)
-        } else {
-            SoftmaxAttention::<T0>::new(n, qk_width(k, dh), dh, Causality::Causal).forward_workspace_len()
         }
+        _ => SoftmaxAttention::<T0>::new(n, qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(),
     });
     let hw = shape.d_heads();
     sum_of(&[
@@ -264,20 +262,24 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
             norm_forward(shape.norm, 1, d, block.norm1, x, a, stats)?;
             product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
             match block.kind {
-                kind if kind.is_linear() => {
+                kind @ (AttentionKind::Linear | AttentionKind::LinearQk { .. }) => {
+                    // Queries and keys are `w = qk_width` wide per head (`d_head` for the plain
+                    // linear kind); values and outputs `d_head`.
                     let w = qk_width(kind, dh);
-                    let (q, rest) = proj.split_at_mut(h * w);
-                    let k = &mut rest[..h * w];
-                    let (w_q, w_k) = block.theta.split_at(d * h * w);
-                    product_rows(1, d, h * w, a, w_q, q, Update::Overwrite);
-                    product_rows(1, d, h * w, a, w_k, k, Update::Overwrite);
+                    let hq = h * w;
+                    let (q, rest) = proj.split_at_mut(hq);
+                    let k = &mut rest[..hq];
+                    let (w_q, w_k) = block.theta.split_at(d * hq);
+                    product_rows(1, d, hq, a, w_q, q, Update::Overwrite);
+                    product_rows(1, d, hq, a, w_k, k, Update::Overwrite);
                     let eps = T::of_f64(DEFAULT_EPS);
                     for (t, sz) in cache.chunks_exact_mut(w * (dh + 1)).enumerate() {
                         let (s, z) = sz.split_at_mut(w * dh);
-                        let (qk, heads) = (t * w..(t + 1) * w, t * dh..(t + 1) * dh);
+                        let keys = t * w..(t + 1) * w;
+                        let heads = t * dh..(t + 1) * dh;
                         State::resume(w, dh, s, z)?.step(
-                            &q[qk.clone()],
-                            &k[qk],
+                            &q[keys.clone()],
+                            &k[keys],
                             &v[heads.clone()],
                             eps,
                             &mut o[heads],
@@ -341,7 +343,11 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
         crate::error::check_workspace(self.workspace.len(), prefill_workspace_len(&shape, n)?)?;
         let (d, h, dh, hw, c) =
             (shape.d_model, shape.n_heads, shape.d_head, shape.d_heads(), shape.context_len);
-        let w_max = max_over_layers(&shape, |k| qk_width(k, dh)).max(dh);
+        let w_max =
+            max_over_layers(
+                &shape,
+                |k| if k.is_linear() { qk_width(k, dh).max(dh) } else { qk_width(k, dh) },
+            );
         let mut rest: &mut [T] = &mut *self.workspace;
         let x = take(&mut rest, n * d);
         let a = take(&mut rest, n * d);
@@ -375,19 +381,20 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
             norm_forward(shape.norm, n, d, block.norm1, x, a, stats)?;
             product_rows(n, d, hw, a, block.w_v, v, Update::Overwrite);
             match block.kind {
-                kind if kind.is_linear() => {
+                kind @ (AttentionKind::Linear | AttentionKind::LinearQk { .. }) => {
                     let w = qk_width(kind, dh);
-                    let (q, rest) = proj.split_at_mut(n * h * w);
-                    let k = &mut rest[..n * h * w];
-                    let (w_q, w_k) = block.theta.split_at(d * h * w);
-                    product_rows(n, d, h * w, a, w_q, q, Update::Overwrite);
-                    product_rows(n, d, h * w, a, w_k, k, Update::Overwrite);
+                    let hq = h * w;
+                    let (q, rest) = proj.split_at_mut(n * hq);
+                    let k = &mut rest[..n * hq];
+                    let (w_q, w_k) = block.theta.split_at(d * hq);
+                    product_rows(n, d, hq, a, w_q, q, Update::Overwrite);
+                    product_rows(n, d, hq, a, w_k, k, Update::Overwrite);
                     let attention = LinearAttention::new(w, dh, Causality::Causal).with_heads(h);
                     attention.forward(n, q, k, v, o, kernel_ws)?;
                     for (t, sz) in cache.chunks_exact_mut(w * (dh + 1)).enumerate() {
                         let (s, z) = sz.split_at_mut(w * dh);
                         let (k_t, v_t) = (&mut qh[..n * w], &mut kh[..n * dh]);
-                        gather(n, h * w, t * w, w, k, k_t);
+                        gather(n, hq, t * w, w, k, k_t);
                         gather(n, hw, t * dh, dh, v, v_t);
                         State::new(w, dh, s, z)?.absorb(n, k_t, v_t)?;
                     }

@@ -8,9 +8,8 @@
 //! * S-D: the features `f_j = [a_j | b_j | c_j] = [x_j U | x_j V | x_j C]` per head (`(2r + q) x C`,
 //!   transposed), from which every key `[b_j | -a_j | -c_j]` follows, and the values:
 //!   `h C (2r + q + d_head)` elements;
-//! * ELU+1 linear: `S = sum_j phi(k_j) v_j^T` (`w x d_head`, `w` the query/key width: `d_head`,
-//!   or a `LinearQk` layer's own) and `z = sum_j phi(k_j)` (`w`) per head: `h w (d_head + 1)`
-//!   elements, whatever the number of tokens.
+//! * ELU+1 linear: `S = sum_j phi(k_j) v_j^T` (`d_head x d_head`) and `z = sum_j phi(k_j)`
+//!   (`d_head`) per head: `h d_head (d_head + 1)` elements, whatever the number of tokens.
 //!
 //! Only positions `0..position` of a cache hold data; a state knows its position and the
 //! fingerprint of the shape it was made for ([`ModelShape::fingerprint`]).
@@ -23,11 +22,13 @@ use crate::{Error, Result, Scalar};
 /// accepted by [`ModelShape::param_len`] never overflows).
 pub fn layer_state_len(shape: &ModelShape<'_>, kind: AttentionKind) -> usize {
     let (h, dh, c) = (shape.n_heads, shape.d_head, shape.context_len);
-    let w = qk_width(kind, dh);
-    if kind.is_linear() {
-        h.saturating_mul(w).saturating_mul(dh.saturating_add(1))
-    } else {
-        h.saturating_mul(c).saturating_mul(w.saturating_add(dh))
+    match kind {
+        AttentionKind::Softmax | AttentionKind::Sd { .. } => {
+            h.saturating_mul(c).saturating_mul(qk_width(kind, dh).saturating_add(dh))
+        }
+        AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
+            h.saturating_mul(qk_width(kind, dh)).saturating_mul(dh.saturating_add(1))
+        }
     }
 }
 

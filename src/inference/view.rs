@@ -146,8 +146,8 @@ fn positive(what: &'static str, value: usize) -> Result<()> {
     }
 }
 
-/// Width of one head's queries and keys: `d_head`, `2r + q` for S-D, or a linear kind's own
-/// `qk_width`.
+/// Width of one head's queries and keys: `d_head`, `2r + q` for S-D, `qk_width` for a linear
+/// layer of its own query/key width.
 pub(crate) fn qk_width(kind: AttentionKind, d_head: usize) -> usize {
     match kind {
         AttentionKind::Sd { routing_rank, filtering_rank } => {
@@ -201,7 +201,7 @@ impl<'a> ModelShape<'a> {
     }
 
     /// Checks the shape as `ModelConfig::validate` does (every dimension `>= 1`, S-D routing rank
-    /// and a linear kind's own query/key width `>= 1`; zero layers are allowed) and that every size the decoder computes fits in `usize`;
+    /// `>= 1`; zero layers are allowed) and that every size the decoder computes fits in `usize`;
     /// returns the number of parameters.
     pub fn param_len(&self) -> Result<usize> {
         positive("d_model", self.d_model)?;

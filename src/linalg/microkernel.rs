@@ -186,32 +186,6 @@ fn band<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     }
 }
 
-/// [`product`] with `R x W` blocks, or for one row (`m = 1`: a vector-matrix product, e.g. one
-/// token of a decoder) with `1 x W1` blocks, as wide as the registers allow, so that several
-/// independent accumulators hide the FMA latency (an `R x W` block has `R` of them; a single row of
-/// it would have only `W / lanes`). Every output is the same in-order sum either way.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn product_or_row<T: Scalar, const FUSED: bool, const R: usize, const W: usize, const W1: usize>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    c: &mut [T],
-    ldc: usize,
-    accumulate: bool,
-) {
-    if m == 1 {
-        product::<T, FUSED, 1, W1>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
-    } else {
-        product::<T, FUSED, R, W>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
-    }
-}
-
 /// Block shapes per instruction set, chosen so that the `R x W` accumulators plus one row of `B`
 /// and a broadcast fit the vector registers (32 for AVX-512, 16 for AVX2): `f32` AVX-512 8 x 32
 /// (16 zmm), AVX2 6 x 16 (12 ymm); `f64` half as wide; portable 4 x 8.
@@ -232,8 +206,19 @@ macro_rules! instruction_set_variants {
                 ldc: usize,
                 accumulate: bool,
             );
-            avx512("avx512f,fma") => product_or_row::<$t, true, 8, $w512, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
-            avx2("avx2,fma") => product_or_row::<$t, true, 6, $w2, { 4 * $w2 }>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            // One row (a vector-matrix product, e.g. one token of a decoder): a block as wide as
+            // the registers allow, so that several independent accumulators hide the FMA latency
+            // (an R x W block has R of them; one row would have only W / lanes).
+            avx512("avx512f,fma") => if m == 1 {
+                product::<$t, true, 1, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            } else {
+                product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            };
+            avx2("avx2,fma") => if m == 1 {
+                product::<$t, true, 1, { 4 * $w2 }>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            } else {
+                product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            };
             portable => product::<$t, false, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
         }
 

@@ -32,6 +32,7 @@
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::kernel;
 use crate::linalg::microkernel::gemm_rows;
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// Column blocks of the factorization, outermost first: the trailing update of a block of
@@ -39,37 +40,32 @@ use crate::{Error, Result, Scalar};
 /// blocks of `BLOCKS[1]`, and those by single reflections.
 const BLOCKS: [usize; 2] = [16, 4];
 
-/// Scratch elements of one blocking level of width `nb`: `V^T` and `V` (`nb x rows` each), `T`
-/// and `V^T V` (`nb x nb` each), and the products `W`, `W T` (`nb x cols` each).
-fn level_len(rows: usize, cols: usize, nb: usize) -> Option<usize> {
-    let vectors = nb.checked_mul(rows)?.checked_mul(2)?;
-    let small = nb.checked_mul(nb)?.checked_mul(2)?;
-    let products = nb.checked_mul(cols)?.checked_mul(2)?;
-    vectors.checked_add(small)?.checked_add(products)
+/// Scratch of one blocking level of width `nb`: `V^T` and `V` (`nb x rows` each), `T` and `V^T V`
+/// (`nb x nb` each), and the products `W`, `W T` (`nb x cols` each).
+fn level_req(rows: usize, cols: usize, nb: usize) -> Req {
+    Req::all_of([Req::array(nb, rows).times(2), Req::array(nb, nb).times(2), Req::array(nb, cols).times(2)])
 }
 
-fn in_place_len(rows: usize, cols: usize) -> Option<usize> {
-    let mut total = BLOCKS[BLOCKS.len() - 1]; // the products of single reflections
-    for nb in BLOCKS {
-        total = total.checked_add(level_len(rows, cols, nb)?)?;
-    }
-    Some(total)
+/// Scratch of [`qr_in_place`]: the products of single reflections, then each level's.
+fn in_place_req(rows: usize, cols: usize) -> Req {
+    Req::all_of([
+        Req::new(BLOCKS[BLOCKS.len() - 1]),
+        level_req(rows, cols, BLOCKS[0]),
+        level_req(rows, cols, BLOCKS[1]),
+    ])
 }
 
 /// Scratch elements of [`qr_in_place`] for a `rows x cols` matrix: about `40 (rows + cols)`;
 /// `usize::MAX` if that overflows (no workspace can then be large enough, and the call reports
 /// [`Error::WorkspaceTooSmall`]).
 pub fn qr_in_place_workspace_len(rows: usize, cols: usize) -> usize {
-    in_place_len(rows, cols).unwrap_or(usize::MAX)
+    in_place_req(rows, cols).saturating()
 }
 
 /// Scratch elements of [`qr_r`]: `A^T` (`rows cols`), the `min(rows, cols)` factors `tau`, and
 /// [`qr_in_place_workspace_len`].
 pub fn qr_r_workspace_len(rows: usize, cols: usize) -> usize {
-    rows.checked_mul(cols)
-        .and_then(|copy| copy.checked_add(rows.min(cols)))
-        .and_then(|head| head.checked_add(in_place_len(rows, cols)?))
-        .unwrap_or(usize::MAX)
+    Req::all_of([Req::array(rows, cols), Req::new(rows.min(cols)), in_place_req(rows, cols)]).saturating()
 }
 
 /// Householder QR in place, on `A` stored **column by column** (`a_t` is `A^T`, `cols x rows`
@@ -135,8 +131,7 @@ pub fn qr_r<T: Scalar>(rows: usize, cols: usize, a: &[T], r: &mut [T], workspace
     if let Some(index) = a.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite { what: "a", index });
     }
-    let (a_t, rest) = workspace.split_at_mut(rows * cols);
-    let (tau, scratch) = rest.split_at_mut(k);
+    let ([a_t, tau], scratch) = carve(workspace, [rows * cols, k])?;
     kernel::transpose(rows, cols, a, a_t);
     qr_in_place_unchecked(rows, cols, a_t, tau, scratch);
     r_from_factored(rows, cols, a_t, r);

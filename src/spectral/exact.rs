@@ -55,12 +55,20 @@ use crate::spectral::factored::FactoredKernel;
 use crate::spectral::lanczos::tridiagonal::{eigenvalues_root_free, sort_ascending};
 use crate::spectral::spectrum::HeadSpectrum;
 use crate::spectral::split::Energies;
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// Scratch elements of [`skew_singular_values`] and [`symmetric_eigenvalues`] for order `n`:
 /// `100 n + 64` (the reduction's panels of 16 vectors, and the tridiagonal form).
 pub fn core_workspace_len(n: usize) -> usize {
-    n.saturating_mul(6 * PANEL + 4).saturating_add(4 * PANEL)
+    core_req(n).saturating()
+}
+
+/// [`core_workspace_len`] as a requirement: the panels' `V^T, Y^T` (`PANEL x n` each) and their
+/// packed copies (`2 PANEL x n` each), a row and `K v` (`n` each), two short vectors, and the
+/// tridiagonal form (`2 n`).
+fn core_req(n: usize) -> Req {
+    Req::all_of([Req::array(n, 6 * PANEL + 4), Req::new(4 * PANEL)])
 }
 
 /// Singular values (descending) of the skew-symmetric `n x n` row-major `skew`, which is destroyed:
@@ -309,26 +317,24 @@ pub fn pair_core_order(d_model: usize, width: usize) -> usize {
 }
 
 /// Scratch of [`pair_core`]: `A^T`, `tau`, the QR's, `R_1`, `R_2^T`.
-fn pair_core_len(d_model: usize, width: usize) -> Option<usize> {
-    let cols = width.checked_mul(2)?;
+fn pair_core_req(d_model: usize, width: usize) -> Req {
+    let cols = width.saturating_mul(2);
     let k = d_model.min(cols);
-    let a_t = d_model.checked_mul(cols)?;
-    let qr = qr_in_place_workspace_len(d_model, cols);
-    let r = k.checked_mul(width)?.checked_mul(2)?;
-    a_t.checked_add(k)?.checked_add(qr)?.checked_add(r)
+    Req::all_of([
+        Req::array(d_model, cols),
+        Req::new(k),
+        Req::new(qr_in_place_workspace_len(d_model, cols)),
+        Req::array(k, width).times(2),
+    ])
 }
-
 /// `M_c = R_1 R_2^T` (`k x k`, `k = min(d_model, 2 width)`) of the thin QR of `[X  Y]`, written to
 /// `core`; `x`, `y` are `d_model x width` row-major and finite.
 fn pair_core<T: Scalar>(d_model: usize, width: usize, x: &[T], y: &[T], core: &mut [T], workspace: &mut [T]) {
     let cols = 2 * width;
     let k = d_model.min(cols);
-    let (a_t, rest) = workspace.split_at_mut(d_model * cols);
-    let (tau, rest) = rest.split_at_mut(k);
     let qr_len = qr_in_place_workspace_len(d_model, cols);
-    let (qr_scratch, rest) = rest.split_at_mut(qr_len);
-    let (r1, rest) = rest.split_at_mut(k * width);
-    let r2t = &mut rest[..width * k];
+    let ([a_t, tau, qr_scratch, r1, r2t], _) =
+        carve(workspace, [d_model * cols, k, qr_len, k * width, width * k]).expect("sized by pair_core_req");
     kernel::transpose(d_model, width, x, &mut a_t[..width * d_model]);
     kernel::transpose(d_model, width, y, &mut a_t[width * d_model..]);
     qr_in_place_unchecked(d_model, cols, a_t, tau, qr_scratch);
@@ -355,14 +361,13 @@ fn pair_core<T: Scalar>(d_model: usize, width: usize, x: &[T], y: &[T], core: &m
 /// Scratch elements of [`head_values`]: the QR of `[W_Q  W_K]` and two cores of order
 /// `k = min(d_model, 2 d_head)`; `usize::MAX` on overflow.
 pub fn head_values_workspace_len(d_model: usize, d_head: usize) -> usize {
-    let k = pair_core_order(d_model, d_head);
-    k.checked_mul(k)
-        .and_then(|kk| kk.checked_mul(3))
-        .and_then(|cores| cores.checked_add(pair_core_len(d_model, d_head)?))
-        .and_then(|total| total.checked_add(core_workspace_len(k)))
-        .unwrap_or(usize::MAX)
+    head_values_req(d_model, d_head).saturating()
 }
 
+fn head_values_req(d_model: usize, d_head: usize) -> Req {
+    let k = pair_core_order(d_model, d_head);
+    Req::all_of([Req::array(k, k).times(3), core_req(k), pair_core_req(d_model, d_head)])
+}
 /// The exact spectra of a softmax head's `S` and `D` (`docs/math.md` section 9): the singular values
 /// of routing `S` (descending, in exactly equal pairs) into `routing` and the eigenvalues of
 /// filtering `D` (ascending) into `filtering`, both of length [`pair_core_order`]`(d_model, d_head)`
@@ -399,10 +404,8 @@ pub fn head_values<T: Scalar>(
     check_workspace(workspace.len(), head_values_workspace_len(d_model, d_head))?;
     check_finite("w_q", head.w_q())?;
     check_finite("w_k", head.w_k())?;
-    let (core, rest) = workspace.split_at_mut(k * k);
-    let (skew, rest) = rest.split_at_mut(k * k);
-    let (symmetric, rest) = rest.split_at_mut(k * k);
-    let (core_scratch, qr_scratch) = rest.split_at_mut(core_workspace_len(k));
+    let ([core, skew, symmetric, core_scratch], qr_scratch) =
+        carve(workspace, [k * k, k * k, k * k, core_workspace_len(k)])?;
     pair_core(d_model, d_head, head.w_q(), head.w_k(), core, qr_scratch);
     let energies = split_core(k, core, T::HALF, skew, Some(symmetric));
     finish_values(k, skew, symmetric, routing, filtering, core_scratch)?;
@@ -462,28 +465,27 @@ fn check_finite<T: Scalar>(what: &'static str, x: &[T]) -> Result<()> {
 /// Scratch elements of [`sd_values`] for an S-D head with `U, V`: `d_model x rank_routing` and
 /// `C`: `d_model x rank_filtering`; `usize::MAX` on overflow.
 pub fn sd_values_workspace_len(d_model: usize, rank_routing: usize, rank_filtering: usize) -> usize {
-    let k = pair_core_order(d_model, rank_routing);
-    let kc = d_model.min(rank_filtering);
-    let routing = k
-        .checked_mul(k)
-        .and_then(|kk| kk.checked_mul(2))
-        .and_then(|cores| cores.checked_add(pair_core_len(d_model, rank_routing)?))
-        .and_then(|total| total.checked_add(core_workspace_len(k)));
-    let filtering = kc
-        .checked_mul(kc)
-        .and_then(|kk| kk.checked_add(single_core_len(d_model, rank_filtering)?))
-        .and_then(|total| total.checked_add(core_workspace_len(kc)));
-    match (routing, filtering) {
-        (Some(r), Some(f)) => r.max(f),
-        _ => usize::MAX,
-    }
+    sd_values_req(d_model, rank_routing, rank_filtering).saturating()
 }
 
-fn single_core_len(d_model: usize, width: usize) -> Option<usize> {
+/// Routing (two cores and the QR of `[U V]`), then filtering in the same memory (one core, the QR
+/// of `C`, `R` and `R^T`).
+fn sd_values_req(d_model: usize, rank_routing: usize, rank_filtering: usize) -> Req {
+    let k = pair_core_order(d_model, rank_routing);
+    let routing = Req::all_of([Req::array(k, k).times(2), core_req(k), pair_core_req(d_model, rank_routing)]);
+    Req::any_of([routing, filtering_req(d_model, rank_filtering)])
+}
+
+fn filtering_req(d_model: usize, width: usize) -> Req {
     let kc = d_model.min(width);
-    let a_t = d_model.checked_mul(width)?;
-    let r = kc.checked_mul(width)?.checked_mul(2)?;
-    a_t.checked_add(kc)?.checked_add(qr_in_place_workspace_len(d_model, width))?.checked_add(r)
+    Req::all_of([
+        Req::array(kc, kc),
+        core_req(kc),
+        Req::array(d_model, width),
+        Req::new(kc),
+        Req::new(qr_in_place_workspace_len(d_model, width)),
+        Req::array(kc, width).times(2),
+    ])
 }
 
 /// The exact spectra of an S-D head (`S = U V^T - V U^T`, `D = -C C^T`; `docs/math.md` sections 5
@@ -517,21 +519,22 @@ pub fn sd_values<T: Scalar>(
     check_finite("v", v)?;
     check_finite("c", c)?;
     // Routing: the core of [U V] with J = [[0, I], [-I, 0]], i.e. M_c - M_c^T.
-    let (core, rest) = workspace.split_at_mut(k * k);
-    let (skew, rest) = rest.split_at_mut(k * k);
-    let (core_scratch, qr_scratch) = rest.split_at_mut(core_workspace_len(k));
+    let ([core, skew, core_scratch], qr_scratch) = carve(workspace, [k * k, k * k, core_workspace_len(k)])?;
     pair_core(d_model, rank_routing, u, v, core, qr_scratch);
     let mut energies = split_core(k, core, T::one(), skew, None);
     skew_values(k, skew, routing, core_scratch)?;
     // Filtering: -R R^T of the QR of C (order kc = min(d_model, q)).
     let q = rank_filtering;
-    let (symmetric, rest) = workspace.split_at_mut(kc * kc);
-    let (core_scratch, rest) = rest.split_at_mut(core_workspace_len(kc));
-    let (a_t, rest) = rest.split_at_mut(d_model * q);
-    let (tau, rest) = rest.split_at_mut(kc);
-    let (qr_scratch, rest) = rest.split_at_mut(qr_in_place_workspace_len(d_model, q));
-    let (r, rest) = rest.split_at_mut(kc * q);
-    let r_t = &mut rest[..q * kc];
+    let lens = [
+        kc * kc,
+        core_workspace_len(kc),
+        d_model * q,
+        kc,
+        qr_in_place_workspace_len(d_model, q),
+        kc * q,
+        q * kc,
+    ];
+    let ([symmetric, core_scratch, a_t, tau, qr_scratch, r, r_t], _) = carve(workspace, lens)?;
     kernel::transpose(d_model, q, c, a_t);
     qr_in_place_unchecked(d_model, q, a_t, tau, qr_scratch);
     r_from_factored(d_model, q, a_t, r);
@@ -545,9 +548,8 @@ pub fn sd_values<T: Scalar>(
 /// Scratch elements of [`head_spectrum`]: [`head_values_workspace_len`] plus the two value lists.
 pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
     let k = pair_core_order(d_model, d_head);
-    head_values_workspace_len(d_model, d_head).saturating_add(k.saturating_mul(2))
+    Req::array(k, 2).and(head_values_req(d_model, d_head)).saturating()
 }
-
 /// The spectrum report of a softmax head ([`HeadSpectrum`], `docs/math.md` sections 1, 2 and 9)
 /// from the exact spectra of [`head_values`]: `O(d_model d_head^2 + d_head^3)`, deterministic.
 /// `steps` holds the order of the two cores. The numerical ranks count the values above both
@@ -574,8 +576,7 @@ pub fn head_spectrum<T: Scalar>(
     let (d_model, d_head) = (head.d_model(), head.d_head());
     check_workspace(workspace.len(), head_spectrum_workspace_len(d_model, d_head))?;
     let k = pair_core_order(d_model, d_head);
-    let (values, rest) = workspace.split_at_mut(2 * k);
-    let (routing, filtering) = values.split_at_mut(k);
+    let ([routing, filtering], rest) = carve(workspace, [k, k])?;
     let energies = head_values(head, routing, filtering, rest)?;
     // Rounding level of the values: k eps ||A||_F^2 ||J|| with ||J|| = 1/2.
     let a_norm_sq = kernel::sum_of_squares(head.w_q()) + kernel::sum_of_squares(head.w_k());
@@ -585,10 +586,9 @@ pub fn head_spectrum<T: Scalar>(
 
 /// Scratch elements of [`sd_head_spectrum`].
 pub fn sd_head_spectrum_workspace_len(d_model: usize, rank_routing: usize, rank_filtering: usize) -> usize {
-    let values = pair_core_order(d_model, rank_routing).saturating_add(d_model.min(rank_filtering));
-    sd_values_workspace_len(d_model, rank_routing, rank_filtering).saturating_add(values)
+    let values = Req::new(pair_core_order(d_model, rank_routing)).and(Req::new(d_model.min(rank_filtering)));
+    values.and(sd_values_req(d_model, rank_routing, rank_filtering)).saturating()
 }
-
 /// The spectrum report of an S-D head from [`sd_values`]; `rank_bound` is `min(d_model, 2 r)`.
 #[allow(clippy::too_many_arguments)]
 pub fn sd_head_spectrum<T: Scalar>(
@@ -602,8 +602,7 @@ pub fn sd_head_spectrum<T: Scalar>(
 ) -> Result<HeadSpectrum<T>> {
     check_workspace(workspace.len(), sd_head_spectrum_workspace_len(d_model, rank_routing, rank_filtering))?;
     let (k, kc) = (pair_core_order(d_model, rank_routing), d_model.min(rank_filtering));
-    let (values, rest) = workspace.split_at_mut(k + kc);
-    let (routing, filtering) = values.split_at_mut(k);
+    let ([routing, filtering], rest) = carve(workspace, [k, kc])?;
     let energies = sd_values(d_model, rank_routing, rank_filtering, u, v, c, routing, filtering, rest)?;
     let noise_s = T::of_usize(k) * T::EPS * (kernel::sum_of_squares(u) + kernel::sum_of_squares(v));
     let noise_d = T::of_usize(kc) * T::EPS * kernel::sum_of_squares(c);

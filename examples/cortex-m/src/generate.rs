@@ -21,7 +21,9 @@ use core::panic::PanicInfo;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};
-use sd_attention::inference::{layer_state_bytes, state_len, step_workspace_len, CheckpointView, Decoder, DecoderState};
+use sd_attention::inference::{
+    layer_state_bytes, state_len, step_workspace_len, CheckpointView, Decoder, DecoderState,
+};
 use sd_attention::Error;
 
 /// The checkpoint, in flash, 8-byte aligned so that its `f32` parameters are read in place.
@@ -104,7 +106,10 @@ fn run(out: &mut Out) -> Result<(), Error> {
     let view = checkpoint.model::<f32>()?;
     let shape = *view.shape();
     if state_len(&shape)? != STATE_LEN || step_workspace_len(&shape)? > WORKSPACE_LEN {
-        return Err(Error::InvalidParameter { what: "firmware buffers", expected: "sized for the checkpoint" });
+        return Err(Error::InvalidParameter {
+            what: "firmware buffers",
+            expected: "sized for the checkpoint",
+        });
     }
     let mut state = [0.0f32; STATE_LEN];
     let mut workspace = [0.0f32; WORKSPACE_LEN];
@@ -113,7 +118,8 @@ fn run(out: &mut Out) -> Result<(), Error> {
     let before = clock();
     spin(CALIBRATION_LOOPS);
     let calibration = before.wrapping_sub(clock()) & 0xFF_FFFF;
-    let g = generation::generate(&mut decoder, &mut clock, &mut |_, logits| generation::argmax(logits) as u8)?;
+    let g =
+        generation::generate(&mut decoder, &mut clock, &mut |_, logits| generation::argmax(logits) as u8)?;
     let _ = write!(out, "SDA generate prompt ");
     let _ = hex(out, generation::PROMPT);
     let _ = write!(out, "\nSDA generate bytes ");

@@ -53,16 +53,17 @@ pub fn generate(
 ) -> Result<Generation, Error> {
     let mut run = Generation { text: [0; TEXT_LEN], steps: 0, refills: 0, step_ticks: 0 };
     let mut logits = [0.0f32; 256];
-    let mut step = |decoder: &mut Decoder<'_, '_, f32>, token: u8, logits: &mut [f32; 256], run: &mut Generation| {
-        let before = clock();
-        let result = decoder.step(token as usize).map(|l| logits.copy_from_slice(l));
-        let after = clock();
-        if result.is_ok() {
-            run.step_ticks += (before.wrapping_sub(after) & 0xFF_FFFF) as u64;
-            run.steps += 1;
-        }
-        result
-    };
+    let mut step =
+        |decoder: &mut Decoder<'_, '_, f32>, token: u8, logits: &mut [f32; 256], run: &mut Generation| {
+            let before = clock();
+            let result = decoder.step(token as usize).map(|l| logits.copy_from_slice(l));
+            let after = clock();
+            if result.is_ok() {
+                run.step_ticks += (before.wrapping_sub(after) & 0xFF_FFFF) as u64;
+                run.steps += 1;
+            }
+            result
+        };
     decoder.reset();
     run.text[..PROMPT.len()].copy_from_slice(PROMPT);
     for &byte in PROMPT {
