@@ -17,8 +17,9 @@
 //! ```
 //!
 //! These are the logits of the parallel forward at position `i` (the model is causal), up to the
-//! order of summation inside the attention read: projections, norms and MLP run through the same
-//! kernels row by row, so they round identically. Positions are learned absolute (or sinusoidal)
+//! order of summation inside the attention read and the tied unembedding (one token's products
+//! split their sums over vector lanes, `crate::linalg::vector`): projections, norms and MLP run
+//! through the same kernels row by row, so they round identically. Positions are learned absolute (or sinusoidal)
 //! with `context` rows: a prompt longer than the context, or a step at position `context`, is an
 //! [`Error::ContextOverflow`]; start again with [`Decoder::prefill`] (e.g. on the last part of the
 //! text) to continue past it.
@@ -36,6 +37,7 @@ use crate::attention::softmax::{default_scale, SoftmaxAttention};
 use crate::attention::Causality;
 use crate::linalg::dense::Update;
 use crate::linalg::microkernel::gemm_rows;
+use crate::linalg::vector::{combine_rows, dot_rows};
 use crate::model::embedding::{embed_forward, VOCAB};
 use crate::model::kinds::{AttentionKind, PositionKind};
 use crate::model::linear::product_rows;
@@ -312,19 +314,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                         let max = s.iter().fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
                         let total = T::exp_shifted_sum(s, max);
                         let out = &mut o[t * dh..(t + 1) * dh];
-                        gemm_rows(
-                            1,
-                            pos + 1,
-                            dh,
-                            T::one() / total,
-                            s,
-                            pos + 1,
-                            value_cache,
-                            dh,
-                            out,
-                            dh,
-                            false,
-                        );
+                        combine_rows(pos + 1, dh, T::one() / total, s, value_cache, dh, out);
                     }
                 }
             }
@@ -620,12 +610,12 @@ fn finish_block<T: Scalar>(
     Ok(())
 }
 
-/// `logits = f W_U` for one row: `W_U = E^T` (tied: each logit `sum_p E[v, p] f_p` in order, the
-/// model's `f E^T` product entry by entry) or the untied `d x 256` matrix.
+/// `logits = f W_U` for one row: `W_U = E^T` (tied: each logit the dot product `E[v] . f`, its sum
+/// split over vector lanes) or the untied `d x 256` matrix.
 fn unembed<T: Scalar>(shape: &ModelShape<'_>, embedding: &[T], unembedding: &[T], f: &[T], logits: &mut [T]) {
     let d = shape.d_model;
     if shape.tied_unembedding {
-        gemm_rows(VOCAB, d, 1, T::one(), embedding, d, f, 1, logits, 1, false);
+        dot_rows(VOCAB, d, T::one(), embedding, d, f, logits);
     } else {
         product_rows(1, d, VOCAB, f, unembedding, logits, Update::Overwrite);
     }
