@@ -268,7 +268,9 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
         for block in self.view.blocks() {
             let cache = take(&mut state_rest, layer_state_len(&shape, block.kind));
             norm_forward(shape.norm, 1, d, block.norm1, x, a, stats)?;
-            product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
+            // The layer's weights are read in the order they lie in memory (`theta`, then `W_V`,
+            // `W_O`, the MLP): one token's products stream them, and a forward stream is what the
+            // processor's prefetcher follows.
             match block.kind {
                 kind @ (AttentionKind::Linear | AttentionKind::LinearQk { .. }) => {
                     // Queries and keys are `w = qk_width` wide per head (`d_head` for the plain
@@ -280,6 +282,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (w_q, w_k) = block.theta.split_at(d * hq);
                     product_rows(1, d, hq, a, w_q, q, Update::Overwrite);
                     product_rows(1, d, hq, a, w_k, k, Update::Overwrite);
+                    product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
                     let eps = T::of_f64(DEFAULT_EPS);
                     for (t, sz) in cache.chunks_exact_mut(w * (dh + 1)).enumerate() {
                         let (s, z) = sz.split_at_mut(w * dh);
@@ -299,6 +302,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (keys, values) = cache.split_at_mut(h * w * c);
                     let (query, rest) = proj.split_at_mut(w);
                     project_step(&shape, &block, a, &mut rest[..proj_width(&shape, kind)], keys, pos);
+                    product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
                     let scale: T = default_scale(w);
                     for t in 0..h {
                         let value_cache = &mut values[t * c * dh..(t + 1) * c * dh];
