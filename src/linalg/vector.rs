@@ -52,7 +52,8 @@ fn dot<T: Scalar, const FUSED: bool>(row: &[T], x: &[T], alpha: T) -> T {
     let mut half = LANES / 2;
     while half > 0 {
         for l in 0..half {
-            acc[l] = acc[l] + acc[l + half];
+            let upper = acc[l + half];
+            acc[l] += upper;
         }
         half /= 2;
     }
