@@ -37,9 +37,10 @@ impl Bytes<'_> {
         }
     }
     fn kind(&mut self) -> AttentionKind {
-        match self.byte() % 3 {
+        match self.byte() % 4 {
             0 => AttentionKind::Softmax,
             1 => AttentionKind::Linear,
+            2 => AttentionKind::LinearQk { qk_width: self.dim(5) },
             _ => AttentionKind::Sd { routing_rank: self.dim(4), filtering_rank: self.dim(3) },
         }
     }
