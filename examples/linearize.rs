@@ -87,7 +87,9 @@ fn main() {
     let refit: u64 = f.get("refit", 100, "re-fit steps after linearizing (0: none)");
     let eval_windows: usize = f.get("eval-windows", 400, "validation windows (0 = all)");
     let svg = f.string("svg", "target/linearize.svg", "SVG plot output");
+    let threads = threads_flag(&mut f);
     f.finish("linearize: replace the first k attention layers by ELU+1 linear attention, S-D vs softmax");
+    use_threads(threads);
     if 2 * rank + filter != d_head {
         fail("needs 2 rank + filter = d-head (the linear layer keeps the head's query/key maps)");
     }

@@ -40,6 +40,15 @@
 //! * `alloc`: matrix products through `matrixmultiply`'s packed, cache-blocked kernels. They
 //!   allocate their packing buffers on every call, so this needs a global allocator.
 //!
+//! * `parallel` (implies `std`): runs independent work as tasks on rayon's *current* pool (the
+//!   global one, sized by `RAYON_NUM_THREADS`, or one the application `install`s; the crate never
+//!   builds a pool): sequences and heads of the attention sub-layers and multi-head kernels, row
+//!   blocks of the products and of the MLP, tiles of the weight-gradient products, chunks of
+//!   AdamW. The splits depend on the problem's sizes only and partial sums are added in a fixed
+//!   order, so results are bit-identical whatever the number of threads. Scratch is still the
+//!   caller's: the `*_workspace_len` functions then count one block of scratch per task (a
+//!   function of the sizes, not of the thread count).
+//!
 //! Without default features the crate is `#![no_std]`, needs neither an OS nor an allocator, and
 //! computes matrix products with an allocation-free portable kernel (row-wise axpy and dot loops
 //! that the compiler vectorizes for the target's compile-time features):
@@ -78,6 +87,7 @@ pub mod attention;
 mod error;
 pub mod linalg;
 pub mod model;
+mod parallel;
 pub mod rng;
 mod scalar;
 pub mod spectral;

@@ -492,9 +492,13 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         Ok(())
     }
 
+    /// With the `parallel` feature, the softmax and linear kinds run one task per sequence, each
+    /// with one sequence's scratch and its own partial parameter gradient (added to `d_params` in
+    /// sequence order afterwards): `batch (workspace_len(n) + param_len)`.
     fn batch_workspace_len(&self, batch: usize, n_tokens: usize) -> usize {
         match self.kind {
             AttentionKind::Sd { .. } => self.sd_workspace_len::<T>(batch, n_tokens),
+            _ if crate::parallel::ENABLED => batch.saturating_mul(self.sequence_task_len::<T>(n_tokens)),
             _ => AttentionSublayer::<T>::workspace_len(self, n_tokens),
         }
     }
@@ -514,6 +518,9 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         workspace: &mut [T],
     ) -> Result<()> {
         if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            if crate::parallel::ENABLED {
+                return self.forward_sequences(batch, n_tokens, params, input, values, out, cache, workspace);
+            }
             return forward_each(self, batch, n_tokens, params, input, values, out, cache, workspace);
         }
         let n = n_tokens;
@@ -547,6 +554,12 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         workspace: &mut [T],
     ) -> Result<()> {
         if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            if crate::parallel::ENABLED {
+                return self.backward_sequences(
+                    batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
+                    workspace,
+                );
+            }
             return backward_each(
                 self, batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
                 workspace,
@@ -575,6 +588,116 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
 }
 
 impl AttentionMixer {
+    /// One task's scratch in [`Self::forward_sequences`] / [`Self::backward_sequences`]: one
+    /// sequence's workspace and a partial parameter gradient.
+    fn sequence_task_len<T: Scalar>(&self, n: usize) -> usize {
+        AttentionSublayer::<T>::workspace_len(self, n).saturating_add(self.param_len_checked())
+    }
+
+    /// The softmax and linear kinds' batched forward with one task per sequence (`parallel`).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_sequences<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        let (d, hw) = (self.dims.d_model, self.heads_width());
+        check_matrix("out", out.len(), rows, hw)?;
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        check_workspace(
+            cache.len(),
+            cl.checked_mul(batch).ok_or(Error::DimensionOverflow { what: "cache" })?,
+        )?;
+        let task = self.sequence_task_len::<T>(n);
+        check_workspace(workspace.len(), AttentionSublayer::<T>::batch_workspace_len(self, batch, n))?;
+        if rows == 0 || hw == 0 || cl == 0 {
+            return forward_each(self, batch, n, params, input, values, out, cache, workspace);
+        }
+        let (out, cache, workspace) =
+            (&mut out[..rows * hw], &mut cache[..batch * cl], &mut workspace[..batch * task]);
+        crate::parallel::try_chunks3(out, n * hw, cache, cl, workspace, task, |b, out_b, cache_b, ws| {
+            let (x, v) = (&input[b * n * d..(b + 1) * n * d], &values[b * n * hw..(b + 1) * n * hw]);
+            AttentionSublayer::<T>::forward(self, n, params, x, v, out_b, cache_b, ws)
+        })
+    }
+
+    /// The softmax and linear kinds' batched backward with one task per sequence (`parallel`):
+    /// each writes its rows of `d_input`, `d_values` and its own partial `dL/dtheta`; the partials
+    /// are then added to `d_params` in sequence order.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sequences<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        let (d, hw) = (self.dims.d_model, self.heads_width());
+        check_matrix("d_out", d_out.len(), rows, hw)?;
+        check_matrix("d_input", d_input.len(), rows, d)?;
+        check_matrix("d_values", d_values.len(), rows, hw)?;
+        check_len("d_params", d_params.len(), params.len())?;
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        check_workspace(
+            cache.len(),
+            cl.checked_mul(batch).ok_or(Error::DimensionOverflow { what: "cache" })?,
+        )?;
+        check_workspace(workspace.len(), AttentionSublayer::<T>::batch_workspace_len(self, batch, n))?;
+        let task = self.sequence_task_len::<T>(n);
+        let p = params.len();
+        if rows == 0 || d == 0 || hw == 0 {
+            return backward_each(
+                self, batch, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
+            );
+        }
+        let (d_input, d_values, workspace) =
+            (&mut d_input[..rows * d], &mut d_values[..rows * hw], &mut workspace[..batch * task]);
+        crate::parallel::try_chunks3(
+            d_input,
+            n * d,
+            d_values,
+            n * hw,
+            workspace,
+            task,
+            |b, d_in, d_v, ws| {
+                let (partial, ws) = ws.split_at_mut(p);
+                partial.fill(T::zero());
+                let (x, v) = (&input[b * n * d..(b + 1) * n * d], &values[b * n * hw..(b + 1) * n * hw]);
+                let (c, g) = (&cache[b * cl..(b + 1) * cl], &d_out[b * n * hw..(b + 1) * n * hw]);
+                AttentionSublayer::<T>::backward(self, n, params, x, v, c, g, d_in, d_v, partial, ws)
+            },
+        )?;
+        // d_params += partial_b, b in order, for every element (elements split across tasks).
+        let workspace = &*workspace;
+        crate::parallel::chunks(d_params, crate::parallel::PARTIAL_CHUNK, |i, dst| {
+            let start = i * crate::parallel::PARTIAL_CHUNK;
+            for task_ws in workspace.chunks_exact(task) {
+                let len = dst.len();
+                for (x, &y) in dst.iter_mut().zip(&task_ws[start..start + len]) {
+                    *x += y;
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Scratch of the S-D paths for `batch` sequences of `n`: forward the side-by-side weights
     /// (`d_model w_h`, `w_h = h (2r + q)`), the wide product of all rows (`batch n w_h`), one
     /// sequence's head-major values and the softmax forward's workspace; backward the projection
@@ -590,6 +713,16 @@ impl AttentionMixer {
             .saturating_add(n.saturating_mul(self.heads_width()))
             .saturating_add(s.forward_workspace_len());
         let heads = self.head_scratch(n).saturating_add(s.backward_workspace_len());
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own head scratch (see `sd_forward`).
+            let fwd_task = n.saturating_mul(self.heads_width()).saturating_add(s.forward_workspace_len());
+            let forward = d
+                .saturating_mul(wide)
+                .saturating_add(all_rows)
+                .saturating_add(batch.saturating_mul(fwd_task));
+            let backward = all_rows.saturating_add(batch.saturating_mul(heads).max(self.weight_t_len()));
+            return forward.max(backward);
+        }
         let backward = all_rows.saturating_add(heads.max(self.weight_t_len()));
         forward.max(backward)
     }
@@ -620,8 +753,10 @@ impl AttentionMixer {
         let (proj, rest) = rest.split_at_mut(batch * n * wide);
         self.side_by_side(params, w_wide);
         product_rows(batch * n, d, wide, input, w_wide, proj, Update::Overwrite);
-        for b in 0..batch {
-            let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at_mut(lq);
+        let proj = &*proj;
+        // One sequence: its heads' queries and keys assembled into its cache, then its heads.
+        let sequence = |b: usize, cache_b: &mut [T], out_b: &mut [T], scratch: &mut [T]| {
+            let (q, rest_c) = cache_b.split_at_mut(lq);
             let (k, rest_c) = rest_c.split_at_mut(lk);
             let (out_cache, rest_c) = rest_c.split_at_mut(lo);
             let lse = &mut rest_c[..ll];
@@ -633,7 +768,18 @@ impl AttentionMixer {
                 sd_assemble(n, r, f, a, bb, c, &mut q[head.clone()], &mut k[head]);
             }
             let rows = b * n * hw..(b + 1) * n * hw;
-            self.heads_forward(n, q, k, &values[rows.clone()], &mut out[rows], out_cache, lse, rest)?;
+            self.heads_forward(n, q, k, &values[rows], out_b, out_cache, lse, scratch)
+        };
+        let (cache, out) = (&mut cache[..batch * cl], &mut out[..batch * n * hw]);
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own scratch (`sd_workspace_len`).
+            let task = n * hw + self.softmax::<T>(n).forward_workspace_len();
+            let rest = &mut rest[..batch * task];
+            return crate::parallel::try_chunks3(cache, cl, out, n * hw, rest, task, sequence);
+        }
+        for (b, (cache_b, out_b)) in cache.chunks_exact_mut(cl).zip(out.chunks_exact_mut(n * hw)).enumerate()
+        {
+            sequence(b, cache_b, out_b, rest)?;
         }
         Ok(())
     }
@@ -658,22 +804,34 @@ impl AttentionMixer {
         let cl = AttentionSublayer::<T>::cache_len(self, n);
         let [lq, lk, lo, ll] = self.cache_parts(n);
         let (d_all, scratch) = workspace.split_at_mut(batch * n * wide);
-        for b in 0..batch {
+        // One sequence's heads, into its rows of the projection gradients and of `d_values`.
+        let sequence = |b: usize, d_blocks: &mut [T], d_values_b: &mut [T], scratch: &mut [T]| {
             let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at(lq);
             let (k, rest_c) = rest_c.split_at(lk);
             let (out, rest_c) = rest_c.split_at(lo);
             let lse = &rest_c[..ll];
             let rows = b * n * hw..(b + 1) * n * hw;
-            let d_blocks = &mut d_all[b * n * wide..(b + 1) * n * wide];
             self.heads_backward(
                 n,
                 (q, k, out, lse),
                 &values[rows.clone()],
-                &d_out[rows.clone()],
-                &mut d_values[rows],
+                &d_out[rows],
+                d_values_b,
                 d_blocks,
                 scratch,
-            )?;
+            )
+        };
+        let d_values = &mut d_values[..batch * n * hw];
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own scratch (`sd_workspace_len`).
+            let task = self.head_scratch(n) + self.softmax::<T>(n).backward_workspace_len();
+            let tasks = &mut scratch[..batch * task];
+            crate::parallel::try_chunks3(d_all, n * wide, d_values, n * hw, tasks, task, sequence)?;
+        } else {
+            let blocks = d_all.chunks_exact_mut(n * wide).zip(d_values.chunks_exact_mut(n * hw));
+            for (b, (d_blocks, d_values_b)) in blocks.enumerate() {
+                sequence(b, d_blocks, d_values_b, &mut *scratch)?;
+            }
         }
         self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch);
         Ok(())

@@ -99,8 +99,27 @@ pub(crate) fn product_rows<T: Scalar>(
     c: &mut [T],
     update: Update,
 ) {
-    crate::linalg::microkernel::gemm_rows(m, k, n, T::one(), a, k, b, n, c, n, update == Update::Accumulate);
+    let acc = update == Update::Accumulate;
+    if crate::parallel::ENABLED
+        && m > PRODUCT_ROW_BLOCK
+        && n > 0
+        && m.saturating_mul(k).saturating_mul(n) >= 1 << 18
+    {
+        // Row blocks as separate tasks (with `parallel`): each entry is still the in-order sum of
+        // its `k` products, so the result is the same as one call's.
+        let (a, c) = (&a[..m * k], &mut c[..m * n]);
+        crate::parallel::chunks(c, PRODUCT_ROW_BLOCK * n, |i, c_blk| {
+            let rows = c_blk.len() / n;
+            let a_blk = &a[i * PRODUCT_ROW_BLOCK * k..(i * PRODUCT_ROW_BLOCK + rows) * k];
+            crate::linalg::microkernel::gemm_rows(rows, k, n, T::one(), a_blk, k, b, n, c_blk, n, acc);
+        });
+        return;
+    }
+    crate::linalg::microkernel::gemm_rows(m, k, n, T::one(), a, k, b, n, c, n, acc);
 }
+
+/// Rows per task of [`product_rows`] with the `parallel` feature.
+const PRODUCT_ROW_BLOCK: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@ use super::config::{ModelConfig, ParamCounts, PositionKind};
 use super::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use super::layout::ParamLayout;
 use super::linear::{linear_backward, linear_forward, product_rows};
+#[cfg(not(feature = "parallel"))]
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
@@ -82,6 +83,8 @@ pub struct Activations<T> {
     final_stats: Vec<T>,
     logits: Vec<T>,
     d_logits: Vec<T>,
+    /// Each row's loss term, summed in row order (`parallel` only; empty otherwise).
+    row_loss: Vec<T>,
     // Scratch.
     row_tmp: Vec<T>,
     d_resid: Vec<T>,
@@ -251,6 +254,7 @@ impl<T: Scalar> Model<T> {
             final_stats: zeros(norm_stats_len(rows)),
             logits: zeros(size(rows, VOCAB, 1)?),
             d_logits: zeros(size(rows, VOCAB, 1)?),
+            row_loss: zeros(if crate::parallel::ENABLED { rows } else { 0 }),
             row_tmp: zeros(rd),
             d_resid: zeros(rd),
             d_tmp: zeros(rd),
@@ -398,6 +402,15 @@ impl<T: Scalar> Model<T> {
                 &mut state.logits,
             )?;
         }
+        #[cfg(feature = "parallel")]
+        return super::loss::cross_entropy_rows(
+            VOCAB,
+            &state.logits,
+            targets,
+            &mut state.d_logits,
+            &mut state.row_loss,
+        );
+        #[cfg(not(feature = "parallel"))]
         cross_entropy(VOCAB, &state.logits, targets, &mut state.d_logits)
     }
 

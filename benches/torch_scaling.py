@@ -1,0 +1,178 @@
+"""Thread scaling, ours against PyTorch CPU eager at the same thread counts.
+
+For each thread count t (default 1, 2, 4, 8, 16) it times, in PyTorch (float32,
+torch.set_num_threads(t)):
+  * the training step of benches/torch_train.py (the cascade demo's S-D model, batch 16 x 128);
+  * causal softmax attention forward + backward, 8 heads of 64 at n = 2048
+    (scaled_dot_product_attention on 1 x 8 x 2048 x 64);
+  * causal ELU+1 linear attention forward + backward, the same shapes, in torch's chunked form
+    (masked 64 x 64 blocks plus prefix state, batched over heads; faster in torch than the cumsum
+    form of benches/torch_linear.py);
+and, with `--bench-dir DIR` (the crate's bench binaries, built with
+`cargo bench --no-run --features parallel --bench train --bench attention --bench linear_attention`,
+copied into DIR as train, attention, linear_attention), runs the same three on our side with
+RAYON_NUM_THREADS=t and reads criterion's medians. Prints one table; `--json FILE` also writes
+the numbers.
+
+    python3 benches/torch_scaling.py --threads 1,2 --bench-dir target/release/deps-copies
+"""
+import argparse
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import torch_train as tt  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+N, H, DH = 2048, 8, 64
+
+
+def median_seconds(run, min_reps=5, budget=2.0):
+    for _ in range(2):
+        run()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < 100):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_step_fn(corpus):
+    torch.manual_seed(0)
+    text = torch.frombuffer(bytearray((pathlib.Path(corpus) / "train.txt").read_bytes()), dtype=torch.uint8)
+    model = tt.SdModel()
+    decay = [p for name, p in model.named_parameters() if name not in ("emb", "pos") and not name.startswith("b")]
+    no_decay = [p for name, p in model.named_parameters() if name in ("emb", "pos") or name.startswith("b")]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=3e-3, betas=(0.9, 0.95), eps=1e-8,
+    )
+    gen = torch.Generator().manual_seed(1)
+
+    def step():
+        starts = torch.randint(0, len(text) - tt.CTX - 1, (tt.BATCH,), generator=gen)
+        idx = starts[:, None] + torch.arange(tt.CTX + 1)[None, :]
+        window = text[idx].long()
+        opt.zero_grad(set_to_none=True)
+        loss = model(window[:, :-1], window[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def softmax_fn():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, H, N, DH, generator=g).requires_grad_() for _ in range(3))
+    d_out = torch.randn(1, H, N, DH, generator=g)
+
+    def run():
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out.backward(d_out)
+        q.grad = k.grad = v.grad = None
+
+    return run
+
+
+def phi(x):
+    return F.elu(x) + 1.0
+
+
+def linear_chunked(q, k, v, eps=1e-6, chunk=64):
+    h, n, d = q.shape
+    fq, fk = phi(q).view(h, n // chunk, chunk, d), phi(k).view(h, n // chunk, chunk, d)
+    vc = v.view(h, n // chunk, chunk, -1)
+    kv = fk.transpose(-1, -2) @ vc
+    s_prev = kv.cumsum(1) - kv
+    fks = fk.sum(2)
+    z_prev = (fks.cumsum(1) - fks).unsqueeze(-1)
+    mask = torch.ones(chunk, chunk).tril()
+    weights = (fq @ fk.transpose(-1, -2)) * mask
+    num = fq @ s_prev + weights @ vc
+    den = fq @ z_prev + weights.sum(-1, keepdim=True) + eps
+    return (num / den).view(h, n, -1)
+
+
+def linear_fn():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(H, N, DH, generator=g).requires_grad_() for _ in range(3))
+    d_out = torch.randn(H, N, DH, generator=g)
+
+    def run():
+        out = linear_chunked(q, k, v)
+        out.backward(d_out)
+        q.grad = k.grad = v.grad = None
+
+    return run
+
+
+def ours(bench_dir, out_dir, threads, binary, filt, args):
+    """Runs one of our criterion bench binaries with RAYON_NUM_THREADS; returns its median (s)."""
+    home = pathlib.Path(out_dir) / f"criterion-t{threads}"
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CRITERION_HOME=str(home))
+    cmd = [str(pathlib.Path(bench_dir) / binary), "--bench", filt, "--noplot"] + args
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    found = [p for p in home.rglob("new/estimates.json") if filt.split("/")[0] in str(p)]
+    if not found:
+        return None
+    latest = max(found, key=lambda p: p.stat().st_mtime)
+    return json.loads(latest.read_text())["median"]["point_estimate"] * 1e-9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2,4,8,16")
+    ap.add_argument("--bench-dir", default=None)
+    ap.add_argument("--out-dir", default="target/scaling")
+    ap.add_argument("--corpus", default=str(ROOT / "data/shakespeare"))
+    ap.add_argument("--criterion-args", default="--warm-up-time 1 --measurement-time 3")
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds of torch timing per cell")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+    crit = a.criterion_args.split()
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        row = {"threads": t}
+        row["torch_train"] = median_seconds(train_step_fn(a.corpus), budget=a.budget)
+        row["torch_softmax"] = median_seconds(softmax_fn(), budget=a.budget)
+        row["torch_linear"] = median_seconds(linear_fn(), budget=a.budget)
+        if a.bench_dir:
+            os.environ["SDA_CORPUS"] = a.corpus
+            row["ours_train"] = ours(a.bench_dir, a.out_dir, t, "train", "sd_demo_step", crit)
+            row["ours_softmax"] = ours(a.bench_dir, a.out_dir, t, "attention", "multihead_softmax_causal_f32", crit)
+            row["ours_linear"] = ours(a.bench_dir, a.out_dir, t, "linear_attention", "linear_multihead_causal_f32", crit)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\ntorch {torch.__version__}; float32; times in ms (medians); ratio = torch / ours (> 1: we are faster)")
+    for part, label in [("train", "training step, S-D demo, batch 16 x 128"),
+                        ("softmax", "causal softmax attention fwd+bwd, 8 x 64 heads, n 2048"),
+                        ("linear", "causal ELU+1 linear attention fwd+bwd, 8 x 64 heads, n 2048 (torch chunked)")]:
+        print(f"\n{label}\n| threads | ours ms | torch ms | ratio | ours speed-up vs 1 thread |\n|---|---|---|---|---|")
+        base = rows[0].get(f"ours_{part}")
+        for r in rows:
+            o, tt_ = r.get(f"ours_{part}"), r[f"torch_{part}"]
+            if o:
+                print(f"| {r['threads']} | {o * 1e3:.2f} | {tt_ * 1e3:.2f} | {tt_ / o:.2f}x | {base / o:.2f}x |")
+            else:
+                print(f"| {r['threads']} | - | {tt_ * 1e3:.2f} | - | - |")
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
