@@ -36,8 +36,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 N, H, DH = 2048, 8, 64
 
 
-def median_seconds(run, min_reps=5, budget=2.0):
-    for _ in range(2):
+def median_seconds(run, min_reps=5, budget=2.0, warmup=2):
+    for _ in range(warmup):
         run()
     times = []
     start = time.perf_counter()
@@ -106,17 +106,48 @@ def linear_chunked(q, k, v, eps=1e-6, chunk=64):
     return (num / den).view(h, n, -1)
 
 
-def linear_fn():
+def linear_cumsum(q, k, v, eps=1e-6):
+    """The cumulative-sum form of benches/torch_linear.py, batched over heads."""
+    fq, fk = phi(q), phi(k)
+    kv = torch.einsum("hnd,hne->hnde", fk, v).cumsum(1)
+    z = fk.cumsum(1)
+    num = torch.einsum("hnd,hnde->hne", fq, kv)
+    den = (fq * z).sum(-1, keepdim=True) + eps
+    return num / den
+
+
+def linear_fn(form=None):
+    form = form or linear_chunked
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(H, N, DH, generator=g).requires_grad_() for _ in range(3))
     d_out = torch.randn(H, N, DH, generator=g)
 
     def run():
-        out = linear_chunked(q, k, v)
+        out = form(q, k, v)
         out.backward(d_out)
         q.grad = k.grad = v.grad = None
 
     return run
+
+
+def torch_parts(corpus, budget):
+    """The training step's forward, and forward + backward, in torch (to compare with the parts
+    benches/train.rs times: sd_demo_forward, sd_demo_forward_backward)."""
+    text = torch.frombuffer(bytearray((pathlib.Path(corpus) / "train.txt").read_bytes()), dtype=torch.uint8)
+    model = tt.SdModel()
+    window = text[: tt.BATCH * (tt.CTX + 1)].long().view(tt.BATCH, tt.CTX + 1)
+    tokens, targets = window[:, :-1], window[:, 1:]
+
+    def forward():
+        with torch.no_grad():
+            model(tokens, targets)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        model(tokens, targets).backward()
+
+    return {"torch_forward": median_seconds(forward, budget=budget),
+            "torch_forward_backward": median_seconds(forward_backward, budget=budget)}
 
 
 def ours(bench_dir, out_dir, threads, binary, filt, args):
@@ -141,6 +172,10 @@ def main():
     ap.add_argument("--criterion-args", default="--warm-up-time 1 --measurement-time 3")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of torch timing per cell")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cumsum", action="store_true",
+                    help="also time the cumsum form of linear attention (slow: the documented peer of torch_linear.py)")
+    ap.add_argument("--parts", action="store_true",
+                    help="also time torch's forward and forward+backward of the training step at the first thread count")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     crit = a.criterion_args.split()
@@ -151,11 +186,16 @@ def main():
         row["torch_train"] = median_seconds(train_step_fn(a.corpus), budget=a.budget)
         row["torch_softmax"] = median_seconds(softmax_fn(), budget=a.budget)
         row["torch_linear"] = median_seconds(linear_fn(), budget=a.budget)
+        if a.cumsum:
+            # Seconds per call at n = 2048 x 8 heads: one warm-up call and one timed.
+            row["torch_linear_cumsum"] = median_seconds(linear_fn(linear_cumsum), min_reps=1, budget=0, warmup=1)
         if a.bench_dir:
             os.environ["SDA_CORPUS"] = a.corpus
             row["ours_train"] = ours(a.bench_dir, a.out_dir, t, "train", "sd_demo_step", crit)
             row["ours_softmax"] = ours(a.bench_dir, a.out_dir, t, "attention", "multihead_softmax_causal_f32", crit)
             row["ours_linear"] = ours(a.bench_dir, a.out_dir, t, "linear_attention", "linear_multihead_causal_f32", crit)
+        if a.parts and t == threads[0]:
+            row.update(torch_parts(a.corpus, a.budget))
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\ntorch {torch.__version__}; float32; times in ms (medians); ratio = torch / ours (> 1: we are faster)")
@@ -170,6 +210,16 @@ def main():
                 print(f"| {r['threads']} | {o * 1e3:.2f} | {tt_ * 1e3:.2f} | {tt_ / o:.2f}x | {base / o:.2f}x |")
             else:
                 print(f"| {r['threads']} | - | {tt_ * 1e3:.2f} | - | - |")
+    if a.cumsum:
+        print("\nlinear attention, torch cumsum form (one timed call)\n| threads | ours ms | torch cumsum ms | ratio |\n|---|---|---|---|")
+        for r in rows:
+            o = r.get("ours_linear")
+            print(f"| {r['threads']} | {o * 1e3 if o else float('nan'):.2f} | {r['torch_linear_cumsum'] * 1e3:.1f} | "
+                  f"{r['torch_linear_cumsum'] / o if o else float('nan'):.1f}x |")
+    if "torch_forward" in rows[0]:
+        r = rows[0]
+        print(f"\nparts at {r['threads']} thread(s), torch ms: forward (no_grad) {r['torch_forward'] * 1e3:.2f}, "
+              f"forward+backward {r['torch_forward_backward'] * 1e3:.2f}, step {r['torch_train'] * 1e3:.2f}")
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=1))
 

@@ -83,7 +83,8 @@ pub struct Activations<T> {
     final_stats: Vec<T>,
     logits: Vec<T>,
     d_logits: Vec<T>,
-    /// Each row's loss term, summed in row order (`parallel` only; empty otherwise).
+    /// Each row's loss term, summed in row order (`parallel` only).
+    #[cfg(feature = "parallel")]
     row_loss: Vec<T>,
     // Scratch.
     row_tmp: Vec<T>,
@@ -254,7 +255,8 @@ impl<T: Scalar> Model<T> {
             final_stats: zeros(norm_stats_len(rows)),
             logits: zeros(size(rows, VOCAB, 1)?),
             d_logits: zeros(size(rows, VOCAB, 1)?),
-            row_loss: zeros(if crate::parallel::ENABLED { rows } else { 0 }),
+            #[cfg(feature = "parallel")]
+            row_loss: zeros(rows),
             row_tmp: zeros(rd),
             d_resid: zeros(rd),
             d_tmp: zeros(rd),
