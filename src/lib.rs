@@ -49,6 +49,12 @@
 //!   caller's: the `*_workspace_len` functions then count one block of scratch per task (a
 //!   function of the sizes, not of the thread count).
 //!
+//! On x86-64 with `std`, the hot loops (fused softmax tiles, `exp`, GELU, the register-blocked
+//! product, AdamW, the S-D assembly) run in an AVX-512, AVX2/FMA or portable variant, chosen once
+//! from what the CPU has. The environment variable `SD_ATTENTION_ISA=portable|avx2|avx512` lowers
+//! that choice (to test or compare the variants on one machine); a request above what the CPU has
+//! is clamped to what it has, and an unknown value is ignored.
+//!
 //! Without default features the crate is `#![no_std]`, needs neither an OS nor an allocator, and
 //! computes matrix products with an allocation-free portable kernel (row-wise axpy and dot loops
 //! that the compiler vectorizes for the target's compile-time features):
@@ -93,6 +99,7 @@ mod scalar;
 pub mod spectral;
 pub mod testing;
 pub mod train;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

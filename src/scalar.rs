@@ -70,7 +70,7 @@ pub trait Scalar:
     fn f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 
     /// `a * b + c`: one fused multiply-add when `FUSED` (callers instantiate it only where the
-    /// target has FMA, inside `target_feature` code, so that it is one instruction), else a product
+    /// target has FMA, inside the FMA variants of `crate::arch`, so that it is one instruction), else a product
     /// and a sum with two roundings. Without `std` it is always the latter.
     fn multiply_add<const FUSED: bool>(a: Self, b: Self, c: Self) -> Self;
 

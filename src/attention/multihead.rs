@@ -7,6 +7,7 @@
 use super::sd::{AttentionHead, HeadGrads};
 use super::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::error::{check_len, check_matrix, check_workspace};
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// `dst = src` for two rows of equal length; rows that are a multiple of 8 elements long (head
@@ -100,43 +101,30 @@ fn heads_body<T: Scalar, const SPLIT: bool>(n: usize, h: usize, width: usize, sr
     }
 }
 
-/// [`heads_body`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn heads_avx2<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+crate::arch::multiversion! {
+    /// The `f32` path of [`split_heads`] (`split`) / [`merge_heads`] in the variant `isa` (copies
+    /// only: identical results in every one).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
+    fn heads_isa(split: bool, n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]);
+    avx512("avx512f") => heads_either(split, n, h, width, src, dst);
+    avx2("avx2") => heads_either(split, n, h, width, src, dst);
+    portable => heads_either(split, n, h, width, src, dst);
 }
 
-/// [`heads_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f")]
-unsafe fn heads_avx512<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+/// [`heads_body`] in `f32`, splitting or merging.
+#[inline(always)]
+fn heads_either(split: bool, n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
+    if split {
+        heads_body::<f32, true>(n, h, width, src, dst)
+    } else {
+        heads_body::<f32, false>(n, h, width, src, dst)
+    }
 }
 
-/// The `f32` path of [`split_heads`] / [`merge_heads`], dispatched to the widest instruction set.
+/// The `f32` path of [`split_heads`] / [`merge_heads`], in the variant [`crate::arch`] chooses.
 #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the model (alloc)
 fn heads_f32<const SPLIT: bool>(n: usize, h: usize, width: usize, src: &[f32], dst: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-        return unsafe { heads_avx512::<SPLIT>(n, h, width, src, dst) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected (the only precondition).
-            return unsafe { heads_avx2::<SPLIT>(n, h, width, src, dst) };
-        }
-    }
-    heads_body::<f32, SPLIT>(n, h, width, src, dst)
+    heads_isa(crate::arch::isa(), SPLIT, n, h, width, src, dst)
 }
 
 fn packed(what: &'static str, n_heads: usize, width: usize) -> Result<usize> {
@@ -154,9 +142,9 @@ pub struct MultiHeadSoftmax<T> {
 }
 
 impl<T: Scalar> MultiHeadSoftmax<T> {
-    fn gathered_len(&self) -> usize {
+    fn gathered_req(&self) -> Req {
         let h = &self.head;
-        h.d_k.saturating_add(h.d_v).saturating_mul(2).saturating_mul(h.n_tokens)
+        Req::new(h.d_k).and(Req::new(h.d_v)).times(2).times(h.n_tokens)
     }
 
     /// Workspace elements of [`forward`](Self::forward): `n (2 d_k + 2 d_v)` plus one head's.
@@ -176,14 +164,13 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
     }
 
     fn forward_head_len(&self) -> usize {
-        self.gathered_len().saturating_add(self.head.forward_workspace_len())
+        self.gathered_req().and(Req::new(self.head.forward_workspace_len())).saturating()
     }
 
     fn backward_head_len(&self) -> usize {
         let h = &self.head;
-        let grads =
-            h.d_k.saturating_mul(2).saturating_add(h.d_v.saturating_mul(3)).saturating_mul(h.n_tokens);
-        self.gathered_len().saturating_add(grads).saturating_add(h.backward_workspace_len())
+        let grads = Req::array(h.d_k, 2).and(Req::array(h.d_v, 3)).times(h.n_tokens);
+        Req::all_of([self.gathered_req(), grads, Req::new(h.backward_workspace_len())]).saturating()
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (4 d_k + 5 d_v)` plus one head's.
@@ -344,13 +331,15 @@ impl<T: Scalar> MultiHead<T> {
 
     /// Workspace elements of [`forward`](Self::forward) for `n_tokens`: `n d_v` plus one head's.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        n_tokens.saturating_mul(self.head.d_v).saturating_add(self.head.forward_workspace_len(n_tokens))
+        Req::array(n_tokens, self.head.d_v)
+            .and(Req::new(self.head.forward_workspace_len(n_tokens)))
+            .saturating()
     }
 
     /// Workspace elements of [`backward`](Self::backward): `n (2 d_v + d_model)` plus one head's.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        let own = self.head.d_v.saturating_mul(2).saturating_add(self.head.d_model).saturating_mul(n_tokens);
-        own.saturating_add(self.head.backward_workspace_len(n_tokens))
+        let own = Req::array(self.head.d_v, 2).and(Req::new(self.head.d_model)).times(n_tokens);
+        own.and(Req::new(self.head.backward_workspace_len(n_tokens))).saturating()
     }
 
     fn check(&self, params: &[T]) -> Result<usize> {
@@ -378,7 +367,7 @@ impl<T: Scalar> MultiHead<T> {
         if n == 0 {
             return Ok(());
         }
-        let (out_h, rest) = workspace.split_at_mut(n * d_v);
+        let ([out_h], rest) = carve(workspace, [n * d_v])?;
         for t in 0..self.n_heads {
             let head_params = &params[t * p..(t + 1) * p];
             self.head.forward(n, x, head_params, out_h, &mut lse[t * n..(t + 1) * n], rest)?;
@@ -415,9 +404,7 @@ impl<T: Scalar> MultiHead<T> {
             grads.d_params.fill(T::zero()); // no tokens: every gradient is zero
             return Ok(());
         }
-        let (out_h, rest) = workspace.split_at_mut(n * d_v);
-        let (d_out_h, rest) = rest.split_at_mut(n * d_v);
-        let (d_x_h, rest) = rest.split_at_mut(n * d);
+        let ([out_h, d_out_h, d_x_h], rest) = carve(workspace, [n * d_v, n * d_v, n * d])?;
         for t in 0..self.n_heads {
             gather(n, out_cols, t * d_v, d_v, out, out_h);
             gather(n, out_cols, t * d_v, d_v, d_out, d_out_h);
@@ -443,11 +430,12 @@ impl<T: Scalar> MultiHead<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
     /// [`split_heads`] and [`merge_heads`] against [`gather`] / [`scatter`] head by head, f32
-    /// (every variant the CPU has, called directly) and f64, widths that are and are not multiples
+    /// (every variant the CPU has, whatever the dispatch chooses) and f64, widths that are and are not multiples
     /// of 8; a round trip is the identity.
     #[test]
     fn split_and_merge_heads_match_gather_and_scatter() {
@@ -457,27 +445,18 @@ mod tests {
             for t in 0..h {
                 gather(n, h * width, t * width, width, &src, &mut expect[t * n * width..(t + 1) * n * width]);
             }
-            type Variant = fn(usize, usize, usize, &[f32], &mut [f32]);
-            let mut variants: Vec<(&str, Variant, Variant)> = vec![
-                ("portable", heads_body::<f32, true>, heads_body::<f32, false>),
-                ("dispatched", split_heads, merge_heads),
-            ];
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY (both): the CPU has AVX2, just detected.
+            type Variant = Box<dyn Fn(usize, usize, usize, &[f32], &mut [f32])>;
+            let mut variants: Vec<(&str, Variant, Variant)> =
+                vec![("dispatched", Box::new(split_heads::<f32>), Box::new(merge_heads::<f32>))];
+            for isa in crate::arch::available() {
                 variants.push((
-                    "avx2",
-                    |n, h, w, s, d| unsafe { heads_avx2::<true>(n, h, w, s, d) },
-                    |n, h, w, s, d| unsafe { heads_avx2::<false>(n, h, w, s, d) },
-                ));
-            }
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY (both): the CPU has AVX-512F, just detected.
-                variants.push((
-                    "avx512",
-                    |n, h, w, s, d| unsafe { heads_avx512::<true>(n, h, w, s, d) },
-                    |n, h, w, s, d| unsafe { heads_avx512::<false>(n, h, w, s, d) },
+                    isa.name(),
+                    Box::new(move |n: usize, h: usize, w: usize, s: &[f32], d: &mut [f32]| {
+                        heads_isa(isa, true, n, h, w, s, d)
+                    }),
+                    Box::new(move |n: usize, h: usize, w: usize, s: &[f32], d: &mut [f32]| {
+                        heads_isa(isa, false, n, h, w, s, d)
+                    }),
                 ));
             }
             for (name, split, merge) in variants {

@@ -73,47 +73,21 @@ fn exp_shifted_sum_body<const FUSED: bool>(x: &mut [f32], shift: f32) -> f32 {
     acc.iter().fold(tail, |s, &a| s + a)
 }
 
-/// The body compiled for AVX2 with FMA, its multiply-adds fused (one rounding each instead of two).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_sum_body::<true>(x, shift)
-}
-
-/// [`exp_shifted_sum_body`] compiled for AVX-512 (with FMA).
-///
-/// # Safety
-/// The CPU must support AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn exp_shifted_sum_avx512(x: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_sum_body::<true>(x, shift)
+crate::arch::multiversion! {
+    /// [`exp_shifted_sum_f32`] in the variant `isa`: AVX-512 or AVX2 with their multiply-adds fused
+    /// (one rounding each instead of two), or portable (unfused).
+    fn exp_shifted_sum_isa(x: &mut [f32], shift: f32) -> f32;
+    avx512("avx512f,fma") => exp_shifted_sum_body::<true>(x, shift);
+    avx2("avx2,fma") => exp_shifted_sum_body::<true>(x, shift);
+    portable => exp_shifted_sum_body::<false>(x, shift);
 }
 
 /// `x_i = e^{x_i - shift}` for every element, in `f32`, returning `sum_i x_i` (see the module
-/// documentation for accuracy). With the `std` feature on x86-64 the loop runs in AVX-512 (when
-/// the compiler is Rust 1.89 or newer, see build.rs) or AVX2/FMA when the CPU has them (detected at
-/// run time, like `matrixmultiply`); otherwise in the target's compile-time features.
+/// documentation for accuracy). The loop runs in the variant [`crate::arch`] chooses: AVX-512 or
+/// AVX2 with FMA when the CPU has them (with `std` on x86-64), otherwise in the target's
+/// compile-time features.
 pub(crate) fn exp_shifted_sum_f32(x: &mut [f32], shift: f32) -> f32 {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
-        // features, which were just detected.
-        return unsafe { exp_shifted_sum_avx512(x, shift) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if crate::arch::has_avx2_fma() {
-            // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
-            // features, which were just detected.
-            return unsafe { exp_shifted_sum_avx2(x, shift) };
-        }
-    }
-    exp_shifted_sum_body::<false>(x, shift)
+    exp_shifted_sum_isa(crate::arch::isa(), x, shift)
 }
 
 /// The loop of [`exp_sub_accumulate_f32`], shared by every instruction-set variant.
@@ -126,45 +100,19 @@ fn exp_sub_accumulate_body<const FUSED: bool>(x: &mut [f32], shift: &[f32], sum:
     }
 }
 
-/// [`exp_sub_accumulate_body`] compiled for AVX2 with FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_sub_accumulate_avx2(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
-    exp_sub_accumulate_body::<true>(x, shift, sum)
-}
-
-/// [`exp_sub_accumulate_body`] compiled for AVX-512 (with FMA).
-///
-/// # Safety
-/// The CPU must support AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn exp_sub_accumulate_avx512(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
-    exp_sub_accumulate_body::<true>(x, shift, sum)
+crate::arch::multiversion! {
+    /// [`exp_sub_accumulate_f32`] in the variant `isa` (fused multiply-adds in the AVX variants).
+    fn exp_sub_accumulate_isa(x: &mut [f32], shift: &[f32], sum: &mut [f32]);
+    avx512("avx512f,fma") => exp_sub_accumulate_body::<true>(x, shift, sum);
+    avx2("avx2,fma") => exp_sub_accumulate_body::<true>(x, shift, sum);
+    portable => exp_sub_accumulate_body::<false>(x, shift, sum);
 }
 
 /// `x_i = e^{x_i - shift_i}` and `sum_i += x_i` over the common length of the three slices, in
 /// `f32` (accuracy and dispatch as [`exp_shifted_sum_f32`]): one row of a transposed logit tile,
 /// whose columns are queries with their own shifts and running sums.
 pub(crate) fn exp_sub_accumulate_f32(x: &mut [f32], shift: &[f32], sum: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has the features, just detected (the only precondition).
-        return unsafe { exp_sub_accumulate_avx512(x, shift, sum) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if crate::arch::has_avx2_fma() {
-            // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
-            // features, which were just detected.
-            return unsafe { exp_sub_accumulate_avx2(x, shift, sum) };
-        }
-    }
-    exp_sub_accumulate_body::<false>(x, shift, sum)
+    exp_sub_accumulate_isa(crate::arch::isa(), x, shift, sum)
 }
 
 /// `x_i = e^{x_i - shift_i}`, `sum_i += x_i` in `f64`, by `libm::exp`.
@@ -196,43 +144,18 @@ fn tanh_body<const FUSED: bool>(x: &mut [f32]) {
     }
 }
 
-/// The tanh loop compiled for AVX2 with FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tanh_avx2(x: &mut [f32]) {
-    tanh_body::<true>(x)
+crate::arch::multiversion! {
+    /// [`tanh_in_place_f32`] in the variant `isa` (fused multiply-adds in the AVX variants).
+    fn tanh_in_place_isa(x: &mut [f32]);
+    avx512("avx512f,fma") => tanh_body::<true>(x);
+    avx2("avx2,fma") => tanh_body::<true>(x);
+    portable => tanh_body::<false>(x);
 }
 
-/// The tanh loop compiled for AVX-512 (with FMA).
-///
-/// # Safety
-/// The CPU must support AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn tanh_avx512(x: &mut [f32]) {
-    tanh_body::<true>(x)
-}
-
-/// `x_i = tanh(x_i)` in `f32` (see [`tanh1`] for accuracy), vectorized like
-/// [`exp_shifted_sum_f32`] (AVX-512 or AVX2/FMA detected at run time with `std` on x86-64).
+/// `x_i = tanh(x_i)` in `f32` (see [`tanh1`] for accuracy), in the variant [`crate::arch`]
+/// chooses, like [`exp_shifted_sum_f32`].
 pub(crate) fn tanh_in_place_f32(x: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has the features, just detected (the only precondition).
-        return unsafe { tanh_avx512(x) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if crate::arch::has_avx2_fma() {
-            // SAFETY: the CPU has the features, just detected (the only precondition).
-            return unsafe { tanh_avx2(x) };
-        }
-    }
-    tanh_body::<false>(x)
+    tanh_in_place_isa(crate::arch::isa(), x)
 }
 
 /// `x_i = tanh(x_i)` in `f64` by `libm::tanh` (the reference precision).
@@ -346,33 +269,27 @@ mod tests {
         assert_eq!(sums64, x64);
     }
 
-    /// Each instruction-set variant the CPU has (AVX2/FMA, and AVX-512 when compiled in), called
-    /// directly rather than through the dispatch, which only reaches the widest one: the same
-    /// bounds as above against libm.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    /// Each instruction-set variant the CPU has (portable, AVX2/FMA, and AVX-512 when compiled
+    /// in), whatever the dispatch chooses: the same bounds as above against libm, for `exp`,
+    /// the per-element shift and `tanh`.
     #[test]
     fn every_instruction_set_variant_matches_libm() {
-        type Variant = (fn(&mut [f32], f32) -> f32, fn(&mut [f32]));
-        let mut variants: std::vec::Vec<(&str, Variant)> = std::vec::Vec::new();
-        if crate::arch::has_avx2_fma() {
-            // SAFETY (both closures): the CPU has AVX2 and FMA, just detected.
-            variants
-                .push(("avx2", (|x, s| unsafe { exp_shifted_sum_avx2(x, s) }, |x| unsafe { tanh_avx2(x) })));
-        }
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY (both closures): the CPU has AVX-512F and FMA, just detected.
-            variants.push((
-                "avx512",
-                (|x, s| unsafe { exp_shifted_sum_avx512(x, s) }, |x| unsafe { tanh_avx512(x) }),
-            ));
-        }
-        for (name, (exp, tanh)) in variants {
-            let worst = worst_error(exp);
+        for isa in crate::arch::available() {
+            let name = isa.name();
+            let worst = worst_error(|x, s| exp_shifted_sum_isa(isa, x, s));
             assert!(worst < 3.0 * f32::EPSILON as f64, "{name}: exp worst relative error {worst}");
+            let x: [f32; 45] = core::array::from_fn(|i| (i as f32 * 0.73).sin() * 30.0);
+            let shift: [f32; 45] = core::array::from_fn(|i| (i % 5) as f32 - 2.0);
+            let (mut values, mut sums) = (x, [1.0f32; 45]);
+            exp_sub_accumulate_isa(isa, &mut values, &shift, &mut sums);
+            for i in 0..45 {
+                let exact = libm::exp(x[i] as f64 - shift[i] as f64);
+                assert!((values[i] as f64 - exact).abs() <= 3.0 * f32::EPSILON as f64 * exact, "{name} {i}");
+                assert_eq!(sums[i], 1.0 + values[i]);
+            }
             let mut grid: std::vec::Vec<f32> = (0..20_011).map(|i| (i as f32 - 10_000.0) * 0.001_3).collect();
             let exact: std::vec::Vec<f64> = grid.iter().map(|&x| libm::tanh(x as f64)).collect();
-            tanh(&mut grid);
+            tanh_in_place_isa(isa, &mut grid);
             let worst = grid.iter().zip(&exact).map(|(&t, &e)| (t as f64 - e).abs()).fold(0.0, f64::max);
             assert!(worst <= 3.0 * f32::EPSILON as f64, "{name}: tanh worst absolute error {worst}");
         }

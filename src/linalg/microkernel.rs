@@ -190,73 +190,29 @@ fn band<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
 /// and a broadcast fit the vector registers (32 for AVX-512, 16 for AVX2): `f32` AVX-512 8 x 32
 /// (16 zmm), AVX2 6 x 16 (12 ymm); `f64` half as wide; portable 4 x 8.
 macro_rules! instruction_set_variants {
-    ($t:ty, $avx512:ident, $avx2:ident, $portable:ident, $dispatch:ident, $w512:expr, $w2:expr) => {
-        /// [`product`] compiled for AVX-512 with FMA.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512F and FMA.
-        #[cfg(sda_avx512)]
-        #[allow(clippy::incompatible_msrv, clippy::too_many_arguments)] // Rust >= 1.89 only (build.rs)
-        #[target_feature(enable = "avx512f,fma")]
-        pub(crate) unsafe fn $avx512(
-            m: usize,
-            k: usize,
-            n: usize,
-            alpha: $t,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+    ($t:ty, $isa:ident, $dispatch:ident, $w512:expr, $w2:expr) => {
+        crate::arch::multiversion! {
+            /// [`product`] in the variant `isa`: AVX-512 or AVX2 with FMA, or portable (unfused).
+            pub(crate) fn $isa(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: $t,
+                a: &[$t],
+                lda: usize,
+                b: &[$t],
+                ldb: usize,
+                c: &mut [$t],
+                ldc: usize,
+                accumulate: bool,
+            );
+            avx512("avx512f,fma") => product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            avx2("avx2,fma") => product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            portable => product::<$t, false, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
         }
 
-        /// [`product`] compiled for AVX2 with FMA.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2 and FMA.
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        #[allow(clippy::too_many_arguments)]
-        #[target_feature(enable = "avx2,fma")]
-        pub(crate) unsafe fn $avx2(
-            m: usize,
-            k: usize,
-            n: usize,
-            alpha: $t,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
-        }
-
-        /// [`product`] in the target's compile-time features, unfused.
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $portable(
-            m: usize,
-            k: usize,
-            n: usize,
-            alpha: $t,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            product::<$t, false, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
-        }
-
-        /// The widest variant the CPU runs (see the module documentation); operands already checked
-        /// by [`gemm_rows`].
+        /// [`product`] in the variant [`crate::arch`] chooses (see the module documentation);
+        /// operands already checked by [`gemm_rows`].
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $dispatch(
             m: usize,
@@ -271,39 +227,13 @@ macro_rules! instruction_set_variants {
             ldc: usize,
             accumulate: bool,
         ) {
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY: the CPU has AVX-512F and FMA, just detected (the only precondition).
-                return unsafe { $avx512(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate) };
-            }
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if crate::arch::has_avx2_fma() {
-                // SAFETY: the CPU has AVX2 and FMA, just detected (the only precondition).
-                return unsafe { $avx2(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate) };
-            }
-            $portable(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            $isa(crate::arch::isa(), m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
         }
     };
 }
 
-instruction_set_variants!(
-    f32,
-    product_f32_avx512,
-    product_f32_avx2,
-    product_f32_portable,
-    product_f32,
-    32,
-    16
-);
-instruction_set_variants!(
-    f64,
-    product_f64_avx512,
-    product_f64_avx2,
-    product_f64_portable,
-    product_f64,
-    16,
-    8
-);
+instruction_set_variants!(f32, product_f32_isa, product_f32, 32, 16);
+instruction_set_variants!(f64, product_f64_isa, product_f64, 16, 8);
 
 /// `C = alpha A B` (or `C += alpha A B` with `accumulate`) for row-major operands with leading
 /// dimensions: `A` is `m x k` with row `i` at `a[i lda..i lda + k]`, `B` is `k x n` with row `p` at
@@ -350,6 +280,7 @@ pub(crate) fn gemm_rows<T: Scalar>(
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
@@ -380,36 +311,40 @@ mod tests {
     }
 
     type Variant<T> =
-        (&'static str, fn(usize, usize, usize, T, &[T], usize, &[T], usize, &mut [T], usize, bool));
+        (&'static str, Box<dyn Fn(usize, usize, usize, T, &[T], usize, &[T], usize, &mut [T], usize, bool)>);
 
-    /// Each variant the CPU runs, called directly (the dispatch reaches only the widest).
+    /// The dispatched path and each variant the CPU runs, whatever the dispatch chooses.
     macro_rules! variants {
-        ($t:ty, $dispatch:ident, $portable:ident, $avx2:ident, $avx512:ident) => {{
-            let mut variants: Vec<Variant<$t>> = vec![("dispatch", $dispatch), ("portable", $portable)];
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            if crate::arch::has_avx2_fma() {
-                // SAFETY: the CPU has AVX2 and FMA, just detected.
-                variants.push(("avx2", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                    $avx2(m, k, n, al, a, la, b, lb, c, lc, acc)
-                }));
-            }
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY: the CPU has AVX-512F and FMA, just detected.
-                variants.push(("avx512", |m, k, n, al, a, la, b, lb, c, lc, acc| unsafe {
-                    $avx512(m, k, n, al, a, la, b, lb, c, lc, acc)
-                }));
+        ($t:ty, $dispatch:ident, $isa:ident) => {{
+            let mut variants: Vec<Variant<$t>> = vec![("dispatch", Box::new($dispatch))];
+            for isa in crate::arch::available() {
+                variants.push((
+                    isa.name(),
+                    Box::new(
+                        move |m: usize,
+                              k: usize,
+                              n: usize,
+                              al: $t,
+                              a: &[$t],
+                              la: usize,
+                              b: &[$t],
+                              lb: usize,
+                              c: &mut [$t],
+                              lc: usize,
+                              acc: bool| $isa(isa, m, k, n, al, a, la, b, lb, c, lc, acc),
+                    ),
+                ));
             }
             variants
         }};
     }
 
     fn f32_variants() -> Vec<Variant<f32>> {
-        variants!(f32, product_f32, product_f32_portable, product_f32_avx2, product_f32_avx512)
+        variants!(f32, product_f32, product_f32_isa)
     }
 
     fn f64_variants() -> Vec<Variant<f64>> {
-        variants!(f64, product_f64, product_f64_portable, product_f64_avx2, product_f64_avx512)
+        variants!(f64, product_f64, product_f64_isa)
     }
 
     /// Shapes that reach every block: rows 0..=17 (full blocks of 8 and 6, remainders 4, 2, 1),

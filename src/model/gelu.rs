@@ -169,42 +169,17 @@ fn slope_backward_body<T: Scalar>(slope: &[T], grad: &mut [T], d_bias: &mut [T])
     }
 }
 
-/// [`slope_backward_body`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn slope_backward_avx2(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
-    slope_backward_body(slope, grad, d_bias)
+crate::arch::multiversion! {
+    /// [`slope_backward_f32`] in the variant `isa` (the same multiplies and adds in every one).
+    fn slope_backward_isa(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]);
+    avx512("avx512f") => slope_backward_body(slope, grad, d_bias);
+    avx2("avx2") => slope_backward_body(slope, grad, d_bias);
+    portable => slope_backward_body(slope, grad, d_bias);
 }
 
-/// [`slope_backward_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f")]
-unsafe fn slope_backward_avx512(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
-    slope_backward_body(slope, grad, d_bias)
-}
-
-/// The `f32` path of [`gelu_backward_cached`], dispatched to the widest instruction set the CPU has.
+/// The `f32` path of [`gelu_backward_cached`], in the variant [`crate::arch`] chooses.
 fn slope_backward_f32(slope: &[f32], grad: &mut [f32], d_bias: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-        return unsafe { slope_backward_avx512(slope, grad, d_bias) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected (the only precondition).
-            return unsafe { slope_backward_avx2(slope, grad, d_bias) };
-        }
-    }
-    slope_backward_body(slope, grad, d_bias)
+    slope_backward_isa(crate::arch::isa(), slope, grad, d_bias)
 }
 
 /// `k = sqrt(2/pi)` in `f32`.
@@ -238,48 +213,24 @@ fn bias_gelu_body<const FUSED: bool>(bias: &[f32], hidden: &mut [f32], g: &mut [
     }
 }
 
-/// [`bias_gelu_body`] compiled for AVX2 with FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bias_gelu_avx2(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
-    bias_gelu_body::<true>(bias, hidden, g)
-}
-
-/// [`bias_gelu_body`] compiled for AVX-512 (with FMA).
-///
-/// # Safety
-/// The CPU must support AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn bias_gelu_avx512(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
-    bias_gelu_body::<true>(bias, hidden, g)
+crate::arch::multiversion! {
+    /// [`bias_gelu_f32`] in the variant `isa`: fused multiply-adds in the AVX variants.
+    fn bias_gelu_isa(bias: &[f32], hidden: &mut [f32], g: &mut [f32]);
+    avx512("avx512f,fma") => bias_gelu_body::<true>(bias, hidden, g);
+    avx2("avx2,fma") => bias_gelu_body::<true>(bias, hidden, g);
+    portable => bias_gelu_body::<false>(bias, hidden, g);
 }
 
 /// The `f32` path of [`bias_gelu_forward`] (`bias.len() >= 1`, `hidden.len()` a multiple of it,
-/// `g` as long), dispatched to the widest instruction set the CPU has.
+/// `g` as long), in the variant [`crate::arch`] chooses.
 fn bias_gelu_f32(bias: &[f32], hidden: &mut [f32], g: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has AVX-512F and FMA, just detected (the only precondition).
-        return unsafe { bias_gelu_avx512(bias, hidden, g) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if crate::arch::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA, just detected (the only precondition).
-            return unsafe { bias_gelu_avx2(bias, hidden, g) };
-        }
-    }
-    bias_gelu_body::<false>(bias, hidden, g)
+    bias_gelu_isa(crate::arch::isa(), bias, hidden, g)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
@@ -290,25 +241,20 @@ mod tests {
         (0.5 * v * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * CUBIC * v * v))
     }
 
-    type Variant = fn(&[f32], &mut [f32], &mut [f32]);
+    type Variant = Box<dyn Fn(&[f32], &mut [f32], &mut [f32])>;
 
-    /// Every `f32` variant the CPU has (portable, AVX2/FMA, AVX-512), called directly, against the
-    /// f64 reference at the same `v = h + b` (rounded in f32, as the kernel forms it), on rows of
-    /// edge widths, within the documented bounds; NaN propagates; saturation gives exact limits.
+    /// Every `f32` variant the CPU has (portable, AVX2/FMA, AVX-512), whatever the dispatch
+    /// chooses, and the dispatched path, against the f64 reference at the same `v = h + b`
+    /// (rounded in f32, as the kernel forms it), on rows of edge widths, within the documented
+    /// bounds; NaN propagates; saturation gives exact limits.
     #[test]
     fn bias_gelu_f32_variants_match_f64_reference() {
-        let mut variants: Vec<(&str, Variant)> = Vec::new();
-        variants.push(("portable", bias_gelu_body::<false>));
-        variants.push(("dispatched", bias_gelu_f32));
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if crate::arch::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA, just detected.
-            variants.push(("avx2", |b, h, g| unsafe { bias_gelu_avx2(b, h, g) }));
-        }
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F and FMA, just detected.
-            variants.push(("avx512", |b, h, g| unsafe { bias_gelu_avx512(b, h, g) }));
+        let mut variants: Vec<(&str, Variant)> = vec![("dispatched", Box::new(bias_gelu_f32))];
+        for isa in crate::arch::available() {
+            variants.push((
+                isa.name(),
+                Box::new(move |b: &[f32], h: &mut [f32], g: &mut [f32]| bias_gelu_isa(isa, b, h, g)),
+            ));
         }
         let eps = f32::EPSILON as f64;
         for (name, kernel) in variants {
@@ -341,22 +287,17 @@ mod tests {
         }
     }
 
-    /// Every f32 variant of the slope backward the CPU has, called directly, gives exactly the
+    /// Every f32 variant of the slope backward the CPU has, whatever the dispatch chooses, gives exactly the
     /// portable loop's results (the same multiplies and adds in the same order), and matches an f64
     /// reference within one rounding per operation; ragged widths.
     #[test]
     fn slope_backward_variants_agree() {
-        let mut variants: Vec<(&str, Variant)> = Vec::new();
-        variants.push(("dispatched", slope_backward_f32));
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected.
-            variants.push(("avx2", |s, g, d| unsafe { slope_backward_avx2(s, g, d) }));
-        }
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected.
-            variants.push(("avx512", |s, g, d| unsafe { slope_backward_avx512(s, g, d) }));
+        let mut variants: Vec<(&str, Variant)> = vec![("dispatched", Box::new(slope_backward_f32))];
+        for isa in crate::arch::available() {
+            variants.push((
+                isa.name(),
+                Box::new(move |s: &[f32], g: &mut [f32], d: &mut [f32]| slope_backward_isa(isa, s, g, d)),
+            ));
         }
         for d in [1usize, 7, 16, 33, 256] {
             let rows = 5;

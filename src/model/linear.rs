@@ -3,7 +3,7 @@
 //! Shapes: `X` is `n x d_in`, `W` is `d_in x d_out`, `b` (optional) has `d_out` entries, `Y` is
 //! `n x d_out`. Used for the value and output projections `W_V`, `W_O` of attention, the two layers
 //! of the MLP, and an untied unembedding. Allocation-free. The forward product runs through the
-//! crate's register-blocked microkernel ([`product_rows`]: no packing; at the model's sizes,
+//! crate's register-blocked microkernel (`product_rows`: no packing; at the model's sizes,
 //! `k` = 64..256, faster than the packed path), the backward
 //! products through [`crate::linalg::dense`].
 //! NaN and infinity propagate as IEEE arithmetic says (nothing is rejected).

@@ -12,6 +12,7 @@ use super::linear::{linear_backward, linear_forward, product_rows};
 use crate::error::{check_matrix, check_workspace};
 use crate::linalg::dense::Update;
 use crate::linalg::kernel;
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// The four parameter tensors of an MLP.
@@ -46,7 +47,7 @@ fn hidden_len(what: &'static str, n: usize, d_mlp: usize) -> Result<usize> {
 
 /// Cache elements of [`mlp_forward`]: `2 n d_mlp` (`gelu'(U)` then `G`). Saturates at `usize::MAX`.
 pub fn mlp_cache_len(n: usize, d_mlp: usize) -> usize {
-    n.saturating_mul(d_mlp).saturating_mul(2)
+    Req::array(n, d_mlp).times(2).saturating()
 }
 
 /// Rows per block of the forward and backward passes: each block's hidden activations
@@ -63,16 +64,12 @@ pub const ROW_BLOCK: usize = 128;
 /// (so the sums are the serial ones, whatever the number of threads). The size depends on `n`,
 /// never on the number of threads.
 pub fn mlp_workspace_len(n: usize, d_model: usize, d_mlp: usize) -> usize {
-    let weights_t = d_model.saturating_mul(d_mlp).saturating_mul(2);
+    let weights_t = Req::array(d_model, d_mlp).times(2);
     if crate::parallel::ENABLED {
-        let per_block = weights_t.saturating_add(d_mlp);
-        let blocks = n.div_ceil(ROW_BLOCK);
-        return n
-            .saturating_mul(d_mlp)
-            .saturating_add(weights_t)
-            .saturating_add(blocks.saturating_mul(per_block));
+        let per_block = weights_t.and(Req::array(1, d_mlp));
+        return Req::array(n, d_mlp).and(weights_t).and(per_block.times(n.div_ceil(ROW_BLOCK))).saturating();
     }
-    n.min(ROW_BLOCK).saturating_mul(d_mlp).saturating_add(weights_t)
+    weights_t.and(Req::array(n.min(ROW_BLOCK), d_mlp)).saturating()
 }
 
 /// `y = gelu(x W_1 + b_1) W_2 + b_2` (`y` overwritten); stores `gelu'(U)`, `G` in `cache`.
@@ -95,8 +92,7 @@ pub fn mlp_forward<T: Scalar>(
         // Every row is empty (and `n` may be huge: no row loop over nothing; fuzz regression).
         return Ok(());
     }
-    let (slope, rest) = cache.split_at_mut(h);
-    let g = &mut rest[..h];
+    let ([slope, g], _) = carve(cache, [h, h])?;
     if crate::parallel::ENABLED && n > ROW_BLOCK && d_model > 0 && d_mlp > 0 {
         // The blocks as separate tasks (the same blocks, so the same results).
         let y = &mut y[..n * d_model];
@@ -158,8 +154,7 @@ pub fn mlp_backward<T: Scalar>(
     }
     let (slope, g) = (&cache[..h], &cache[h..2 * h]);
     let MlpGrads { w_1: g_w1, b_1: g_b1, w_2: g_w2, b_2: g_b2 } = grads;
-    let (w_1t, rest) = workspace.split_at_mut(d_model * d_mlp);
-    let (w_2t, d_hidden_all) = rest.split_at_mut(d_model * d_mlp);
+    let ([w_1t, w_2t], d_hidden_all) = carve(workspace, [d_model * d_mlp, d_model * d_mlp])?;
     kernel::transpose(d_model, d_mlp, params.w_1, w_1t);
     kernel::transpose(d_mlp, d_model, params.w_2, w_2t);
     if crate::parallel::ENABLED && n > ROW_BLOCK && d_model > 0 && d_mlp > 0 {

@@ -13,6 +13,7 @@
 
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::dense::Update;
+use crate::workspace::Req;
 use crate::{Result, Scalar};
 
 /// The `eps` inside the square root of both norms: `1e-5`.
@@ -42,7 +43,7 @@ impl NormKind {
 
 /// `stats` elements needed by [`norm_forward`]: `2 n`.
 pub fn norm_stats_len(n: usize) -> usize {
-    n.saturating_mul(2)
+    Req::array(n, 2).saturating()
 }
 
 /// `y = norm(x)` row by row (`y` overwritten; a copy of `x` for [`NormKind::None`]). `params` holds

@@ -33,6 +33,7 @@ use crate::error::check_len;
 use crate::linalg::dense::{matmul_tn, Update};
 use crate::linalg::kernel;
 use crate::rng::SplitMix64;
+use crate::workspace::Req;
 use crate::{Error, Result, Scalar};
 use alloc::boxed::Box;
 use alloc::vec;
@@ -226,8 +227,7 @@ impl<T: Scalar> Model<T> {
         let overflow = Error::DimensionOverflow { what: "activations" };
         let rows = batch.checked_mul(seq).ok_or(overflow)?;
         let l = c.n_layers;
-        let size =
-            |a: usize, b: usize, k: usize| a.checked_mul(b).and_then(|x| x.checked_mul(k)).ok_or(overflow);
+        let size = |a: usize, b: usize, k: usize| Req::array(a, b).times(k).len("activations");
         let rd = size(rows, c.d_model, 1)?;
         let rh = size(rows, c.d_heads(), 1)?;
         let zeros = |len: usize| vec![T::zero(); len];

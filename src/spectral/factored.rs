@@ -6,6 +6,7 @@ use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::dense::Transpose;
 use crate::linalg::kernel;
 use crate::spectral::split::Energies;
+use crate::workspace::{carve, Req};
 use crate::{Result, Scalar};
 
 /// Which operator a matrix-free product applies.
@@ -86,7 +87,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
 
     /// Scratch elements [`FactoredKernel::apply`] needs: `2 d_head`.
     pub fn apply_workspace_len(&self) -> usize {
-        self.d_head.saturating_mul(2)
+        Req::array(self.d_head, 2).saturating()
     }
 
     /// `y = P x` for the operator `P` named by `part`, in `O(d_model d_head)`:
@@ -100,7 +101,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
         check_len("y", y.len(), self.d_model)?;
         check_workspace(workspace.len(), self.apply_workspace_len())?;
         let d_head = self.d_head;
-        let (key_proj, query_proj) = workspace[..2 * d_head].split_at_mut(d_head);
+        let ([key_proj, query_proj], _) = carve(workspace, [d_head, d_head])?;
         key_proj.fill(T::zero());
         query_proj.fill(T::zero());
         let need_key = part != Part::KernelTransposed;
@@ -150,7 +151,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
 
     /// Scratch elements [`FactoredKernel::energies`] needs: `2 d_head^2`.
     pub fn energies_workspace_len(&self) -> usize {
-        self.d_head.saturating_mul(self.d_head).saturating_mul(2)
+        Req::array(self.d_head, self.d_head).times(2).saturating()
     }
 
     /// `||S||_F^2` and `||D||_F^2` from the factors in `O(d_model d_head^2)`:
@@ -163,7 +164,7 @@ impl<'a, T: Scalar> FactoredKernel<'a, T> {
     pub fn energies(&self, workspace: &mut [T]) -> Result<Energies<T>> {
         let (d, h) = (self.d_model, self.d_head);
         check_workspace(workspace.len(), self.energies_workspace_len())?;
-        let (gram_q, gram_k) = workspace[..2 * h * h].split_at_mut(h * h);
+        let ([gram_q, gram_k], _) = carve(workspace, [h * h, h * h])?;
         kernel::gemm(h, d, h, T::one(), self.w_q, Transpose::Yes, self.w_q, Transpose::No, T::zero(), gram_q);
         kernel::gemm(h, d, h, T::one(), self.w_k, Transpose::Yes, self.w_k, Transpose::No, T::zero(), gram_k);
         let total = kernel::dot(gram_q, gram_k);

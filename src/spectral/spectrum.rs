@@ -16,6 +16,7 @@ use crate::spectral::lanczos::lanczos::{
 };
 use crate::spectral::lanczos::operator::{Filtering, Routing};
 use crate::spectral::split::Energies;
+use crate::workspace::{carve, Req};
 use crate::{Result, Scalar};
 
 /// Largest Lanczos basis a head's spectrum needs: `min(d_model, 2 d_head + 8)`.
@@ -26,16 +27,25 @@ pub fn head_spectrum_steps(d_model: usize, d_head: usize) -> usize {
 /// Scratch elements of [`routing_singular_values`] and [`filtering_eigenvalues`]: the Lanczos
 /// workspace for [`head_spectrum_steps`] plus `2 d_head` for the products.
 pub fn head_values_workspace_len(d_model: usize, d_head: usize) -> usize {
-    lanczos_workspace_len(d_model, head_spectrum_steps(d_model, d_head), false)
-        .saturating_add(d_head.saturating_mul(2))
+    head_values_req(d_model, d_head).saturating()
+}
+
+/// The products' `2 d_head`, then the Lanczos workspace.
+fn head_values_req(d_model: usize, d_head: usize) -> Req {
+    Req::array(d_head, 2).and(Req::new(lanczos_workspace_len(
+        d_model,
+        head_spectrum_steps(d_model, d_head),
+        false,
+    )))
 }
 
 /// Scratch elements of [`head_spectrum`]: [`head_values_workspace_len`], room for the two value
 /// lists, and the energies' `2 d_head^2`.
 pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
     let steps = head_spectrum_steps(d_model, d_head);
-    let values = head_values_workspace_len(d_model, d_head).saturating_add(steps.saturating_mul(2));
-    values.max(d_head.saturating_mul(d_head).saturating_mul(2))
+    let values = Req::array(steps, 2).and(head_values_req(d_model, d_head));
+    let energies = Req::array(d_head, d_head).times(2);
+    Req::any_of([values, energies]).saturating()
 }
 
 /// The fixed seed of the head runs (results are deterministic).
@@ -53,7 +63,7 @@ pub fn routing_singular_values<T: Scalar>(
 ) -> Result<LanczosInfo<T>> {
     let (d_model, d_head) = (head.d_model(), head.d_head());
     check_workspace(workspace.len(), head_values_workspace_len(d_model, d_head))?;
-    let (product_scratch, lanczos_workspace) = workspace.split_at_mut(2 * d_head);
+    let ([product_scratch], lanczos_workspace) = carve(workspace, [2 * d_head])?;
     let mut op = Routing::new(*head, product_scratch)?;
     let options =
         LanczosOptions { max_steps: head_spectrum_steps(d_model, d_head), seed: SEED, ..Default::default() };
@@ -69,7 +79,7 @@ pub fn filtering_eigenvalues<T: Scalar>(
 ) -> Result<LanczosInfo<T>> {
     let (d_model, d_head) = (head.d_model(), head.d_head());
     check_workspace(workspace.len(), head_values_workspace_len(d_model, d_head))?;
-    let (product_scratch, lanczos_workspace) = workspace.split_at_mut(2 * d_head);
+    let ([product_scratch], lanczos_workspace) = carve(workspace, [2 * d_head])?;
     let mut op = Filtering::new(*head, product_scratch)?;
     let options =
         LanczosOptions { max_steps: head_spectrum_steps(d_model, d_head), seed: SEED, ..Default::default() };
@@ -128,8 +138,7 @@ pub fn head_spectrum<T: Scalar>(
         return Err(Error::NonFinite { what: "w_q / w_k", index: 0 });
     }
     let steps = head_spectrum_steps(d_model, d_head);
-    let (values, rest) = workspace.split_at_mut(2 * steps);
-    let (routing_values, filtering_values) = values.split_at_mut(steps);
+    let ([routing_values, filtering_values], rest) = carve(workspace, [steps, steps])?;
     let routing_info = routing_singular_values(head, routing_values, rest)?;
     let filtering_info = filtering_eigenvalues(head, filtering_values, rest)?;
     let sigma_s = &mut routing_values[..routing_info.steps];

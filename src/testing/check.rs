@@ -14,6 +14,7 @@
 //! [`crate::Error::NonFinite`] instead). No function here allocates.
 
 use crate::error::check_matrix;
+use crate::workspace::{carve, Req};
 use crate::{Result, Scalar};
 
 /// `2 * dims * eps(T) * norm`: the rounding bound of a difference of two length-`dims` accumulated
@@ -164,7 +165,7 @@ pub fn negative_semidefinite_deviation<T: Scalar>(n: usize, a: &[T], workspace: 
 /// Scratch elements [`stability_bound`] needs for a `d x d` kernel: the symmetric part and a
 /// Lanczos run.
 pub fn stability_bound_workspace_len(d: usize) -> usize {
-    d.saturating_mul(d).saturating_add(semidefinite_workspace_len(d))
+    Req::array(d, d).and(Req::new(semidefinite_workspace_len(d))).saturating()
 }
 
 /// Upper bound on `max Re(lambda)` over the eigenvalues of the `d x d` kernel `a` (e.g. `S + D`):
@@ -180,7 +181,7 @@ pub fn stability_bound<T: Scalar>(d: usize, a: &[T], workspace: &mut [T]) -> Res
     if d == 0 {
         return Ok(T::neg_infinity());
     }
-    let (symmetric, lanczos_workspace) = workspace.split_at_mut(d * d);
+    let ([symmetric], lanczos_workspace) = carve(workspace, [d * d])?;
     symmetric.copy_from_slice(a);
     crate::spectral::split::filtering_in_place(d, symmetric)?;
     let ends = extremes_of_dense(d, symmetric, lanczos_workspace)?;
@@ -194,10 +195,14 @@ pub fn causal_recurrent_residual_workspace_len<T: Scalar>(
     n_tokens: usize,
 ) -> usize {
     let (d_k, d_v) = (attention.d_k, attention.d_v);
-    attention
-        .forward_workspace_len(n_tokens)
-        .saturating_add(n_tokens.saturating_mul(attention.n_heads.saturating_mul(d_v)))
-        .saturating_add(d_k.saturating_mul(d_v).saturating_add(d_k).saturating_add(d_v))
+    Req::all_of([
+        Req::new(attention.forward_workspace_len(n_tokens)),
+        Req::array(n_tokens, attention.n_heads).times(d_v),
+        Req::array(d_k, d_v),
+        Req::new(d_k),
+        Req::new(d_v),
+    ])
+    .saturating()
 }
 
 /// Causal-equals-recurrent residual of ELU+1 linear attention: `max |O_chunked - O_recurrent|`
@@ -225,11 +230,8 @@ pub fn causal_recurrent_residual<T: Scalar>(
     let (d_k, d_v, heads) = (causal.d_k, causal.d_v, causal.n_heads);
     let (width_k, width_v) = (heads * d_k, heads * d_v);
     let forward_len = causal.forward_workspace_len(n_tokens);
-    let (forward_workspace, rest) = workspace.split_at_mut(forward_len);
-    let (parallel, rest) = rest.split_at_mut(n_tokens * width_v);
-    let (state_s, rest) = rest.split_at_mut(d_k * d_v);
-    let (state_z, rest) = rest.split_at_mut(d_k);
-    let step_out = &mut rest[..d_v];
+    let ([forward_workspace, parallel, state_s, state_z, step_out], _) =
+        carve(workspace, [forward_len, n_tokens * width_v, d_k * d_v, d_k, d_v])?;
     causal.forward(n_tokens, q, k, v, parallel, forward_workspace)?;
     let mut worst = T::zero();
     for head in 0..heads {

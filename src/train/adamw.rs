@@ -162,62 +162,26 @@ fn update_body<T: Scalar>(k: &Coefficients<T>, params: &mut [T], grads: &[T], m:
     }
 }
 
-/// [`update_body`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-unsafe fn update_avx2(
-    k: &Coefficients<f32>,
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    update_body(k, params, grads, m, v)
+crate::arch::multiversion! {
+    /// The `f32` update in the variant `isa` (the same operations in every one).
+    fn update_isa(k: &Coefficients<f32>, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]);
+    avx512("avx512f") => update_body(k, params, grads, m, v);
+    avx2("avx2") => update_body(k, params, grads, m, v);
+    portable => update_body(k, params, grads, m, v);
 }
 
-/// [`update_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f")]
-unsafe fn update_avx512(
-    k: &Coefficients<f32>,
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    update_body(k, params, grads, m, v)
-}
-
-/// The `f32` update, dispatched to the widest instruction set the CPU has.
+/// The `f32` update, in the variant [`crate::arch`] chooses.
 fn update_f32(k: &Coefficients<f32>, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-    #[cfg(sda_avx512)]
-    if crate::arch::has_avx512() {
-        // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-        return unsafe { update_avx512(k, params, grads, m, v) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected (the only precondition).
-            return unsafe { update_avx2(k, params, grads, m, v) };
-        }
-    }
-    update_body(k, params, grads, m, v)
+    update_isa(crate::arch::isa(), k, params, grads, m, v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
     use std::vec::Vec;
 
-    /// Every f32 variant the CPU has, called directly, gives bit for bit the portable loop's
+    /// Every f32 variant the CPU has, whatever the dispatch chooses, gives bit for bit the portable loop's
     /// parameters and moments (same operations, same roundings), over lengths around the vector
     /// widths.
     #[test]
@@ -233,18 +197,18 @@ mod tests {
             lr: 3e-3,
             shrink: 0.9997,
         };
-        type Variant = fn(&Coefficients<f32>, &mut [f32], &[f32], &mut [f32], &mut [f32]);
+        type Variant = Box<dyn Fn(&Coefficients<f32>, &mut [f32], &[f32], &mut [f32], &mut [f32])>;
         let mut variants: Vec<(&str, Variant)> = Vec::new();
-        variants.push(("dispatched", update_f32));
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just detected.
-            variants.push(("avx2", |k, p, g, m, v| unsafe { update_avx2(k, p, g, m, v) }));
-        }
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected.
-            variants.push(("avx512", |k, p, g, m, v| unsafe { update_avx512(k, p, g, m, v) }));
+        variants.push(("dispatched", Box::new(update_f32)));
+        for isa in crate::arch::available() {
+            variants.push((
+                isa.name(),
+                Box::new(
+                    move |k: &Coefficients<f32>, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+                        update_isa(isa, k, p, g, m, v)
+                    },
+                ),
+            ));
         }
         for len in [0usize, 1, 7, 16, 17, 100] {
             let g: Vec<f32> = (0..len).map(|i| (i as f32 * 0.7).sin() * 0.01).collect();

@@ -25,7 +25,8 @@ use core::ops::Range;
 use super::{phi, phi_derivative_from};
 use crate::attention::Causality;
 use crate::linalg::kernel::{self, Transpose};
-use crate::Scalar;
+use crate::workspace::{carve, Req};
+use crate::{Result, Scalar};
 
 /// Sizes of one call: tokens, per-head dimensions, heads per row, chunk length (`1..=n` or 1).
 pub(super) struct Geometry {
@@ -70,24 +71,42 @@ impl Layout {
     }
 }
 
-/// Splits `len` elements off the front of `rest`.
-fn take<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
-    let (head, tail) = core::mem::take(rest).split_at_mut(len);
-    *rest = tail;
-    head
+/// The forward's buffers of one head, in order: the state `S` (`d_k x d_v`) and `z` (`d_k`), then
+/// per chunk `phi(Q)`, `phi(K)` (`chunk x d_k` each), `V`, the numerators (`chunk x d_v` each), the
+/// denominators (`chunk`) and the weights (`chunk x chunk`).
+fn forward_lens(d_k: usize, d_v: usize, chunk: usize) -> [usize; 8] {
+    [d_k * d_v, d_k, chunk * d_k, chunk * d_k, chunk * d_v, chunk * d_v, chunk, chunk * chunk]
 }
 
 pub(super) fn forward_workspace_len(d_k: usize, d_v: usize, chunk: usize) -> usize {
-    let state = d_k.saturating_mul(d_v).saturating_add(d_k);
-    let per_token = (2 * d_k as u128 + 2 * d_v as u128 + chunk as u128 + 1).min(usize::MAX as u128) as usize;
-    state.saturating_add(chunk.saturating_mul(per_token))
+    let state = Req::array(d_k, d_v).and(Req::new(d_k));
+    let per_chunk = Req::all_of([
+        Req::array(chunk, d_k).times(2),
+        Req::array(chunk, d_v).times(2),
+        Req::new(chunk),
+        Req::array(chunk, chunk),
+    ]);
+    state.and(per_chunk).saturating()
+}
+
+/// The backward's buffers of one head, in order: `S`, `z` and their suffix sums, then per chunk
+/// `phi(Q)`, `phi(K)`, the gradient through `phi` (`chunk x d_k` each), `V`, `dO`, the numerators
+/// (`chunk x d_v` each), the denominators and their gradients (`chunk` each), the weights and
+/// their gradients (`chunk x chunk` each).
+fn backward_lens(d_k: usize, d_v: usize, chunk: usize) -> [usize; 14] {
+    let (ck, cv) = (chunk * d_k, chunk * d_v);
+    [d_k * d_v, d_k, d_k * d_v, d_k, ck, ck, ck, cv, cv, cv, chunk, chunk, chunk * chunk, chunk * chunk]
 }
 
 pub(super) fn backward_workspace_len(d_k: usize, d_v: usize, chunk: usize) -> usize {
-    let state = d_k.saturating_mul(d_v).saturating_add(d_k).saturating_mul(2);
-    let per_token =
-        (3 * d_k as u128 + 3 * d_v as u128 + 2 * chunk as u128 + 2).min(usize::MAX as u128) as usize;
-    state.saturating_add(chunk.saturating_mul(per_token))
+    let state = Req::array(d_k, d_v).and(Req::new(d_k)).times(2);
+    let per_chunk = Req::all_of([
+        Req::array(chunk, d_k).times(3),
+        Req::array(chunk, d_v).times(3),
+        Req::array(chunk, 2),
+        Req::array(chunk, chunk).times(2),
+    ]);
+    state.and(per_chunk).saturating()
 }
 
 /// `dst` row `r` = `phi` of row `t0 + r` of `src`, for `c` rows.
@@ -181,18 +200,10 @@ pub(super) fn forward_head<T: Scalar>(
     v: &[T],
     out: &mut [T],
     workspace: &mut [T],
-) {
+) -> Result<()> {
     let Geometry { n_tokens: n, d_k, d_v, n_heads, chunk } = *geometry;
     let (lk, lv) = (Layout::of_head(n_heads, d_k, head), Layout::of_head(n_heads, d_v, head));
-    let mut rest = workspace;
-    let s = take(&mut rest, d_k * d_v);
-    let z = take(&mut rest, d_k);
-    let fq = take(&mut rest, chunk * d_k);
-    let fk = take(&mut rest, chunk * d_k);
-    let vc = take(&mut rest, chunk * d_v);
-    let num = take(&mut rest, chunk * d_v);
-    let den = take(&mut rest, chunk);
-    let weights = take(&mut rest, chunk * chunk);
+    let ([s, z, fq, fk, vc, num, den, weights], _) = carve(workspace, forward_lens(d_k, d_v, chunk))?;
     s.fill(T::zero());
     z.fill(T::zero());
     let write_out = |out: &mut [T], t0: usize, c: usize, num: &[T], den: &[T]| {
@@ -231,6 +242,7 @@ pub(super) fn forward_head<T: Scalar>(
             }
         }
     }
+    Ok(())
 }
 
 /// `den_r += eps`, `g_r = dO_r / den_r` (in place in `g`), `h_r = -(g_r . num_r) / den_r`.
@@ -283,25 +295,12 @@ pub(super) fn backward_head<T: Scalar>(
     x: &Inputs<'_, T>,
     grads: &mut Grads<'_, T>,
     workspace: &mut [T],
-) {
+) -> Result<()> {
     let Geometry { n_tokens: n, d_k, d_v, n_heads, chunk } = *geometry;
     let (lk, lv) = (Layout::of_head(n_heads, d_k, head), Layout::of_head(n_heads, d_v, head));
     debug_assert!(d_k > 0 && d_v > 0, "the caller handles empty feature dimensions");
-    let mut rest = workspace;
-    let s = take(&mut rest, d_k * d_v);
-    let z = take(&mut rest, d_k);
-    let suffix_s = take(&mut rest, d_k * d_v);
-    let suffix_z = take(&mut rest, d_k);
-    let fq = take(&mut rest, chunk * d_k);
-    let fk = take(&mut rest, chunk * d_k);
-    let grad_ab = take(&mut rest, chunk * d_k);
-    let vc = take(&mut rest, chunk * d_v);
-    let gc = take(&mut rest, chunk * d_v);
-    let num = take(&mut rest, chunk * d_v);
-    let den = take(&mut rest, chunk);
-    let h = take(&mut rest, chunk);
-    let weights = take(&mut rest, chunk * chunk);
-    let mixed = take(&mut rest, chunk * chunk);
+    let ([s, z, suffix_s, suffix_z, fq, fk, grad_ab, vc, gc, num, den, h, weights, mixed], _) =
+        carve(workspace, backward_lens(d_k, d_v, chunk))?;
     s.fill(T::zero());
     z.fill(T::zero());
     suffix_s.fill(T::zero());
@@ -479,4 +478,5 @@ pub(super) fn backward_head<T: Scalar>(
             }
         }
     }
+    Ok(())
 }

@@ -25,7 +25,8 @@
 //! `n_heads = 1`.
 //!
 //! Scratch comes from the caller: [`LinearAttention::forward_workspace_len`] and
-//! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`). The kernels do
+//! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`, except with the
+//! `parallel` feature and several heads, where each head's task also holds copies of its columns). The kernels do
 //! not allocate; their block products go through the crate's gemm (the one behind
 //! [`crate::linalg::dense::gemm`]), which under the `alloc` feature is `matrixmultiply` (it allocates its
 //! own packing buffers per call, see the crate docs) and without it an allocation-free portable loop.
@@ -210,12 +211,20 @@ impl<T: Scalar> LinearAttention<T> {
     /// features): each copies its columns into its own scratch, runs as a one-head problem there
     /// (the same arithmetic), and the outputs are copied back after all have finished.
     #[allow(clippy::too_many_arguments)]
-    fn forward_tasks(&self, n: usize, q: &[T], k: &[T], v: &[T], out: &mut [T], workspace: &mut [T]) {
+    fn forward_tasks(
+        &self,
+        n: usize,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
         let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
         let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
         let task = self.forward_workspace_len(n) / h;
         let ws = &mut workspace[..h * task];
-        crate::parallel::chunks(ws, task, |t, ws| {
+        crate::parallel::try_chunks(ws, task, |t, ws| {
             let (q_t, rest) = ws.split_at_mut(n * dk);
             let (k_t, rest) = rest.split_at_mut(n * dk);
             let (v_t, rest) = rest.split_at_mut(n * dv);
@@ -223,12 +232,13 @@ impl<T: Scalar> LinearAttention<T> {
             gather(n, h * dk, t * dk, dk, q, q_t);
             gather(n, h * dk, t * dk, dk, k, k_t);
             gather(n, h * dv, t * dv, dv, v, v_t);
-            chunked::forward_head(&geometry, 0, self.causality, self.eps, q_t, k_t, v_t, out_t, rest);
-        });
+            chunked::forward_head(&geometry, 0, self.causality, self.eps, q_t, k_t, v_t, out_t, rest)
+        })?;
         let at = n * (2 * dk + dv);
         for (t, ws) in ws.chunks_exact(task).enumerate() {
             scatter(n, h * dv, t * dv, dv, &ws[at..at + n * dv], out);
         }
+        Ok(())
     }
 
     /// The heads of [`backward`](Self::backward) as separate tasks (see
@@ -242,12 +252,12 @@ impl<T: Scalar> LinearAttention<T> {
         d_k: &mut [T],
         d_v: &mut [T],
         workspace: &mut [T],
-    ) {
+    ) -> Result<()> {
         let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
         let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
         let task = self.backward_workspace_len(n) / h;
         let ws = &mut workspace[..h * task];
-        crate::parallel::chunks(ws, task, |t, ws| {
+        crate::parallel::try_chunks(ws, task, |t, ws| {
             let (q_t, rest) = ws.split_at_mut(n * dk);
             let (k_t, rest) = rest.split_at_mut(n * dk);
             let (v_t, rest) = rest.split_at_mut(n * dv);
@@ -261,8 +271,8 @@ impl<T: Scalar> LinearAttention<T> {
             gather(n, h * dv, t * dv, dv, x.d_out, d_out_t);
             let inputs = chunked::Inputs { q: q_t, k: k_t, v: v_t, d_out: d_out_t };
             let mut grads = chunked::Grads { d_q: d_q_t, d_k: d_k_t, d_v: d_v_t };
-            chunked::backward_head(&geometry, 0, self.causality, self.eps, &inputs, &mut grads, rest);
-        });
+            chunked::backward_head(&geometry, 0, self.causality, self.eps, &inputs, &mut grads, rest)
+        })?;
         let at = n * (2 * dk + 2 * dv);
         for (t, ws) in ws.chunks_exact(task).enumerate() {
             let (g_q, rest) = ws[at..].split_at(n * dk);
@@ -271,6 +281,7 @@ impl<T: Scalar> LinearAttention<T> {
             scatter(n, h * dk, t * dk, dk, g_k, d_k);
             scatter(n, h * dv, t * dv, dv, &rest[..n * dv], d_v);
         }
+        Ok(())
     }
 
     fn geometry(&self, n_tokens: usize) -> chunked::Geometry {
@@ -310,12 +321,11 @@ impl<T: Scalar> LinearAttention<T> {
             return Ok(());
         }
         if self.head_tasks() {
-            self.forward_tasks(n_tokens, q, k, v, out, workspace);
-            return Ok(());
+            return self.forward_tasks(n_tokens, q, k, v, out, workspace);
         }
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
-            chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace);
+            chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace)?;
         }
         Ok(())
     }
@@ -358,14 +368,28 @@ impl<T: Scalar> LinearAttention<T> {
             return Ok(());
         }
         if self.head_tasks() {
-            self.backward_tasks(n_tokens, chunked::Inputs { q, k, v, d_out }, d_q, d_k, d_v, workspace);
-            return Ok(());
+            return self.backward_tasks(
+                n_tokens,
+                chunked::Inputs { q, k, v, d_out },
+                d_q,
+                d_k,
+                d_v,
+                workspace,
+            );
         }
         let geometry = self.geometry(n_tokens);
         let inputs = chunked::Inputs { q, k, v, d_out };
         let mut grads = chunked::Grads { d_q, d_k, d_v };
         for head in 0..self.n_heads {
-            chunked::backward_head(&geometry, head, self.causality, self.eps, &inputs, &mut grads, workspace);
+            chunked::backward_head(
+                &geometry,
+                head,
+                self.causality,
+                self.eps,
+                &inputs,
+                &mut grads,
+                workspace,
+            )?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 //! The forward keeps its tile transposed (keys x queries) and every operand of a tile product is
 //! laid out so that `matrixmultiply` packs it by contiguous copies (only `dS` in `dQ = dS K`
 //! cannot be: `dK = dS^T Q` needs the other orientation).
-//! Products go through [`crate::linalg::kernel::gemm`].
+//! Products go through the crate's unchecked `gemm` under [`crate::linalg::dense::gemm`].
 //!
 //! In `f32` on x86-64 with `std`, when the CPU has AVX-512 or AVX2/FMA, both passes run the fused
 //! tile kernels of `attention/softmax/fused/` instead (same semantics, same workspace buffers, within
@@ -33,6 +33,7 @@ mod fused;
 use super::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::kernel::{self, Transpose};
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 /// Query rows per tile at most (a head uses `min(TILE_Q, n_tokens)`).
@@ -119,8 +120,8 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// (`n^2 + n (3 + 2 d_k)` for `n <= TILE_Q`).
     pub fn forward_workspace_len(&self) -> usize {
         let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
-        let tiles = tq.saturating_mul(tk.saturating_add(3).saturating_add(self.d_k));
-        tiles.saturating_add(n.saturating_mul(self.d_k))
+        let per_query = Req::all_of([Req::new(tk), Req::new(3), Req::new(self.d_k)]);
+        per_query.times(tq).and(Req::array(n, self.d_k)).saturating()
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: two tiles and one row statistic per
@@ -130,9 +131,9 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// `tile_q (2 tile_k + 3 + d_k + d_v) + n (d_k + d_v)`, i.e. `O(n d + TILE_Q TILE_K)`.
     pub fn backward_workspace_len(&self) -> usize {
         let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
-        let widths = self.d_k.saturating_add(self.d_v);
-        let tiles = tq.saturating_mul(tk.saturating_mul(2).saturating_add(3).saturating_add(widths));
-        tiles.saturating_add(n.saturating_mul(widths))
+        let widths = Req::new(self.d_k).and(Req::new(self.d_v));
+        let per_query = Req::all_of([Req::array(tk, 2), Req::new(3), widths]);
+        per_query.times(tq).and(widths.times(n)).saturating()
     }
 
     fn check(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> Result<()> {
@@ -185,7 +186,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
         check_matrix("out", out.len(), self.n_tokens, self.d_v)?;
         check_len("lse", lse.len(), self.n_tokens)?;
         check_workspace(workspace.len(), self.forward_workspace_len())?;
-        forward_unchecked(self, q, k, v, mask, out, lse, workspace);
+        forward_unchecked(self, q, k, v, mask, out, lse, workspace)?;
         Ok(())
     }
 
@@ -215,7 +216,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
         check_matrix("d_k", grads.d_k.len(), self.n_tokens, self.d_k)?;
         check_matrix("d_v", grads.d_v.len(), self.n_tokens, self.d_v)?;
         check_workspace(workspace.len(), self.backward_workspace_len())?;
-        backward_unchecked(self, q, k, v, mask, out, lse, d_out, grads, workspace);
+        backward_unchecked(self, q, k, v, mask, out, lse, d_out, grads, workspace)?;
         Ok(())
     }
 }
@@ -408,9 +409,10 @@ fn fused_forward<T: Scalar>(
     lse: &mut [T],
     workspace: &mut [T],
 ) -> bool {
-    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+    let Some(problem) = fused_problem(head, q, k, v, mask) else {
         return false;
     };
+    let isa = crate::arch::isa();
     match (T::f32_slice_mut(out), T::f32_slice_mut(lse), T::f32_slice_mut(workspace)) {
         (Some(out), Some(lse), Some(workspace)) => fused::forward(isa, &problem, out, lse, workspace),
         _ => false,
@@ -433,9 +435,10 @@ fn fused_backward<'g, T: Scalar>(
     grads: SoftmaxGrads<'g, T>,
     workspace: &mut [T],
 ) -> Option<SoftmaxGrads<'g, T>> {
-    let (Some(problem), Some(isa)) = (fused_problem(head, q, k, v, mask), fused::Isa::detect()) else {
+    let Some(problem) = fused_problem(head, q, k, v, mask) else {
         return Some(grads);
     };
+    let isa = crate::arch::isa();
     let (Some(out), Some(lse), Some(d_out), Some(workspace)) =
         (T::f32_slice(out), T::f32_slice(lse), T::f32_slice(d_out), T::f32_slice_mut(workspace))
     else {
@@ -470,22 +473,18 @@ fn forward_unchecked<T: Scalar>(
     out: &mut [T],
     lse: &mut [T],
     workspace: &mut [T],
-) {
+) -> Result<()> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if fused_forward(head, q, k, v, mask, out, lse, workspace) {
-        return;
+        return Ok(());
     }
     let (n, d_v) = (head.n_tokens, head.d_v);
     if n == 0 {
-        return;
+        return Ok(());
     }
     let (tile_q, tile_k, d_k) = (head.tile_q(), head.tile_k(), head.d_k);
-    let (tile, rest) = workspace.split_at_mut(tile_q * tile_k);
-    let (row_max, rest) = rest.split_at_mut(tile_q);
-    let (row_sum, rest) = rest.split_at_mut(tile_q);
-    let (shift, rest) = rest.split_at_mut(tile_q);
-    let (k_t, rest) = rest.split_at_mut(n * d_k);
-    let q_t_block = &mut rest[..tile_q * d_k];
+    let ([tile, row_max, row_sum, shift, k_t, q_t_block], _) =
+        carve(workspace, [tile_q * tile_k, tile_q, tile_q, tile_q, n * d_k, tile_q * d_k])?;
     transpose_tiles(n, d_k, tile_k, k, k_t);
     let block_q = head.block_q();
     for i0 in (0..n).step_by(block_q) {
@@ -559,6 +558,7 @@ fn forward_unchecked<T: Scalar>(
             }
         }
     }
+    Ok(())
 }
 
 /// `row_j = exp(row_j - shift)`, returning the sum of the new entries.
@@ -579,10 +579,10 @@ fn backward_unchecked<T: Scalar>(
     d_out: &[T],
     grads: SoftmaxGrads<'_, T>,
     workspace: &mut [T],
-) {
+) -> Result<()> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     let grads = match fused_backward(head, q, k, v, mask, out, lse, d_out, grads, workspace) {
-        None => return,
+        None => return Ok(()),
         Some(grads) => grads,
     };
     let (n, d_k, d_v) = (head.n_tokens, head.d_k, head.d_v);
@@ -591,17 +591,13 @@ fn backward_unchecked<T: Scalar>(
     d_key.fill(T::zero());
     d_val.fill(T::zero());
     if n == 0 {
-        return;
+        return Ok(());
     }
     let (tile_q, tile_k) = (head.tile_q(), head.tile_k());
-    let (p_tile, rest) = workspace.split_at_mut(tile_q * tile_k);
-    let (dp_tile, rest) = rest.split_at_mut(tile_q * tile_k);
-    let (delta, rest) = rest.split_at_mut(tile_q);
-    let rest = &mut rest[2 * tile_q..]; // the forward's extra row statistics
-    let (k_t, rest) = rest.split_at_mut(n * d_k);
-    let (v_t, rest) = rest.split_at_mut(n * d_v);
-    let (q_t_block, rest) = rest.split_at_mut(tile_q * d_k);
-    let d_out_t_block = &mut rest[..tile_q * d_v];
+    // The forward's extra row statistics (`2 tile_q`) stay unused.
+    let tiles = tile_q * tile_k;
+    let ([p_tile, dp_tile, delta, _, k_t, v_t, q_t_block, d_out_t_block], _) =
+        carve(workspace, [tiles, tiles, tile_q, 2 * tile_q, n * d_k, n * d_v, tile_q * d_k, tile_q * d_v])?;
     transpose_tiles(n, d_k, tile_k, k, k_t);
     transpose_tiles(n, d_v, tile_k, v, v_t);
     let block_q = head.block_q();
@@ -686,4 +682,5 @@ fn backward_unchecked<T: Scalar>(
             );
         }
     }
+    Ok(())
 }

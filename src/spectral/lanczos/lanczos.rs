@@ -33,6 +33,7 @@ use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::spectral::lanczos::operator::{SkewOperator, SymmetricOperator};
 use crate::spectral::lanczos::tridiagonal::{ql_implicit, sort_ascending};
+use crate::workspace::{carve, Req};
 use crate::{Result, Scalar};
 
 /// Why a Lanczos run stopped.
@@ -99,8 +100,8 @@ impl<T: Scalar> Default for LanczosOptions<T> {
 pub fn lanczos_workspace_len(n: usize, max_steps: usize, ritz_vectors: bool) -> usize {
     // Saturating: a size that does not fit in memory asks for usize::MAX (and is refused).
     let m = clamp_steps(n, max_steps);
-    let vectors = if ritz_vectors { m.saturating_mul(m) } else { 0 };
-    (m.saturating_add(1)).saturating_mul(n).saturating_add(6usize.saturating_mul(m)).saturating_add(vectors)
+    let vectors = if ritz_vectors { Req::array(m, m) } else { Req::EMPTY };
+    Req::all_of([Req::array(n, m).and(Req::new(n)), Req::array(m, 6), vectors]).saturating()
 }
 
 fn clamp_steps(n: usize, max_steps: usize) -> usize {
@@ -137,17 +138,18 @@ pub(crate) struct Parts<'w, T> {
     pub vectors: &'w mut [T],
 }
 
-/// Splits a workspace of at least `lanczos_workspace_len(n, m, vectors)` elements.
-pub(crate) fn split_workspace<T>(workspace: &mut [T], n: usize, m: usize, vectors: bool) -> Parts<'_, T> {
-    let (basis, rest) = workspace.split_at_mut((m + 1) * n);
-    let (alpha, rest) = rest.split_at_mut(m);
-    let (beta, rest) = rest.split_at_mut(m);
-    let (coef, rest) = rest.split_at_mut(m);
-    let (eig, rest) = rest.split_at_mut(m);
-    let (off, rest) = rest.split_at_mut(m);
-    let (row, rest) = rest.split_at_mut(m);
-    let vectors = if vectors { &mut rest[..m * m] } else { &mut rest[..0] };
-    Parts { basis, alpha, beta, coef, eig, off, row, vectors }
+/// Splits a workspace of at least `lanczos_workspace_len(n, m, vectors)` elements (the caller
+/// checked it, so that a short workspace reports that length).
+pub(crate) fn split_workspace<T>(
+    workspace: &mut [T],
+    n: usize,
+    m: usize,
+    vectors: bool,
+) -> Result<Parts<'_, T>> {
+    let vectors = if vectors { m * m } else { 0 };
+    let ([basis, alpha, beta, coef, eig, off, row, vectors], _) =
+        carve(workspace, [(m + 1) * n, m, m, m, m, m, m, vectors])?;
+    Ok(Parts { basis, alpha, beta, coef, eig, off, row, vectors })
 }
 
 /// Stopping rules of the core.
@@ -392,7 +394,7 @@ pub fn lanczos<T: Scalar, A: SymmetricOperator<T> + ?Sized>(
     }
     let want_vectors = ritz_vectors.is_some();
     check_workspace(workspace.len(), lanczos_workspace_len(n, m, want_vectors))?;
-    let mut parts = split_workspace(workspace, n, m, want_vectors);
+    let mut parts = split_workspace(workspace, n, m, want_vectors)?;
     let plan = Plan {
         max_steps: m,
         largest: options.largest,
@@ -476,7 +478,7 @@ pub fn skew_singular_values<T: Scalar, A: SkewOperator<T> + ?Sized>(
     check_workspace(singular_values.len(), m)
         .map_err(|_| short("singular_values", m, singular_values.len()))?;
     check_workspace(workspace.len(), lanczos_workspace_len(n, m, false))?;
-    let mut parts = split_workspace(workspace, n, m, false);
+    let mut parts = split_workspace(workspace, n, m, false)?;
     let plan = Plan {
         max_steps: m,
         largest: 0,
@@ -553,7 +555,7 @@ pub fn extreme_eigenvalues<T: Scalar, A: SymmetricOperator<T> + ?Sized>(
     let m = clamp_steps(n, max_steps);
     check_options(&LanczosOptions { max_steps: m, largest: 0, smallest: 0, tol, seed }, m)?;
     check_workspace(workspace.len(), lanczos_workspace_len(n, m, false))?;
-    let mut parts = split_workspace(workspace, n, m, false);
+    let mut parts = split_workspace(workspace, n, m, false)?;
     let largest_smallest = if m >= 2 { (1, 1) } else { (0, 0) };
     let plan = Plan {
         max_steps: m,

@@ -2,7 +2,7 @@
 //!
 //! * [`operator`]: matrix-free symmetric and skew-symmetric operators (dense slices, `S^T S`, `S`
 //!   and `D` of a factored head, closures).
-//! * [`lanczos`](self::lanczos): Lanczos with full reorthogonalization into caller workspace: Ritz
+//! * [`lanczos`]: Lanczos with full reorthogonalization into caller workspace: Ritz
 //!   values and vectors, extreme eigenvalues, singular values of skew operators.
 //! * [`tridiagonal`]: the symmetric tridiagonal eigensolver (implicit QL) under Lanczos.
 //! * [`slq`]: stochastic Lanczos quadrature of `tr f(A)`, spectral entropy and effective rank of

@@ -14,6 +14,7 @@
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::kernel;
 use crate::spectral::factored::{FactoredKernel, Part};
+use crate::workspace::{carve, Req};
 use crate::{Result, Scalar};
 
 /// A symmetric linear operator `A = A^T` (`n x n`), applied matrix-free.
@@ -67,7 +68,7 @@ impl<T: Scalar> SymmetricOperator<T> for DenseSymmetric<'_, T> {
 
 /// Scratch elements [`RoutingGram::new`] needs for a head: `d_model + 2 d_head`.
 pub fn routing_gram_workspace_len(d_model: usize, d_head: usize) -> usize {
-    d_model.saturating_add(d_head.saturating_mul(2))
+    Req::new(d_model).and(Req::array(d_head, 2)).saturating()
 }
 
 /// `S^T S = -S^2` of a factored head kernel (symmetric, positive semidefinite, `d_model x d_model`):
@@ -93,7 +94,7 @@ impl<T: Scalar> SymmetricOperator<T> for RoutingGram<'_, '_, T> {
     }
     fn apply(&mut self, x: &[T], y: &mut [T]) -> Result<()> {
         let d_model = self.head.d_model();
-        let (routed, apply_scratch) = self.scratch.split_at_mut(d_model);
+        let ([routed], apply_scratch) = carve(self.scratch, [d_model])?;
         self.head.apply(Part::Routing, x, routed, apply_scratch)?;
         // S^T = -S: y = -S (S x).
         self.head.apply(Part::Routing, routed, y, apply_scratch)?;

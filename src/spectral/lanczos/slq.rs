@@ -62,7 +62,7 @@ fn for_each_probe<T: Scalar, A: SymmetricOperator<T> + ?Sized>(
     }
     let m = options.steps.min(n);
     check_workspace(workspace.len(), slq_workspace_len(n, m))?;
-    let mut parts = split_workspace(workspace, n, m, false);
+    let mut parts = split_workspace(workspace, n, m, false)?;
     let plan = Plan {
         max_steps: m,
         largest: 0,

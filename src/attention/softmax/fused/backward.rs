@@ -24,7 +24,11 @@ pub(crate) fn backward(isa: Isa, problem: &Problem<'_>, io: BackwardIo<'_>, work
     let (n, d_k, d_v) = (problem.n, problem.d_k, problem.d_v);
     assert!(io.out.len() == n * d_v && io.d_out.len() == n * d_v && io.lse.len() == n);
     assert!(io.d_q.len() == n * d_k && io.d_k.len() == n * d_k && io.d_v.len() == n * d_v);
-    if workspace.len() < isa.blocking().backward_len(n, d_k, d_v) {
+    let isa = isa.clamp();
+    let Some(blocking) = blocking(isa) else {
+        return false;
+    };
+    if workspace.len() < blocking.backward_len(n, d_k, d_v) {
         return false;
     }
     io.d_q.fill(0.0);
@@ -33,31 +37,26 @@ pub(crate) fn backward(isa: Isa, problem: &Problem<'_>, io: BackwardIo<'_>, work
     if n == 0 {
         return true;
     }
-    match isa {
-        // SAFETY (both arms): `isa` came from run-time detection of these features.
-        #[cfg(sda_avx512)]
-        Isa::Avx512 => unsafe { backward_avx512(problem, io, workspace) },
-        Isa::Avx2 => unsafe { backward_avx2(problem, io, workspace) },
-    }
-    true
+    backward_isa(isa, problem, io, workspace)
 }
 
-/// # Safety
-/// The CPU has AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn backward_avx512(problem: &Problem<'_>, io: BackwardIo<'_>, workspace: &mut [f32]) {
-    // SAFETY: the features are the caller's precondition; lengths were asserted by `backward`.
-    unsafe { backward_body::<Avx512, AVX512_MR, AVX512_NV>(Isa::Avx512.blocking(), problem, io, workspace) }
-}
-
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_avx2(problem: &Problem<'_>, io: BackwardIo<'_>, workspace: &mut [f32]) {
-    // SAFETY: the features are the caller's precondition; lengths were asserted by `backward`.
-    unsafe { backward_body::<Avx2, AVX2_MR, AVX2_NV>(Isa::Avx2.blocking(), problem, io, workspace) }
+crate::arch::multiversion! {
+    /// [`backward_body`] in the variant `isa` with its blocking; `false` for the portable variant,
+    /// which has no tile kernel ([`backward`] never asks for it).
+    fn backward_isa(problem: &Problem<'_>, io: BackwardIo<'_>, workspace: &mut [f32]) -> bool;
+    avx512("avx512f,fma") => {
+        // SAFETY: the dispatch runs this only on a CPU with the features; `n > 0`, the lengths
+        // were asserted, the gradients zeroed and the workspace holds `backward_len` of this
+        // blocking (`backward`).
+        unsafe { backward_body::<Avx512, AVX512_MR, AVX512_NV>(AVX512_BLOCKING, problem, io, workspace) };
+        true
+    };
+    avx2("avx2,fma") => {
+        // SAFETY: as above.
+        unsafe { backward_body::<Avx2, AVX2_MR, AVX2_NV>(AVX2_BLOCKING, problem, io, workspace) };
+        true
+    };
+    portable => false;
 }
 
 /// # Safety

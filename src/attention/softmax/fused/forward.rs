@@ -17,54 +17,45 @@ pub(crate) fn forward(
 ) -> bool {
     problem.assert_lengths();
     assert!(out.len() == problem.n * problem.d_v && lse.len() == problem.n);
-    if workspace.len() < isa.blocking().forward_len(problem.n, problem.d_k, problem.d_v) {
+    let isa = isa.clamp();
+    let Some(blocking) = blocking(isa) else {
+        return false;
+    };
+    if workspace.len() < blocking.forward_len(problem.n, problem.d_k, problem.d_v) {
         return false;
     }
     if problem.n == 0 {
         return true;
     }
-    match isa {
-        // SAFETY (both arms): `isa` came from run-time detection of these features (`Isa::detect`
-        // or `all_available`), the only precondition of the target_feature functions.
-        #[cfg(sda_avx512)]
-        Isa::Avx512 => unsafe { forward_avx512(problem, out, lse, workspace) },
-        Isa::Avx2 => unsafe { forward_avx2(problem, out, lse, workspace) },
-    }
-    true
+    forward_isa(isa, problem, out, lse, workspace)
 }
 
-/// # Safety
-/// The CPU has AVX-512F and FMA.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn forward_avx512(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32], workspace: &mut [f32]) {
-    // SAFETY: the features are the caller's precondition; lengths were asserted by `forward`.
-    unsafe {
-        forward_body::<Avx512, AVX512_FORWARD_MR, AVX512_FORWARD_NV>(
-            Isa::Avx512.blocking(),
-            problem,
-            out,
-            lse,
-            workspace,
-        )
-    }
-}
-
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_avx2(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32], workspace: &mut [f32]) {
-    // SAFETY: the features are the caller's precondition; lengths were asserted by `forward`.
-    unsafe {
-        forward_body::<Avx2, AVX2_FORWARD_MR, AVX2_FORWARD_NV>(
-            Isa::Avx2.blocking(),
-            problem,
-            out,
-            lse,
-            workspace,
-        )
-    }
+crate::arch::multiversion! {
+    /// [`forward_body`] in the variant `isa` with its blocking; `false` (touching nothing) for the
+    /// portable variant, which has no tile kernel ([`forward`] never asks for it).
+    fn forward_isa(problem: &Problem<'_>, out: &mut [f32], lse: &mut [f32], workspace: &mut [f32]) -> bool;
+    avx512("avx512f,fma") => {
+        // SAFETY: the dispatch runs this only on a CPU with the features; `n > 0`, the lengths
+        // were asserted and the workspace holds `forward_len` of this blocking (`forward`).
+        unsafe {
+            forward_body::<Avx512, AVX512_FORWARD_MR, AVX512_FORWARD_NV>(
+                AVX512_BLOCKING,
+                problem,
+                out,
+                lse,
+                workspace,
+            )
+        };
+        true
+    };
+    avx2("avx2,fma") => {
+        // SAFETY: as above.
+        unsafe {
+            forward_body::<Avx2, AVX2_FORWARD_MR, AVX2_FORWARD_NV>(AVX2_BLOCKING, problem, out, lse, workspace)
+        };
+        true
+    };
+    portable => false;
 }
 
 /// # Safety

@@ -26,8 +26,9 @@
 //! Workspace: forward `O(48 (d + 64))`, backward panels `n_pad d` plus `O(48 (256 + d))`, all
 //! from the caller ([`Blocking::forward_len`], [`Blocking::backward_len`]).
 //!
-//! Every `unsafe` here is either a call of a `target_feature` function after run-time detection or
-//! a raw-pointer access whose bounds follow from the lengths asserted in the entry points
+//! Every `unsafe` here is either a call of a kernel body compiled for the instruction set that
+//! `crate::arch` detected (through its `multiversion!`) or a raw-pointer access whose bounds follow
+//! from the lengths asserted in the entry points
 //! ([`forward`], [`backward`]); each function's `# Safety` section states what it relies on.
 
 mod backward;
@@ -42,6 +43,7 @@ pub(crate) use forward::forward;
 #[cfg(sda_avx512)]
 use crate::arch::x86_64::Avx512;
 use crate::arch::x86_64::{Avx2, Simd};
+use crate::arch::Isa;
 
 /// Keys and values larger than this get forward strips twice as wide (half of this machine's L2).
 const WIDE_STRIP_BYTES: usize = 1 << 20;
@@ -185,61 +187,34 @@ fn align_workspace(workspace: &mut [f32]) -> &mut [f32] {
     &mut workspace[skip..]
 }
 
-/// The instruction sets compiled in, widest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    #[cfg(sda_avx512)]
-    Avx512,
-    Avx2,
+/// The blocking of `isa`'s tile kernels: `None` for [`Isa::Portable`], which has none (the
+/// generic path of the softmax runs), and for AVX-512 where its kernels are not compiled in.
+pub(crate) fn blocking(isa: Isa) -> Option<Blocking> {
+    match isa {
+        #[cfg(sda_avx512)]
+        Isa::Avx512 => Some(AVX512_BLOCKING),
+        #[cfg(not(sda_avx512))]
+        Isa::Avx512 => None,
+        Isa::Avx2Fma => Some(AVX2_BLOCKING),
+        Isa::Portable => None,
+    }
 }
 
-impl Isa {
-    /// The widest instruction set the running CPU has, if any.
-    pub fn detect() -> Option<Isa> {
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            return Some(Isa::Avx512);
-        }
-        if crate::arch::has_avx2_fma() {
-            return Some(Isa::Avx2);
-        }
-        None
-    }
-
-    /// Every instruction set the running CPU has (for tests).
-    #[cfg(test)]
-    pub fn all_available() -> std::vec::Vec<Isa> {
-        let mut isas = std::vec::Vec::new();
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            isas.push(Isa::Avx512);
-        }
-        if crate::arch::has_avx2_fma() {
-            isas.push(Isa::Avx2);
-        }
-        isas
-    }
-
-    pub fn blocking(self) -> Blocking {
-        match self {
-            #[cfg(sda_avx512)]
-            Isa::Avx512 => Blocking {
-                mr: AVX512_MR,
-                panel: AVX512_NV * 16,
-                strip: AVX512_STRIP,
-                lanes: 16,
-                forward_cols: AVX512_FORWARD_NV * 16,
-            },
-            Isa::Avx2 => Blocking {
-                mr: AVX2_MR,
-                panel: AVX2_NV * 8,
-                strip: AVX2_STRIP,
-                lanes: 8,
-                forward_cols: AVX2_FORWARD_NV * 8,
-            },
-        }
-    }
-}
+#[cfg(sda_avx512)]
+const AVX512_BLOCKING: Blocking = Blocking {
+    mr: AVX512_MR,
+    panel: AVX512_NV * 16,
+    strip: AVX512_STRIP,
+    lanes: 16,
+    forward_cols: AVX512_FORWARD_NV * 16,
+};
+const AVX2_BLOCKING: Blocking = Blocking {
+    mr: AVX2_MR,
+    panel: AVX2_NV * 8,
+    strip: AVX2_STRIP,
+    lanes: 8,
+    forward_cols: AVX2_FORWARD_NV * 8,
+};
 
 /// AVX-512: register blocks of 6 rows x 4 vectors (24 of the 32 registers accumulate; each step
 /// loads one 64-float row of `B` and broadcasts 6 values; 12 x 2 measured 5-8% slower), panels of

@@ -1,5 +1,11 @@
 use super::tiles::pack_panels;
 use super::*;
+use crate::arch::Isa;
+
+/// Every variant the CPU has that has tile kernels (whatever the dispatch chooses).
+fn tile_isas() -> Vec<Isa> {
+    crate::arch::available().filter(|&isa| blocking(isa).is_some()).collect()
+}
 use std::format;
 use std::vec;
 use std::vec::Vec;
@@ -88,7 +94,7 @@ fn check_variant(isa: Isa, n: usize, d_k: usize, d_v: usize, causal: bool, mask:
     let scale = if d_k == 0 { 1.0 } else { 1.0 / (d_k as f32).sqrt() };
     let problem = Problem { n, d_k, d_v, scale, causal, q: &q, k: &k, v: &v, mask };
     let (out64, lse64, dq64, dk64, dv64) = naive(&problem, &d_out);
-    let blocking = isa.blocking();
+    let blocking = blocking(isa).unwrap();
     let what = format!("{isa:?} n={n} d_k={d_k} d_v={d_v} causal={causal} mask={}", mask.is_some());
     let (mut out, mut lse) = (vec![f32::NAN; n * d_v], vec![f32::NAN; n]);
     // Too short a workspace: refused, nothing written.
@@ -129,9 +135,9 @@ fn check_variant(isa: Isa, n: usize, d_k: usize, d_v: usize, causal: bool, mask:
 /// vectors (d = 1, 15, 17, 24, 63, 65), d = 0, ragged causal rows (masked exp and max tails).
 #[test]
 fn every_variant_matches_the_reference() {
-    let isas = Isa::all_available();
-    assert!(!isas.is_empty() || !std::is_x86_feature_detected!("avx2"));
-    for &isa in &isas {
+    let isas = tile_isas();
+    assert!(!isas.is_empty() || crate::arch::detected() == Isa::Portable);
+    for isa in isas {
         for &(n, d_k, d_v) in &[
             (1, 1, 1),
             (2, 64, 64),
@@ -156,8 +162,8 @@ fn every_variant_matches_the_reference() {
 /// strip, two chunks of register blocks per strip on AVX-512): n = 1037, d = 130.
 #[test]
 fn every_variant_matches_the_reference_with_wide_strips() {
-    for &isa in &Isa::all_available() {
-        let blocking = isa.blocking();
+    for isa in tile_isas() {
+        let blocking = blocking(isa).unwrap();
         assert_eq!(blocking.max_forward_strip(1037, 130, 130), 2 * blocking.forward_cols);
         check_variant(isa, 1037, 130, 130, false, None, 11);
     }
@@ -168,7 +174,7 @@ fn every_variant_matches_the_reference_with_wide_strips() {
 /// maximum, so nothing overflows.
 #[test]
 fn every_variant_handles_masks_and_large_logits() {
-    for &isa in &Isa::all_available() {
+    for isa in tile_isas() {
         let (n, d) = (70usize, 20usize);
         let mut mask = entries(n * n, 9);
         for (idx, m) in mask.iter_mut().enumerate() {
@@ -196,7 +202,7 @@ fn every_variant_handles_masks_and_large_logits() {
         };
         let (out64, lse64, ..) = naive(&problem, &v);
         let (mut out, mut lse) = (vec![0.0; n * d], vec![0.0; n]);
-        let mut ws = vec![0.0; isa.blocking().forward_len(n, d, d)];
+        let mut ws = vec![0.0; blocking(isa).unwrap().forward_len(n, d, d)];
         assert!(forward(isa, &problem, &mut out, &mut lse, &mut ws));
         assert!(out.iter().chain(&lse).all(|x| x.is_finite()));
         let bound = (2.0 * d as f64 * 1e4 + 2.0 * n as f64 + 8.0) * U32;
@@ -216,12 +222,8 @@ fn every_variant_exp_matches_libm() {
             unsafe { S::store(chunk.as_mut_ptr(), S::exp(S::load(chunk.as_ptr()))) };
         }
     }
-    for &isa in &Isa::all_available() {
-        let exp: fn(&mut [f32]) = match isa {
-            #[cfg(sda_avx512)]
-            Isa::Avx512 => run_avx512,
-            Isa::Avx2 => run_avx2,
-        };
+    for isa in tile_isas() {
+        let exp = |x: &mut [f32]| run_exp(isa, x);
         let grid: Vec<f32> = (0..126_992).map(|i| -86.5 + i as f32 * 0.001_37).collect(); // to 87.5, 16 | len
         let mut y = grid.clone();
         exp(&mut y);
@@ -260,23 +262,11 @@ fn every_variant_exp_matches_libm() {
         assert_eq!((special[7], special[8]), (f32::INFINITY, 0.0));
     }
 
-    #[cfg(sda_avx512)]
-    fn run_avx512(x: &mut [f32]) {
-        #[allow(clippy::incompatible_msrv)]
-        #[target_feature(enable = "avx512f,fma")]
-        unsafe fn inner(x: &mut [f32]) {
-            run::<Avx512>(x)
-        }
-        // SAFETY: only called for Isa::Avx512, which run-time detection reported.
-        unsafe { inner(x) }
-    }
-    fn run_avx2(x: &mut [f32]) {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn inner(x: &mut [f32]) {
-            run::<Avx2>(x)
-        }
-        // SAFETY: only called for Isa::Avx2, which run-time detection reported.
-        unsafe { inner(x) }
+    crate::arch::multiversion! {
+        fn run_exp(x: &mut [f32]);
+        avx512("avx512f,fma") => run::<Avx512>(x);
+        avx2("avx2,fma") => run::<Avx2>(x);
+        portable => unreachable!("no vector type for the portable variant");
     }
 }
 
@@ -293,8 +283,8 @@ fn public_workspace_covers_the_fused_layout() {
             }
         }
     }
-    for &isa in &Isa::all_available() {
-        let blocking = isa.blocking();
+    for isa in tile_isas() {
+        let blocking = blocking(isa).unwrap();
         for &(n, d_k, d_v) in &shapes {
             let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
             assert!(

@@ -17,7 +17,7 @@
 //!
 //! so the logits are a product of `n x (2r + q)` projected queries and keys, computed in
 //! `O(n d_model (r + q))` without forming the `d_model x d_model` kernel, and fed to the tiled
-//! softmax path. The functions [`sd_assemble`] and [`sd_assemble_adjoint`] are the only code that
+//! softmax path. The functions `sd_assemble` and `sd_assemble_adjoint` are the only code that
 //! knows this form (with [`AttentionHead::kernel_dense`]); changing the factorization means changing
 //! them. The default scale of an S-D head is `1/sqrt(2r + q)`, the width of that product (ours too).
 //!
@@ -28,7 +28,11 @@ use super::softmax::{default_scale, SoftmaxAttention, SoftmaxGrads};
 use super::Causality;
 use crate::error::{check_matrix, check_workspace};
 use crate::linalg::kernel::{self, Transpose};
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
+
+mod assemble;
+pub(crate) use assemble::{sd_assemble, sd_assemble_adjoint, Cols};
 
 /// How a head turns tokens into queries and keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,13 +206,13 @@ impl<T: Scalar> AttentionHead<T> {
 
     /// Elements of the projection buffers: `Qh`, `Kh` (`n x w` each), `X W_V` (`n x d_v`), and for
     /// S-D one more `n x w` for `[XU | XV | XC]`.
-    fn projection_len(&self, n_tokens: usize) -> usize {
+    fn projection_req(&self, n_tokens: usize) -> Req {
         let w = self.qk_width();
         let extra = match self.kind {
             HeadKind::Standard { .. } => 0,
             HeadKind::RoutingFiltering { .. } => w,
         };
-        w.saturating_mul(2).saturating_add(self.d_v).saturating_add(extra).saturating_mul(n_tokens)
+        Req::all_of([Req::new(w).times(2), Req::new(self.d_v), Req::new(extra)]).times(n_tokens)
     }
 
     /// The part of [`Self::projection_len`] beyond `Qh`, `Kh` and `X W_V`: `n w` for the S-D
@@ -224,15 +228,15 @@ impl<T: Scalar> AttentionHead<T> {
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        self.projection_len(n_tokens).saturating_add(self.softmax(n_tokens).forward_workspace_len())
+        let softmax = Req::new(self.softmax(n_tokens).forward_workspace_len());
+        self.projection_req(n_tokens).and(softmax).saturating()
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: twice the projections (values and
     /// their gradients) plus the softmax backward's tile workspace.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        self.projection_len(n_tokens)
-            .saturating_mul(2)
-            .saturating_add(self.softmax(n_tokens).backward_workspace_len())
+        let softmax = Req::new(self.softmax(n_tokens).backward_workspace_len());
+        self.projection_req(n_tokens).times(2).and(softmax).saturating()
     }
 
     /// Writes `Qh`, `Kh` (`n x w`) and `Vp = X W_V` (`n x d_v`); `proj` is `n x w` scratch (S-D only).
@@ -246,7 +250,7 @@ impl<T: Scalar> AttentionHead<T> {
         kh: &mut [T],
         vp: &mut [T],
         proj: &mut [T],
-    ) {
+    ) -> Result<()> {
         let d = self.d_model;
         let (blocks, _) = self.param_blocks();
         match self.kind {
@@ -258,8 +262,7 @@ impl<T: Scalar> AttentionHead<T> {
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
             }
             HeadKind::RoutingFiltering { rank_routing: r, rank_filtering: q } => {
-                let (xa, rest) = proj.split_at_mut(n * r);
-                let (xb, xc) = rest.split_at_mut(n * r);
+                let ([xa, xb], xc) = carve(proj, [n * r, n * r])?;
                 for (block, out, cols) in [(0, &mut *xa, r), (1, &mut *xb, r), (2, &mut *xc, q)] {
                     let factor = &params[blocks[block].range()];
                     kernel::gemm(
@@ -289,6 +292,7 @@ impl<T: Scalar> AttentionHead<T> {
                 kernel::gemm(n, d, self.d_v, T::one(), x, Transpose::No, w_v, Transpose::No, T::zero(), vp);
             }
         }
+        Ok(())
     }
 
     /// `out = softmax_row(Qh Kh^T scale [+ causal]) X W_V` (`n x d_v`) and the per-row log-sum-exp
@@ -326,11 +330,9 @@ impl<T: Scalar> AttentionHead<T> {
         crate::error::check_len("lse", lse.len(), n_tokens)?;
         check_workspace(workspace.len(), self.forward_workspace_len(n_tokens))?;
         let (n, w) = (n_tokens, self.qk_width());
-        let (qh, rest) = workspace.split_at_mut(n * w);
-        let (kh, rest) = rest.split_at_mut(n * w);
-        let (vp, rest) = rest.split_at_mut(n * self.d_v);
-        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
-        self.project(n, x, params, qh, kh, vp, proj);
+        let ([qh, kh, vp, proj], rest) =
+            carve(workspace, [n * w, n * w, n * self.d_v, self.packed_projection_len(n)])?;
+        self.project(n, x, params, qh, kh, vp, proj)?;
         attn.forward(qh, kh, vp, None, out, lse, rest)
     }
 
@@ -361,15 +363,10 @@ impl<T: Scalar> AttentionHead<T> {
         crate::error::check_len("d_params", grads.d_params.len(), params.len())?;
         check_workspace(workspace.len(), self.backward_workspace_len(n_tokens))?;
         let (n, w, d, d_v) = (n_tokens, self.qk_width(), self.d_model, self.d_v);
-        let (qh, rest) = workspace.split_at_mut(n * w);
-        let (kh, rest) = rest.split_at_mut(n * w);
-        let (vp, rest) = rest.split_at_mut(n * d_v);
-        let (proj, rest) = rest.split_at_mut(self.packed_projection_len(n));
-        let (d_qh, rest) = rest.split_at_mut(n * w);
-        let (d_kh, rest) = rest.split_at_mut(n * w);
-        let (d_vp, rest) = rest.split_at_mut(n * d_v);
-        let (d_proj, rest) = rest.split_at_mut(proj.len());
-        self.project(n, x, params, qh, kh, vp, proj);
+        let packed = self.packed_projection_len(n);
+        let ([qh, kh, vp, proj, d_qh, d_kh, d_vp, d_proj], rest) =
+            carve(workspace, [n * w, n * w, n * d_v, packed, n * w, n * w, n * d_v, packed])?;
+        self.project(n, x, params, qh, kh, vp, proj)?;
         attn.backward(
             qh,
             kh,
@@ -475,7 +472,7 @@ impl<T: Scalar> AttentionHead<T> {
     /// `d_model x d_model` kernel and [`crate::testing::check::stability_bound_workspace_len`]`(d_model)`.
     pub fn stability_bound_workspace_len(&self) -> usize {
         let d = self.d_model;
-        d.saturating_mul(d).saturating_add(crate::testing::check::stability_bound_workspace_len(d))
+        Req::array(d, d).and(Req::new(crate::testing::check::stability_bound_workspace_len(d))).saturating()
     }
 
     /// Upper bound on `max Re(lambda)` over the eigenvalues of the head's kernel `M`
@@ -502,290 +499,9 @@ impl<T: Scalar> AttentionHead<T> {
         let d = self.d_model;
         crate::error::check_len("params", params.len(), self.param_len())?;
         check_workspace(workspace.len(), self.stability_bound_workspace_len())?;
-        let (kernel, rest) = workspace.split_at_mut(d * d);
+        let ([kernel], rest) = carve(workspace, [d * d])?;
         self.kernel_dense(params, kernel)?;
         crate::linalg::dense::check_finite("kernel", kernel)?;
         crate::testing::check::stability_bound(d, kernel, rest)
-    }
-}
-
-/// Columns `offset .. offset + width` of a row-major matrix of `stride` columns: where one head's
-/// factor products (`a`, `b`, `c` or their gradients) live inside packed multi-head storage, or
-/// a whole contiguous `n x width` matrix ([`Cols::dense`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Cols {
-    /// Elements per row of the underlying matrix.
-    pub stride: usize,
-    /// First column.
-    pub offset: usize,
-}
-
-impl Cols {
-    /// A contiguous matrix of `width` columns.
-    pub(crate) fn dense(width: usize) -> Self {
-        Cols { stride: width, offset: 0 }
-    }
-
-    /// Columns `offset .. offset + width` of an `n x stride` matrix (an offset past the first row
-    /// addresses a later block: `Cols::of(r, n r)` is the second of two consecutive `n x r` blocks).
-    pub(crate) fn of(stride: usize, offset: usize) -> Self {
-        Cols { stride, offset }
-    }
-
-    #[inline(always)]
-    fn start(&self, row: usize) -> usize {
-        row * self.stride + self.offset
-    }
-}
-
-/// The S-D factorization, forward: query rows `[a_i, b_i, c_i]` and key rows `[b_j, -a_j, -c_j]`
-/// (`n x (2r + q)`, contiguous) from `a = XU`, `b = XV` (`n x r`) and `c = XC` (`n x q`), each read
-/// through its [`Cols`] (a head's columns of packed projections, or a contiguous matrix), so that
-/// `qh_i . kh_j = x_i^T (U V^T - V U^T - C C^T) x_j`. Element loops (each writes both outputs),
-/// not per-row `memcpy` calls: rows are only `r` or `q` elements long.
-/// In `f32` the loops are compiled for AVX-512 or AVX2 when the CPU has them (copies and sign
-/// flips: identical results).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sd_assemble<T: Scalar>(
-    n: usize,
-    r: usize,
-    q: usize,
-    a: (&[T], Cols),
-    b: (&[T], Cols),
-    c: (&[T], Cols),
-    qh: &mut [T],
-    kh: &mut [T],
-) {
-    if let (Some(fa), Some(fb), Some(fc), Some(fq), Some(fk)) =
-        (T::f32_slice(a.0), T::f32_slice(b.0), T::f32_slice(c.0), T::f32_slice_mut(qh), T::f32_slice_mut(kh))
-    {
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-            return unsafe { assemble_avx512(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk) };
-        }
-        return assemble_body(n, r, q, (fa, a.1), (fb, b.1), (fc, c.1), fq, fk);
-    }
-    assemble_body(n, r, q, a, b, c, qh, kh)
-}
-
-/// [`assemble_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn assemble_avx512(
-    n: usize,
-    r: usize,
-    q: usize,
-    a: (&[f32], Cols),
-    b: (&[f32], Cols),
-    c: (&[f32], Cols),
-    qh: &mut [f32],
-    kh: &mut [f32],
-) {
-    assemble_body(n, r, q, a, b, c, qh, kh)
-}
-
-/// The loops of [`sd_assemble`], shared by every variant.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn assemble_body<T: Scalar>(
-    n: usize,
-    r: usize,
-    q: usize,
-    (a, a_cols): (&[T], Cols),
-    (b, b_cols): (&[T], Cols),
-    (c, c_cols): (&[T], Cols),
-    qh: &mut [T],
-    kh: &mut [T],
-) {
-    let w = 2 * r + q;
-    if w == 0 {
-        // No routing or filtering columns: nothing to assemble (and no chunks of width 0).
-        return;
-    }
-    for ((i, q_row), k_row) in
-        qh[..n * w].chunks_exact_mut(w).enumerate().zip(kh[..n * w].chunks_exact_mut(w))
-    {
-        let (a_i, b_i, c_i) =
-            (&a[a_cols.start(i)..][..r], &b[b_cols.start(i)..][..r], &c[c_cols.start(i)..][..q]);
-        let (q_ab, q_c) = q_row.split_at_mut(2 * r);
-        let (q_a, q_b) = q_ab.split_at_mut(r);
-        let (k_ab, k_c) = k_row.split_at_mut(2 * r);
-        let (k_b, k_a) = k_ab.split_at_mut(r);
-        for ((qa, ka), &v) in q_a.iter_mut().zip(k_a.iter_mut()).zip(a_i) {
-            *qa = v;
-            *ka = -v;
-        }
-        for ((qb, kb), &v) in q_b.iter_mut().zip(k_b.iter_mut()).zip(b_i) {
-            *qb = v;
-            *kb = v;
-        }
-        for ((qc, kc), &v) in q_c.iter_mut().zip(k_c.iter_mut()).zip(c_i) {
-            *qc = v;
-            *kc = -v;
-        }
-    }
-}
-
-/// The adjoint of [`sd_assemble`]: `da = dqh_a - dkh_b`, `db = dqh_b + dkh_a`, `dc = dqh_c - dkh_c`
-/// (`d_qh`, `d_kh` contiguous `n x (2r + q)`), written into `out` through three [`Cols`] views
-/// (which may share rows: e.g. the three column ranges of one packed `n x (2r + q)` gradient, or
-/// three consecutive dense blocks, whose offsets then include `n r`); only those entries are
-/// touched. In `f32` compiled for AVX-512 when the CPU has it (same operations: identical results).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sd_assemble_adjoint<T: Scalar>(
-    n: usize,
-    r: usize,
-    q: usize,
-    d_qh: &[T],
-    d_kh: &[T],
-    out: &mut [T],
-    da: Cols,
-    db: Cols,
-    dc: Cols,
-) {
-    if let (Some(fq), Some(fk), Some(fo)) =
-        (T::f32_slice(d_qh), T::f32_slice(d_kh), T::f32_slice_mut(&mut *out))
-    {
-        #[cfg(sda_avx512)]
-        if crate::arch::has_avx512() {
-            // SAFETY: the CPU has AVX-512F, just detected (the only precondition).
-            return unsafe { adjoint_avx512(n, r, q, fq, fk, fo, da, db, dc) };
-        }
-        return adjoint_body(n, r, q, fq, fk, fo, da, db, dc);
-    }
-    adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
-}
-
-/// [`adjoint_body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(sda_avx512)]
-#[allow(clippy::incompatible_msrv)] // only compiled by Rust >= 1.89 (build.rs)
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn adjoint_avx512(
-    n: usize,
-    r: usize,
-    q: usize,
-    d_qh: &[f32],
-    d_kh: &[f32],
-    out: &mut [f32],
-    da: Cols,
-    db: Cols,
-    dc: Cols,
-) {
-    adjoint_body(n, r, q, d_qh, d_kh, out, da, db, dc)
-}
-
-/// The loops of [`sd_assemble_adjoint`], shared by every variant.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn adjoint_body<T: Scalar>(
-    n: usize,
-    r: usize,
-    q: usize,
-    d_qh: &[T],
-    d_kh: &[T],
-    out: &mut [T],
-    da: Cols,
-    db: Cols,
-    dc: Cols,
-) {
-    let w = 2 * r + q;
-    if w == 0 {
-        return;
-    }
-    for ((i, dq), dk) in d_qh[..n * w].chunks_exact(w).enumerate().zip(d_kh[..n * w].chunks_exact(w)) {
-        let (dq_a, dq_bc) = dq.split_at(r);
-        let (dq_b, dq_c) = dq_bc.split_at(r);
-        let (dk_a, dk_bc) = dk.split_at(r);
-        let (dk_b, dk_c) = dk_bc.split_at(r);
-        for ((o, &x), &y) in out[da.start(i)..][..r].iter_mut().zip(dq_a).zip(dk_b) {
-            *o = x - y;
-        }
-        for ((o, &x), &y) in out[db.start(i)..][..r].iter_mut().zip(dq_b).zip(dk_a) {
-            *o = x + y;
-        }
-        for ((o, &x), &y) in out[dc.start(i)..][..q].iter_mut().zip(dq_c).zip(dk_c) {
-            *o = x - y;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::vec;
-    use std::vec::Vec;
-
-    /// The assembly and its adjoint through the f32 dispatch (AVX-512 where the CPU has it) and
-    /// each variant called directly equal the portable loops bit for bit (copies, sign flips and
-    /// one add or subtract per element), on strided head columns of packed storage (h = 3 heads,
-    /// r = 5, q = 3, n = 7) with the untouched columns checked.
-    #[test]
-    fn assembly_variants_match_portable() {
-        let (n, h, r, q) = (7usize, 3usize, 5usize, 3usize);
-        let w = 2 * r + q;
-        let packed = |cols: usize, seed: f32| -> Vec<f32> {
-            (0..n * h * cols).map(|i| (i as f32 * seed).sin()).collect()
-        };
-        let (pu, pv, pc) = (packed(r, 0.37), packed(r, 0.71), packed(q, 1.13));
-        for t in 0..h {
-            let (a, b, c) = (
-                (&pu[..], Cols::of(h * r, t * r)),
-                (&pv[..], Cols::of(h * r, t * r)),
-                (&pc[..], Cols::of(h * q, t * q)),
-            );
-            let (mut q0, mut k0) = (vec![0.0f32; n * w], vec![0.0f32; n * w]);
-            assemble_body(n, r, q, a, b, c, &mut q0, &mut k0);
-            let (mut q1, mut k1) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
-            sd_assemble(n, r, q, a, b, c, &mut q1, &mut k1);
-            assert_eq!((&q1, &k1), (&q0, &k0));
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                let (mut q2, mut k2) = (vec![1.0f32; n * w], vec![1.0f32; n * w]);
-                // SAFETY: the CPU has AVX-512F, just detected.
-                unsafe { assemble_avx512(n, r, q, a, b, c, &mut q2, &mut k2) };
-                assert_eq!((&q2, &k2), (&q0, &k0));
-            }
-            // Adjoint into head t's columns of one packed gradient [dU | dV | dC] (n x h (2r + q)),
-            // prefilled with a marker.
-            let stride = h * w;
-            let (ca, cb, cc) = (
-                Cols::of(stride, t * r),
-                Cols::of(stride, h * r + t * r),
-                Cols::of(stride, 2 * h * r + t * q),
-            );
-            let run = |f: &dyn Fn(&mut [f32])| {
-                let mut out = vec![9.0f32; n * stride];
-                f(&mut out);
-                out
-            };
-            let expect = run(&|o| adjoint_body(n, r, q, &q0, &k0, o, ca, cb, cc));
-            assert_eq!(run(&|o| sd_assemble_adjoint(n, r, q, &q0, &k0, o, ca, cb, cc)), expect);
-            #[cfg(sda_avx512)]
-            if crate::arch::has_avx512() {
-                // SAFETY: the CPU has AVX-512F, just detected.
-                let got = run(&|o| unsafe { adjoint_avx512(n, r, q, &q0, &k0, o, ca, cb, cc) });
-                assert_eq!(got, expect);
-            }
-            let touched = |j: usize| {
-                let col = j % stride;
-                (col >= t * r && col < (t + 1) * r)
-                    || (col >= h * r + t * r && col < h * r + (t + 1) * r)
-                    || (col >= 2 * h * r + t * q && col < 2 * h * r + (t + 1) * q)
-            };
-            assert!(expect.iter().enumerate().all(|(j, &v)| touched(j) || v == 9.0));
-            // Values: da = dq_a - dk_b on a spot check.
-            assert_eq!(expect[2 * stride + t * r + 1], q0[2 * w + 1] - k0[2 * w + r + 1]);
-            assert_eq!(expect[2 * stride + h * r + t * r + 1], q0[2 * w + r + 1] + k0[2 * w + 1]);
-        }
     }
 }
