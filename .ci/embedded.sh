@@ -58,7 +58,22 @@ if [[ $status != 0 ]] || ! grep -q '^SDA end ok' "$output"; then
     exit 1
 fi
 
+# The trained model on the microcontroller (examples/cortex-m/src/generate.rs): greedy text from a
+# fixed prompt with the embedded checkpoint, under -icount so that SysTick counts instructions.
+generate_elf="$firmware_dir/target/thumbv7em-none-eabihf/release/generate"
+generate_output="$firmware_dir/target/qemu-generate-output.txt"
+echo "running the text generation under QEMU (-icount shift=0)"
+status=0
+timeout 120 qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic \
+    -semihosting-config enable=on,target=native -icount shift=0 -kernel "$generate_elf" >"$generate_output" || status=$?
+cat "$generate_output"
+if [[ $status != 0 ]] || ! grep -q '^SDA end ok' "$generate_output"; then
+    echo "generation firmware run failed (exit status $status)"
+    exit 1
+fi
+
 echo "section sizes of $elf (bytes; text includes .vector_table and .rodata):"
 if command -v llvm-size >/dev/null; then size_tool=llvm-size; else size_tool=size; fi
 "$size_tool" "$elf"
 "$size_tool" -A "$elf" | grep -E '^\.(vector_table|text|rodata|data|bss|uninit) '
+"$size_tool" -A "$generate_elf" | grep -E '^\.(vector_table|text|rodata|data|bss|uninit) '

@@ -1,19 +1,20 @@
-"""PyTorch CPU baseline for benches/linear_attention.rs, and the side-by-side ratio table.
+"""PyTorch CPU peers for benches/linear_attention.rs, run alternately with it, and the ratio table.
 
-Runs the usual cumulative-sum implementation of causal ELU+1 linear attention
-(phi(k_j) v_j^T materialized per token, cumsum over tokens; Katharopoulos et al. 2020) in float32 on
-one thread (torch.set_num_threads(1)), d_k = d_v = 64, n = 128, 512, 2048, 4096: the forward under
-no_grad, and forward+backward with autograd (gradients of sum(d_out * out) w.r.t. q, k, v); for
-context also a chunked torch implementation (masked 64 x 64 blocks plus prefix state, batched
-matmuls), which is not the target's baseline. It also
-times one recurrent step of the same size written in torch. Then it reads the criterion medians of
-the Rust bench from target/criterion/<group>/<n>/new/estimates.json and prints both with their ratio.
+Two torch implementations of causal ELU+1 linear attention in float32 on one thread
+(torch.set_num_threads(1)), d_k = d_v = 64, n = 512, 2048, 4096: the chunked form (masked 64 x 64
+blocks plus prefix state, batched matmuls; the stronger peer) and the usual cumulative-sum form
+(phi(k_j) v_j^T materialized per token, cumsum over tokens; Katharopoulos et al. 2020). Each is timed
+for the forward under no_grad and for forward+backward with autograd (gradients of sum(d_out * out)
+w.r.t. q, k, v), and one recurrent step of the same size. Each round first runs the Rust side
+(`cargo bench --bench linear_attention -- --times`, one process), then torch, so that a busy machine
+affects both sides of a round alike; every round is printed, then the medians of the per-round ratios.
+Times are wall-clock medians of repeated calls; thread-CPU medians are printed next to them as a
+cross-check (on a shared machine the wall time includes time the thread was not running).
 
-    cargo bench --bench linear_attention
-    python3 benches/torch_linear.py
+    python3 benches/torch_linear.py --rounds 5
 
-Flop counts are the recurrent-form counts the Rust bench uses (forward 4 n d^2, backward 8 n d^2,
-step 4 d^2). Times are medians over repeated runs after a warm-up.
+GF/s use the recurrent-form counts (forward 4 n d^2, forward+backward 12 n d^2, step 4 d^2);
+'exec' is ours in the flops the chunked kernels execute (see `executed_flops` in the bench).
 
 A Python with torch (numpy, safetensors) runs it; make one with
 `python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
@@ -22,12 +23,14 @@ A Python with torch (numpy, safetensors) runs it; make one with
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
 D = 64
-SIZES = [128, 512, 2048, 4096]
+SIZES = [512, 2048, 4096]
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
@@ -61,67 +64,55 @@ def causal_linear_attention_chunked(q, k, v, eps=1e-6, chunk=64):
 
 
 def median_seconds(run, min_reps=5, budget=2.0):
+    """Median wall and thread-CPU seconds of repeated runs after two warm-up runs."""
     for _ in range(2):
         run()
-    times = []
+    walls, cpus = [], []
     start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < 200):
-        t0 = time.perf_counter()
+    while len(walls) < min_reps or (time.perf_counter() - start < budget and len(walls) < 200):
+        t0, c0 = time.perf_counter(), time.thread_time()
         run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpus.append(time.thread_time() - c0)
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def criterion_median(group, ident):
-    path = os.path.join(ROOT, "target", "criterion", group, str(ident), "new", "estimates.json")
-    try:
-        with open(path) as f:
-            return json.load(f)["median"]["point_estimate"] * 1e-9
-    except OSError:
-        return None
+def runner(implementation, label, q, k, v, d_out):
+    if label == "fwd":
+        def run():
+            with torch.no_grad():
+                implementation(q, k, v)
+    else:
+        qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+
+        def run():
+            for t in (qg, kg, vg):
+                t.grad = None
+            implementation(qg, kg, vg).backward(d_out)
+    return run
 
 
-def fmt_ms(seconds):
-    return "      -" if seconds is None else f"{seconds * 1e3:9.3f}"
+def ours_times():
+    """One run of the Rust side: `cargo bench --bench linear_attention -- --times`."""
+    result = subprocess.run(["cargo", "bench", "-q", "--bench", "linear_attention", "--", "--times"],
+                            cwd=ROOT, check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {row["n"]: row for row in rows if "n" in row}, next(row for row in rows if "step_wall" in row)
 
 
-def gflops(flops, seconds):
-    return "     -" if seconds is None else f"{flops / seconds * 1e-9:6.2f}"
+def torch_times():
+    times = {}
+    for n in SIZES:
+        q, k, v, d_out = (torch.rand(n, D) * 2 - 1 for _ in range(4))
+        for label in ("fwd", "fwd+bwd"):
+            for name, implementation, budget in (("chunked", causal_linear_attention_chunked, 2.0),
+                                                 ("cumsum", causal_linear_attention, 1.0)):
+                times[(n, label, name)] = median_seconds(runner(implementation, label, q, k, v, d_out),
+                                                         budget=budget)
+    return times
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, d_k = d_v = {D}")
-    header = (f"{'bench':>8} {'n':>5} | {'ours ms':>9} {'GF/s':>6} | {'torch ms':>9} {'GF/s':>6} |"
-              f" {'torch/ours':>10} | {'chunked ms':>10} {'chunked/ours':>12}")
-    print(header)
-    print("-" * len(header))
-    for label, group, factor in [("fwd", "linear_causal_fwd", 4), ("fwd+bwd", "linear_causal_fwd_bwd", 12)]:
-        for n in SIZES:
-            q, k, v, d_out = (torch.rand(n, D) * 2 - 1 for _ in range(4))
-            def runner(implementation):
-                if label == "fwd":
-                    def run():
-                        with torch.no_grad():
-                            implementation(q, k, v)
-                else:
-                    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
-
-                    def run():
-                        for t in (qg, kg, vg):
-                            t.grad = None
-                        implementation(qg, kg, vg).backward(d_out)
-                return run
-            theirs = median_seconds(runner(causal_linear_attention))
-            chunked = median_seconds(runner(causal_linear_attention_chunked))
-            ours = criterion_median(group, n)
-            flops = factor * n * D * D
-            ratio = "         -" if ours is None else f"{theirs / ours:9.2f}x"
-            chunked_ratio = "           -" if ours is None else f"{chunked / ours:11.2f}x"
-            print(f"{label:>8} {n:>5} | {fmt_ms(ours)} {gflops(flops, ours)} | {fmt_ms(theirs)} "
-                  f"{gflops(flops, theirs)} | {ratio} | {fmt_ms(chunked):>10} {chunked_ratio}")
-    # One recurrent step, d_k = d_v = 64.
+def torch_step():
     s, z = torch.zeros(D, D), torch.zeros(D)
     q, k, v = (torch.rand(D) * 2 - 1 for _ in range(3))
 
@@ -131,11 +122,49 @@ def main() -> None:
             s.add_(torch.outer(fk, v))
             z.add_(fk)
             (fq @ s) / (fq @ z + 1e-6)
-    theirs = median_seconds(step, min_reps=1000, budget=1.0)
-    ours = criterion_median("linear_recurrent_step", "64x64")
-    ratio = "         -" if ours is None else f"{theirs / ours:9.2f}x"
-    print(f"{'step':>8} {'1':>5} | {'-' if ours is None else f'{ours * 1e6:7.3f}us':>9} "
-          f"{gflops(4 * D * D, ours)} | {theirs * 1e6:7.3f}us {gflops(4 * D * D, theirs)} | {ratio}")
+    return median_seconds(step, min_reps=1000, budget=1.0)
+
+
+def main() -> None:
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "unknown CPU")
+    print(f"{model}; torch {torch.__version__}, threads {torch.get_num_threads()}, float32, d_k = d_v = {D}")
+    print(f"{rounds} rounds, each: ours (cargo bench --times), then torch; times are medians of repeated calls")
+    print("(wall ms; thread-CPU ms in brackets). GF/s in the recurrent-form count (fwd 4 n d^2, fwd+bwd 12 n d^2);")
+    print("'exec' is ours in the flops the chunked kernels execute.")
+    all_rounds = []
+    for index in range(rounds):
+        ours, step = ours_times()
+        theirs = torch_times()
+        all_rounds.append((ours, theirs))
+        print(f"\nround {index + 1}")
+        header = (f"{'bench':>8} {'n':>5} | {'ours ms':>15} {'GF/s':>6} {'exec':>6} | {'chunked ms':>15} {'ratio':>6} |"
+                  f" {'cumsum ms':>15} {'ratio':>6}")
+        print(header)
+        print("-" * len(header))
+        for label, key, factor in (("fwd", "fwd", 4), ("fwd+bwd", "both", 12)):
+            for n in SIZES:
+                wall, cpu = ours[n][f"{key}_wall"], ours[n][f"{key}_cpu"]
+                executed = ours[n][f"executed_{key}"]
+                chunked, cumsum = theirs[(n, label, "chunked")], theirs[(n, label, "cumsum")]
+                print(f"{label:>8} {n:>5} | {wall * 1e3:7.3f} [{cpu * 1e3:6.3f}] {factor * n * D * D / wall * 1e-9:6.1f}"
+                      f" {executed / wall * 1e-9:6.1f} | {chunked[0] * 1e3:7.3f} [{chunked[1] * 1e3:6.3f}]"
+                      f" {chunked[0] / wall:5.2f}x | {cumsum[0] * 1e3:7.3f} [{cumsum[1] * 1e3:6.3f}] {cumsum[0] / wall:5.2f}x")
+        theirs_step = torch_step()
+        print(f"{'step':>8} {'1':>5} | {step['step_wall'] * 1e6:7.3f}us [{step['step_cpu'] * 1e6:.3f}us] |"
+              f" torch {theirs_step[0] * 1e6:7.3f}us [{theirs_step[1] * 1e6:.3f}us]")
+    print("\nmedians over rounds (wall; ratios of each round's own pair, then their median, min and max)")
+    for label, key in (("fwd", "fwd"), ("fwd+bwd", "both")):
+        for n in SIZES:
+            ours = [r[0][n][f"{key}_wall"] for r in all_rounds]
+            ratios = [r[1][(n, label, "chunked")][0] / r[0][n][f"{key}_wall"] for r in all_rounds]
+            cpu_ratios = [r[1][(n, label, "chunked")][1] / r[0][n][f"{key}_cpu"] for r in all_rounds]
+            print(f"{label:>8} {n:>5}: ours {statistics.median(ours) * 1e3:7.3f} ms; vs chunked torch: median"
+                  f" {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, max {max(ratios):.2f}x;"
+                  f" thread-CPU ratio median {statistics.median(cpu_ratios):.2f}x, min {min(cpu_ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ Usage (from the repository root):
     python3 benches/torch_train.py                  # times PyTorch, prints both and the ratio
 
 `--run-cargo` runs the cargo bench first, so that both sides come from one run of this script.
+`--kind linear` times the same model with ELU+1 linear attention in every layer instead (per head
+W_Q, W_K of 64 x 16, phi = elu + 1 on the raw projections, causal, eps 1e-6, in the chunked form:
+masked 64 x 64 blocks plus the prefix state, batched over batch and heads), against criterion's
+`train/linear_demo_step`.
 
 The same model and step as examples/cascade.rs (defaults) and benches/train.rs: byte embedding
 (256 x 64, tied unembedding), learned positions (128 x 64), 6 blocks WITHOUT norm of
@@ -73,13 +77,55 @@ class SdModel(torch.nn.Module):
         return F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1))
 
 
+class LinearModel(SdModel):
+    """The same model with ELU+1 linear attention: Q = A W_Q, K = A W_K per head (no scale)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        n = lambda *shape: torch.nn.Parameter(torch.randn(*shape, generator=g) * 0.02)
+        del self.u, self.v, self.c
+        self.wq = torch.nn.ParameterList([n(D, H * DH) for _ in range(L)])
+        self.wk = torch.nn.ParameterList([n(D, H * DH) for _ in range(L)])
+
+    def forward(self, tokens, targets):
+        b, n = tokens.shape
+        x = self.emb[tokens] + self.pos[:n]
+        for l in range(L):
+            a = x  # no norm
+            heads = lambda w: (a @ w).view(b, n, H, DH).transpose(1, 2)
+            o = linear_attention_chunked(heads(self.wq[l]), heads(self.wk[l]), heads(self.wv[l]))
+            m = x + o.transpose(1, 2).reshape(b, n, H * DH) @ self.wo[l]
+            x = m + F.gelu(m @ self.w1[l] + self.b1[l], approximate="tanh") @ self.w2[l] + self.b2[l]
+        logits = x @ self.emb.t()
+        return F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1))
+
+
+def linear_attention_chunked(q, k, v, eps=1e-6, chunk=64):
+    """Causal ELU+1 linear attention over (..., n, d) with n a multiple of chunk: masked blocks
+    inside each chunk, the prefix state of the earlier chunks across them."""
+    *batch, n, d = q.shape
+    fq = (F.elu(q) + 1).reshape(*batch, n // chunk, chunk, d)
+    fk = (F.elu(k) + 1).reshape(*batch, n // chunk, chunk, d)
+    vc = v.reshape(*batch, n // chunk, chunk, v.shape[-1])
+    kv = fk.transpose(-1, -2) @ vc
+    s_prev = kv.cumsum(-3) - kv
+    ksum = fk.sum(-2)
+    z_prev = (ksum.cumsum(-2) - ksum).unsqueeze(-1)
+    weights = (fq @ fk.transpose(-1, -2)) * torch.ones(chunk, chunk).tril()
+    num = fq @ s_prev + weights @ vc
+    den = fq @ z_prev + weights.sum(-1, keepdim=True) + eps
+    return (num / den).reshape(*batch, n, -1)
+
+
 def main():
+    linear = "--kind" in sys.argv and sys.argv[sys.argv.index("--kind") + 1] == "linear"
     if "--run-cargo" in sys.argv:
         subprocess.run(["cargo", "bench", "--bench", "train"], cwd=ROOT, check=True)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     text = torch.frombuffer(bytearray((ROOT / "data/shakespeare/train.txt").read_bytes()), dtype=torch.uint8)
-    model = SdModel()
+    model = LinearModel() if linear else SdModel()
     decay = [p for name, p in model.named_parameters() if name not in ("emb", "pos") and not name.startswith("b")]
     no_decay = [p for name, p in model.named_parameters() if name in ("emb", "pos") or name.startswith("b")]
     opt = torch.optim.AdamW(
@@ -108,8 +154,9 @@ def main():
         times.append(time.perf_counter() - t)
     torch_step = statistics.median(times)
     tokens = BATCH * CTX
-    est = ROOT / "target/criterion/train/sd_demo_step/new/estimates.json"
-    print(f"training step, S-D demo model (d {D}, {L} layers x {H} heads, r {R}, q {Q}), batch {BATCH} x {CTX}, f32, 1 thread")
+    est = ROOT / f"target/criterion/train/{'linear' if linear else 'sd'}_demo_step/new/estimates.json"
+    model_name = "ELU+1 linear" if linear else f"S-D (r {R}, q {Q})"
+    print(f"training step, {model_name} demo model (d {D}, {L} layers x {H} heads), batch {BATCH} x {CTX}, f32, 1 thread")
     print(f"{'':<22}{'ms/step':>10}{'tokens/s':>12}")
     print(f"{'PyTorch eager':<22}{torch_step * 1e3:>10.1f}{tokens / torch_step:>12.0f}   (median of {len(times)} steps, torch {torch.__version__})")
     if est.exists():

@@ -5,170 +5,253 @@
 //! matrix-free from the factors by Lanczos. Prints a table, writes an SVG line plot and a
 //! checkpoint (train::checkpoint) that the other experiments can load.
 //!
+//! The model: d_model 64, 8 layers of 4 heads, d_head 16, r 8, q 8, MLP 256, context 128 (see
+//! `support/experiment.rs`). With `--seeds N` it trains one model per seed (seeds `--seed`,
+//! `--seed + 1`, ...; `--jobs` of them at a time, one thread each) and the table gives the mean and
+//! standard deviation over seeds; the plot draws the spread. Seed 1's checkpoint is
+//! `target/cascade.ckpt`, seed N's `target/cascade-seedN.ckpt`.
+//!
 //! ```text
-//! cargo run --release --example cascade                      # defaults: a few minutes on one core
-//! cargo run --release --example cascade -- --steps 6000 --layers 6 --d-model 128
+//! cargo run --release --example cascade                      # the demo: one seed, about 3 minutes on one core
+//! cargo run --release --example cascade -- --seeds 3 --steps 2500 --jobs 3
 //! cargo run --release --example cascade -- --help
 //! ```
 
+#[path = "support/experiment.rs"]
+mod experiment;
 #[path = "support/lm.rs"]
 mod lm;
 
+use experiment::*;
 use lm::*;
-use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
-use sd_attention::model::norm::NormKind;
+use sd_attention::model::config::ModelConfig;
 use sd_attention::model::transformer::Model;
 use sd_attention::train::checkpoint::Checkpoint;
 use sd_attention::train::corpus::{Corpus, DEFAULT_DIR};
 use sd_attention::train::trainer::Trainer;
-use std::time::Instant;
+
+/// What one seed's run measured.
+struct SeedRun {
+    seed: u64,
+    valid: f64,
+    seconds: f64,
+    loss: f64,
+    trained: Vec<LayerSpectrum>,
+    at_init: Vec<LayerSpectrum>,
+    steps: u64,
+    config: ModelConfig,
+}
 
 fn main() {
     let mut f = Flags::from_env();
-    let d_model: usize = f.get("d-model", 64, "width of the residual stream");
-    let layers: usize = f.get("layers", 6, "number of blocks");
-    let heads: usize = f.get("heads", 4, "heads per layer");
-    let d_head: usize = f.get("d-head", 16, "value width of a head");
-    let d_mlp: usize = f.get("d-mlp", 256, "MLP hidden width");
-    let rank: usize = f.get("rank", 8, "routing rank r per head (rank S <= 2r)");
-    let filter: usize = f.get("filter", 8, "filtering rank q per head (rank D <= q)");
+    let shape = Shape::from_flags(&mut f);
     let run = RunConfig {
-        steps: f.get("steps", 2500, "training steps"),
+        steps: f.get("steps", 2000, "training steps"),
         batch: f.get("batch", 16, "sequences per batch"),
-        seq: f.get("seq", 128, "tokens per sequence (= context length)"),
+        seq: shape.seq,
         lr: f.get("lr", 3e-3, "peak learning rate (warmup, then cosine to lr/10)"),
         warmup: f.get("warmup", 100, "warmup steps"),
-        seed: f.get("seed", 1, "seed of initialization and batches"),
+        seed: 1,
     };
+    let seeds = Seeds::from_flags(&mut f, 1);
     let eval_windows: usize = f.get("eval-windows", 1000, "validation windows of seq bytes (0 = all)");
     let svg = f.string("svg", "target/cascade.svg", "SVG plot output");
-    let ckpt_path = f.string("checkpoint", "target/cascade.ckpt", "checkpoint output");
-    let load = f.string("load", "", "skip training: load this checkpoint");
+    let ckpt_path =
+        f.string("checkpoint", "target/cascade.ckpt", "checkpoint output (seed N > 1: -seedN added)");
+    let load = f.string("load", "", "skip training: load this checkpoint (seed N > 1: -seedN added)");
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     let threads = threads_flag(&mut f);
     f.finish("cascade: train a small S-D model without norm on Shakespeare and measure the spectral cascade");
     use_threads(threads);
 
     let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
-    let kind = AttentionKind::Sd { routing_rank: rank, filtering_rank: filter };
-    let config = ModelConfig::uniform(
-        d_model,
-        layers,
-        heads,
-        d_head,
-        d_mlp,
-        run.seq,
-        kind,
-        NormKind::None,
-        PositionKind::Learned,
-        true,
-    );
+    let config = shape.sd();
     let model =
         Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail(&format!("config: {e}")));
-    println!("S-D model without norm: d_model {d_model}, {layers} layers x {heads} heads, d_head {d_head}, r {rank}, q {filter}, d_mlp {d_mlp}, context {}", run.seq);
-    print!("{}", model.param_counts());
-    let mut trainer = if load.is_empty() {
-        Trainer::new(model, run.train_config()).unwrap()
-    } else {
-        let bytes = std::fs::read(&load).unwrap_or_else(|e| fail(&format!("{load}: {e}")));
-        let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail(&format!("{load}: {e}")));
-        let model = Model::<f32>::with_attention(ckpt.config.clone()).unwrap();
-        Trainer::from_checkpoint(model, run.train_config(), ckpt)
-            .unwrap_or_else(|e| fail(&format!("{load}: {e}")))
-    };
-    let config = trainer.model().config().clone();
-    let at_init = layer_spectra(&config, &attention_params(&trainer));
-
     if load.is_empty() {
         println!(
-            "training {} steps of {} x {} bytes on {} training bytes (34 plays)",
+            "S-D model without norm: d_model {}, {} layers x {} heads, d_head {}, r {}, q {}, d_mlp {}, context {}",
+            shape.d_model, shape.layers, shape.heads, shape.d_head, shape.rank, shape.filter, shape.d_mlp, run.seq
+        );
+        print!("{}", model.param_counts());
+        println!(
+            "training {} steps of {} x {} bytes on {} training bytes (34 plays), seeds {:?}",
             run.steps,
             run.batch,
             run.seq,
-            corpus.train.len()
+            corpus.train.len(),
+            seeds.list()
         );
-        let (seconds, last_loss) = train_with_progress(&mut trainer, &corpus.train, &run, "train");
-        let tokens = run.steps as f64 * (run.batch * run.seq) as f64;
-        println!(
-            "trained in {:.1} s ({}), {:.0} tokens/s, final training loss {:.4} nats/byte",
-            seconds,
-            clock(seconds),
-            tokens / seconds,
-            last_loss
-        );
-        write_file(&ckpt_path, &trainer.checkpoint().encode().unwrap());
-        println!("checkpoint: {ckpt_path}");
     }
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
-    let t = Instant::now();
-    let valid = trainer.evaluate(&corpus.valid, windows).unwrap();
-    let used = (corpus.valid.len() - 1) / config.context_len;
-    println!(
-        "validation (held-out plays, {} windows of {} bytes): {:.4} nats/byte, perplexity {:.3} ({:.1} s)",
-        used.min(windows),
-        config.context_len,
-        valid,
-        valid.exp(),
-        t.elapsed().as_secs_f64()
-    );
+    let list = seeds.list();
+    let runs: Vec<SeedRun> = run_tasks(list.len(), seeds.jobs, |i| {
+        let seed = list[i];
+        let run = RunConfig { seed, ..run };
+        let label = format!("seed {seed}");
+        let mut trainer = if load.is_empty() {
+            let model = Model::<f32>::with_attention(config.clone()).unwrap();
+            Trainer::new(model, run.train_config()).unwrap()
+        } else {
+            let path = seed_path(&load, seed);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+            let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+            let model = Model::<f32>::with_attention(ckpt.config.clone())
+                .unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+            Trainer::from_checkpoint(model, run.train_config(), ckpt)
+                .unwrap_or_else(|e| fail(&format!("{path}: {e}")))
+        };
+        let config = trainer.model().config().clone();
+        let at_init = layer_spectra(
+            &config,
+            &attention_params(
+                &Trainer::new(Model::<f32>::with_attention(config.clone()).unwrap(), run.train_config())
+                    .unwrap(),
+            ),
+        );
+        let (mut seconds, mut loss) = (0.0, f64::NAN);
+        if load.is_empty() {
+            (seconds, loss) = train(&mut trainer, &corpus.train, &run, &label, seeds.jobs);
+            let path = seed_path(&ckpt_path, seed);
+            write_file(&path, &trainer.checkpoint().encode().unwrap());
+            eprintln!(
+                "{label}: trained in {seconds:.1} s ({}), {:.0} tokens/s, final training loss {loss:.4} nats/byte; checkpoint: {path}",
+                clock(seconds),
+                run.steps as f64 * (run.batch * run.seq) as f64 / seconds,
+            );
+        }
+        let valid = trainer.evaluate(&corpus.valid, windows).unwrap();
+        let trained = layer_spectra(&config, &attention_params(&trainer));
+        SeedRun { seed, valid, seconds, loss, trained, at_init, steps: trainer.steps_done(), config }
+    });
+    report(&runs, &corpus, windows, &svg);
+}
 
-    let t = Instant::now();
-    let trained = layer_spectra(&config, &attention_params(&trainer));
-    println!("\nspectral cascade: entropy effective rank per layer (mean over heads [min, max]); capacity of S = 2r = {}", trained[0].capacity);
-    println!("layer   erank S (trained)         erank D (trained)         rho     | erank S at init  erank D at init");
-    for (s, i) in trained.iter().zip(&at_init) {
+fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
+    let config = &runs[0].config;
+    let used = ((corpus.valid.len() - 1) / config.context_len).min(windows);
+    println!("\nper seed (validation: held-out plays, {used} windows of {} bytes):", config.context_len);
+    println!("seed   steps   train s   train loss   valid nats/byte   valid ppl   erank S by layer");
+    for r in runs {
+        let e: Vec<String> = r.trained.iter().map(|s| format!("{:.2}", s.mean(0))).collect();
         println!(
-            "{:>5}   {:>6.3} [{:>6.3}, {:>6.3}]  {:>6.3} [{:>6.3}, {:>6.3}]  {:.3}   | {:>6.3}           {:>6.3}",
-            s.layer + 1,
-            s.mean(0),
-            s.min(0),
-            s.max(0),
-            s.mean(1),
-            s.min(1),
-            s.max(1),
-            s.mean(2),
-            i.mean(0),
-            i.mean(1)
+            "{:>4}  {:>6}  {:>8.1}  {:>11.4}  {:>16.4}  {:>10.3}   {}",
+            r.seed,
+            r.steps,
+            r.seconds,
+            r.loss,
+            r.valid,
+            r.valid.exp(),
+            e.join(" ")
         );
     }
-    println!("(spectra of {} heads in {:.2} s)", trained.len() * config.n_heads, t.elapsed().as_secs_f64());
-    let first = trained.first().map(|s| s.mean(0)).unwrap_or(0.0);
-    let last = trained.last().map(|s| s.mean(0)).unwrap_or(0.0);
-    let rising = trained.windows(2).filter(|w| w[1].mean(0) > w[0].mean(0)).count();
-    println!(
-        "routing erank: layer 1 {:.3}, layer {} {:.3}; rises between {} of {} consecutive layer pairs",
-        first,
-        trained.len(),
-        last,
-        rising,
-        trained.len().saturating_sub(1)
-    );
+    let ppl: Vec<f64> = runs.iter().map(|r| r.valid.exp()).collect();
+    println!("validation perplexity over {} seed(s): {}", runs.len(), pm(&ppl, 3));
 
-    let pts =
-        |v: &[LayerSpectrum], part: usize| v.iter().map(|s| ((s.layer + 1) as f64, s.mean(part))).collect();
+    // rows[seed][layer] of the per-seed means over heads.
+    let per = |part: usize, init: bool| -> Vec<Vec<f64>> {
+        runs.iter()
+            .map(|r| (if init { &r.at_init } else { &r.trained }).iter().map(|s| s.mean(part)).collect())
+            .collect()
+    };
+    let (s_tr, d_tr, rho_tr, s_in, d_in) =
+        (per(0, false), per(1, false), per(2, false), per(0, true), per(1, true));
+    let capacity = runs[0].trained.first().map_or(0, |s| s.capacity);
+    println!(
+        "\nspectral cascade: entropy effective rank per layer, mean over heads, then mean ± std over {} seed(s) [min, max over heads and seeds]; capacity of S = 2r = {capacity}",
+        runs.len()
+    );
+    println!(
+        "{:>5}  {:<31} {:<31} {:<15} | {:<15} {:<15}",
+        "layer", "erank S (trained)", "erank D (trained)", "rho", "erank S at init", "erank D at init"
+    );
+    let layers = runs[0].trained.len();
+    for l in 0..layers {
+        let heads = |part: usize| {
+            let lo = runs.iter().map(|r| r.trained[l].min(part)).fold(f64::INFINITY, f64::min);
+            let hi = runs.iter().map(|r| r.trained[l].max(part)).fold(f64::NEG_INFINITY, f64::max);
+            format!("[{lo:.2}, {hi:.2}]")
+        };
+        println!(
+            "{:>5}  {:<16}{:<15} {:<16}{:<15} {:<15} | {:<15} {:<15}",
+            runs[0].trained[l].layer + 1,
+            pm(&column(&s_tr, l), 3),
+            heads(0),
+            pm(&column(&d_tr, l), 3),
+            heads(1),
+            pm(&column(&rho_tr, l), 3),
+            pm(&column(&s_in, l), 3),
+            pm(&column(&d_in, l), 3)
+        );
+    }
+    let (s_mean, s_std) = mean_std_columns(&s_tr);
+    let depth: Vec<f64> = (1..=layers).map(|l| l as f64).collect();
+    let per_seed_rho: Vec<f64> = s_tr.iter().map(|e| spearman(&depth, e)).collect();
+    let rising = s_mean.windows(2).filter(|w| w[1] > w[0]).count();
+    if layers > 0 {
+        println!(
+            "routing erank (mean over seeds): layer 1 {:.3}, layer {layers} {:.3}; rises between {rising} of {} consecutive layer pairs",
+            s_mean[0],
+            s_mean[layers - 1],
+            layers - 1
+        );
+        println!(
+            "Spearman correlation of erank S with depth: {:.3} (of the seed means), {} (per seed)",
+            spearman(&depth, &s_mean),
+            pm(&per_seed_rho, 3)
+        );
+    }
+    let (d_mean, d_std) = mean_std_columns(&d_tr);
+    let (si_mean, _) = mean_std_columns(&s_in);
+    let (di_mean, _) = mean_std_columns(&d_in);
+    let pts = |v: &[f64]| v.iter().enumerate().map(|(l, &e)| ((l + 1) as f64, e)).collect();
+    let spread = |v: &[f64]| if runs.len() > 1 { v.to_vec() } else { Vec::new() };
     let series = vec![
         Series {
             name: "erank S (routing)".into(),
             color: "#d62728",
-            points: pts(&trained, 0),
+            points: pts(&s_mean),
             dashed: false,
+            spread: spread(&s_std),
         },
         Series {
             name: "erank D (filtering)".into(),
             color: "#1f77b4",
-            points: pts(&trained, 1),
+            points: pts(&d_mean),
             dashed: false,
+            spread: spread(&d_std),
         },
-        Series { name: "S at init".into(), color: "#d62728", points: pts(&at_init, 0), dashed: true },
-        Series { name: "D at init".into(), color: "#1f77b4", points: pts(&at_init, 1), dashed: true },
+        Series {
+            name: "S at init".into(),
+            color: "#d62728",
+            points: pts(&si_mean),
+            dashed: true,
+            spread: vec![],
+        },
+        Series {
+            name: "D at init".into(),
+            color: "#1f77b4",
+            points: pts(&di_mean),
+            dashed: true,
+            spread: vec![],
+        },
     ];
+    let (rank, filter) = match config.attention.first() {
+        Some(sd_attention::model::config::AttentionKind::Sd { routing_rank, filtering_rank }) => {
+            (*routing_rank, *filtering_rank)
+        }
+        _ => (0, 0),
+    };
+    let seeds_note =
+        if runs.len() > 1 { format!(", {} seeds (mean ± std)", runs.len()) } else { String::new() };
     let title = format!(
-        "Spectral cascade: S-D, no norm, d={d_model}, r={rank}, q={filter}, {} steps, val ppl {:.2}",
-        trainer.steps_done(),
-        valid.exp()
+        "Spectral cascade: S-D, no norm, d={}, L={layers}, r={rank}, q={filter}, {} steps, val ppl {:.2}{seeds_note}",
+        config.d_model,
+        runs[0].steps,
+        mean_std(&ppl).0
     );
     write_file(
-        &svg,
+        svg,
         line_plot(&title, "layer", "entropy effective rank (mean over heads)", &series, true).as_bytes(),
     );
     println!("plot: {svg}");

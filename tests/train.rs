@@ -159,6 +159,35 @@ fn checkpoint_round_trip_is_bit_exact() {
         let buffers = if with_opt { 3 } else { 1 };
         assert_eq!(bytes.len(), 52 + 24 + 12 + buffers * (8 + 8 * total) + 4);
     }
+    // A linear layer of its own query/key width (stored as kind 3 with the width).
+    let mut cfg = small_config();
+    cfg.attention[1] = AttentionKind::LinearQk { qk_width: 3 };
+    let c = random_checkpoint::<f32>(cfg, false, 6);
+    let bytes = c.encode().unwrap();
+    assert_eq!(bytes[52 + 12..52 + 24], [3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(Checkpoint::<f32>::decode(&bytes).unwrap(), c);
+}
+
+/// The layer table's kind 3 (linear of its own query/key width) with a stray third field, or with
+/// width 0, is rejected.
+#[test]
+fn checkpoint_rejects_bad_linear_query_key_widths() {
+    let mut cfg = small_config();
+    cfg.attention[1] = AttentionKind::LinearQk { qk_width: 3 };
+    let good = random_checkpoint::<f32>(cfg, false, 7).encode().unwrap();
+    let fix_crc = |b: &mut Vec<u8>| {
+        let n = b.len() - 4;
+        let crc = crc32(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+    };
+    let mut stray = good.clone();
+    stray[52 + 20] = 1; // the layer's third field
+    fix_crc(&mut stray);
+    assert_eq!(malformed_at(Checkpoint::decode(&stray)), ("unknown attention kind or stray ranks", 64));
+    let mut zero = good.clone();
+    zero[52 + 16] = 0; // the width
+    fix_crc(&mut zero);
+    assert!(Checkpoint::<f32>::decode(&zero).is_err());
 }
 
 fn malformed_at(r: Result<Checkpoint<f32>, Error>) -> (&'static str, usize) {

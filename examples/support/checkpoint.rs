@@ -13,7 +13,19 @@
 
 use safetensors::{Dtype, SafeTensors};
 use sd_attention::spectral::factored::FactoredKernel;
-use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_len, HeadSpectrum};
+use sd_attention::spectral::spectrum::{
+    head_spectrum, head_spectrum_lanczos, head_spectrum_lanczos_workspace_len, head_spectrum_workspace_len,
+    HeadSpectrum,
+};
+
+/// How the census computes a head's spectra.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Thin QR of `[W_Q W_K]` plus the cores of order `2 d_head` (`spectral::exact`, the default).
+    Exact,
+    /// Matrix-free Lanczos on `S` and `D` (`spectral::spectrum::head_spectrum_lanczos`).
+    Lanczos,
+}
 
 /// Which naming and storage convention a checkpoint follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,8 +174,13 @@ pub struct HeadRow {
     pub spectrum: HeadSpectrum<f64>,
 }
 
-/// Runs [`head_spectrum`] (f64, matrix-free Lanczos) on every head of every layer.
+/// Runs [`head_spectrum`] (f64, exact spectra from the factors) on every head of every layer.
 pub fn census(bytes: &[u8], heads: usize) -> Result<(Layout, Vec<HeadRow>), String> {
+    census_with(bytes, heads, Method::Exact)
+}
+
+/// [`census`] by the chosen method.
+pub fn census_with(bytes: &[u8], heads: usize, method: Method) -> Result<(Layout, Vec<HeadRow>), String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let (layout, layers) = read_layers(&tensors)?;
     let mut rows = Vec::new();
@@ -175,14 +192,21 @@ pub fn census(bytes: &[u8], heads: usize) -> Result<(Layout, Vec<HeadRow>), Stri
             ));
         }
         let d_head = layer.width / heads;
+        let len = match method {
+            Method::Exact => head_spectrum_workspace_len(layer.d_model, d_head),
+            Method::Lanczos => head_spectrum_lanczos_workspace_len(layer.d_model, d_head),
+        };
         // One head, with its own workspace (the heads are independent: with the `parallel`
         // feature they run as rayon tasks, and the rows come back in head order).
         let one = |head: usize| -> Result<HeadRow, String> {
-            let mut workspace = vec![0.0; head_spectrum_workspace_len(layer.d_model, d_head)];
+            let mut workspace = vec![0.0; len];
             let (w_q, w_k) = head_factors(layer, heads, head);
             let kernel = FactoredKernel::new(layer.d_model, d_head, &w_q, &w_k).map_err(|e| e.to_string())?;
-            let spectrum = head_spectrum(&kernel, &mut workspace)
-                .map_err(|e| format!("layer {} head {head}: {e}", layer.layer))?;
+            let spectrum = match method {
+                Method::Exact => head_spectrum(&kernel, &mut workspace),
+                Method::Lanczos => head_spectrum_lanczos(&kernel, &mut workspace),
+            }
+            .map_err(|e| format!("layer {} head {head}: {e}", layer.layer))?;
             Ok(HeadRow { layer: layer.layer, head, d_model: layer.d_model, d_head, spectrum })
         };
         #[cfg(feature = "parallel")]

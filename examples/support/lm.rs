@@ -202,7 +202,8 @@ impl LayerSpectrum {
 /// Spectra of every softmax or S-D layer of a model whose parameters are `params` (f32, laid out
 /// by `layout`): per head, the factors `(W_Q', W_K')` with `W_Q' W_K'^T = M` from
 /// [`AttentionMixer::head_factors`] (for S-D, `M = S + D = U V^T - V U^T - C C^T` exactly), then the
-/// matrix-free Lanczos spectra of [`head_spectrum`]. Linear layers are skipped.
+/// exact spectra of [`head_spectrum`] (from the factors: a thin QR and a small core, `docs/math.md`
+/// section 9). Linear layers are skipped.
 pub fn layer_spectra(config: &ModelConfig, layer_params: &[&[f32]]) -> Vec<LayerSpectrum> {
     let dims = SublayerDims { d_model: config.d_model, n_heads: config.n_heads, d_head: config.d_head };
     let mut out = Vec::new();
@@ -244,6 +245,21 @@ pub struct Series {
     pub color: &'static str,
     pub points: Vec<(f64, f64)>,
     pub dashed: bool,
+    /// Spread of each point (e.g. the standard deviation over seeds), drawn as a shaded band and
+    /// error bars `y - spread .. y + spread`; empty for none.
+    pub spread: Vec<f64>,
+}
+
+impl Series {
+    /// The band `(x, y - spread, y + spread)` of the finite points that have a spread.
+    fn band(&self) -> Vec<(f64, f64, f64)> {
+        self.points
+            .iter()
+            .zip(&self.spread)
+            .filter(|(p, s)| p.1.is_finite() && s.is_finite())
+            .map(|(&(x, y), &s)| (x, y - s.abs(), y + s.abs()))
+            .collect()
+    }
 }
 
 fn nice_step(range: f64, ticks: f64) -> f64 {
@@ -270,8 +286,11 @@ fn escape(s: &str) -> String {
 pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], integer_x: bool) -> String {
     let (w, h) = (720.0, 440.0);
     let (left, right, top, bottom) = (70.0, 190.0, 40.0, 55.0);
-    let all: Vec<(f64, f64)> =
+    let mut all: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    for se in series {
+        all.extend(se.band().iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]));
+    }
     let (mut x0, mut x1) =
         all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
     let (mut y0, mut y1) =
@@ -291,6 +310,9 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], i
     }
     let ystep = nice_step(y1 - y0, 6.0);
     y1 = (y1 / ystep).ceil() * ystep;
+    // The axis starts at a tick: 0, or a negative multiple of the step (a dip below 0 smaller than
+    // a thousandth of the range, such as a -0.001 mean, stays at 0 instead of a tick "-0").
+    y0 = if -y0 < 1e-3 * (y1 - y0) { 0.0 } else { (y0 / ystep).floor() * ystep };
     let xstep = if integer_x { nice_step(x1 - x0, 8.0).max(1.0) } else { nice_step(x1 - x0, 8.0) };
     let pw = w - left - right;
     let ph = h - top - bottom;
@@ -351,6 +373,36 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series], i
         top + ph / 2.0,
         escape(y_label)
     );
+    for se in series {
+        let band = se.band();
+        if band.len() >= 2 {
+            let outline: Vec<String> = band
+                .iter()
+                .map(|&(x, _, hi)| format!("{:.1},{:.1}", sx(x), sy(hi)))
+                .chain(band.iter().rev().map(|&(x, lo, _)| format!("{:.1},{:.1}", sx(x), sy(lo))))
+                .collect();
+            s += &format!(
+                "<polygon points=\"{}\" fill=\"{}\" fill-opacity=\"0.15\" stroke=\"none\"/>\n",
+                outline.join(" "),
+                se.color
+            );
+        }
+        for &(x, lo, hi) in &band {
+            let px = sx(x);
+            s += &format!(
+                "<path d=\"M{:.1},{:.1}H{:.1}M{px:.1},{:.1}V{:.1}M{:.1},{:.1}H{:.1}\" stroke=\"{}\" stroke-width=\"1.2\"/>\n",
+                px - 4.0,
+                sy(lo),
+                px + 4.0,
+                sy(lo),
+                sy(hi),
+                px - 4.0,
+                sy(hi),
+                px + 4.0,
+                se.color
+            );
+        }
+    }
     for (i, se) in series.iter().enumerate() {
         let pts: Vec<String> = se
             .points

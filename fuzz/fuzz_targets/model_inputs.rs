@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         AttentionKind::Softmax,
         AttentionKind::Linear,
         AttentionKind::Sd { routing_rank: input.dim(12), filtering_rank: input.dim(12) },
+        AttentionKind::LinearQk { qk_width: input.dim(12) },
     ];
     let layers = input.dim(12);
     let config = ModelConfig {
@@ -60,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         d_head: input.dim(12),
         d_mlp: e,
         context_len: n,
-        attention: (0..layers.min(16)).map(|l| kinds[l % 3]).collect(),
+        attention: (0..layers.min(16)).map(|l| kinds[l % kinds.len()]).collect(),
         norm: NormKind::Layer,
         positions: PositionKind::Learned,
         tied_unembedding: input.byte() % 2 == 0,

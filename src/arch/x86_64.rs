@@ -254,3 +254,76 @@ impl Simd for Avx2 {
         _mm256_blendv_ps(y, _mm256_setzero_ps(), below)
     }
 }
+
+/// `dst` (`cols x rows`, leading dimension `ldd`) = the transpose of `src` (`rows x cols`, leading
+/// dimension `lds`), in 8 x 8 tiles of AVX registers (unpack, shuffle, lane permute), the ragged
+/// edges element by element. Panics if a slice is shorter than its extent.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) unsafe fn transpose_f32(
+    rows: usize,
+    cols: usize,
+    src: &[f32],
+    lds: usize,
+    dst: &mut [f32],
+    ldd: usize,
+) {
+    use core::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
+    };
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // Every access below is inside these extents: full tiles read rows `i0..i0 + 8 <= rows` at
+    // columns `j0..j0 + 8 <= cols` and write the mirrored entries.
+    assert!(lds >= cols && ldd >= rows, "transpose: leading dimension below the row length");
+    assert!(
+        (rows - 1) * lds + cols <= src.len() && (cols - 1) * ldd + rows <= dst.len(),
+        "transpose: short slice"
+    );
+    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for i0 in (0..full_rows).step_by(8) {
+        for j0 in (0..full_cols).step_by(8) {
+            // SAFETY: rows i0..i0 + 8 and columns j0..j0 + 8 lie inside both extents asserted above.
+            unsafe {
+                let at = s.add(i0 * lds + j0);
+                let (r0, r1) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(lds)));
+                let (r2, r3) = (_mm256_loadu_ps(at.add(2 * lds)), _mm256_loadu_ps(at.add(3 * lds)));
+                let (r4, r5) = (_mm256_loadu_ps(at.add(4 * lds)), _mm256_loadu_ps(at.add(5 * lds)));
+                let (r6, r7) = (_mm256_loadu_ps(at.add(6 * lds)), _mm256_loadu_ps(at.add(7 * lds)));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+                let to = d.add(j0 * ldd + i0);
+                _mm256_storeu_ps(to, _mm256_permute2f128_ps::<0x20>(u0, u4));
+                _mm256_storeu_ps(to.add(1 * ldd), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(to.add(2 * ldd), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                _mm256_storeu_ps(to.add(3 * ldd), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                _mm256_storeu_ps(to.add(4 * ldd), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                _mm256_storeu_ps(to.add(5 * ldd), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                _mm256_storeu_ps(to.add(6 * ldd), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                _mm256_storeu_ps(to.add(7 * ldd), _mm256_permute2f128_ps::<0x31>(u3, u7));
+            }
+        }
+        for i in i0..i0 + 8 {
+            for j in full_cols..cols {
+                dst[j * ldd + i] = src[i * lds + j];
+            }
+        }
+    }
+    for i in full_rows..rows {
+        for (j, &x) in src[i * lds..i * lds + cols].iter().enumerate() {
+            dst[j * ldd + i] = x;
+        }
+    }
+}

@@ -206,8 +206,19 @@ macro_rules! instruction_set_variants {
                 ldc: usize,
                 accumulate: bool,
             );
-            avx512("avx512f,fma") => product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
-            avx2("avx2,fma") => product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            // One row (a vector-matrix product, e.g. one token of a decoder): a block as wide as
+            // the registers allow, so that several independent accumulators hide the FMA latency
+            // (an R x W block has R of them; one row would have only W / lanes).
+            avx512("avx512f,fma") => if m == 1 {
+                product::<$t, true, 1, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            } else {
+                product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            };
+            avx2("avx2,fma") => if m == 1 {
+                product::<$t, true, 1, { 4 * $w2 }>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            } else {
+                product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            };
             portable => product::<$t, false, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
         }
 

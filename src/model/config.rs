@@ -1,48 +1,10 @@
 //! The configuration of a byte-level transformer language model and its parameter count per part.
 
 use super::embedding::VOCAB;
+pub use super::kinds::{AttentionKind, PositionKind};
 use super::norm::NormKind;
 use crate::{Error, Result};
 use alloc::vec::Vec;
-
-/// The attention kernel of one layer (all heads of a layer share the kind).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionKind {
-    /// Softmax attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 4).
-    Softmax,
-    /// S-D attention (`docs/math.md` section 5): per head, routing `S = U V^T - V U^T` with `U, V`
-    /// `d_model x routing_rank`, filtering `D = -C C^T` with `C` `d_model x filtering_rank`.
-    Sd {
-        /// `r`: rank(S) <= 2 r.
-        routing_rank: usize,
-        /// `q`: rank(D) <= q.
-        filtering_rank: usize,
-    },
-    /// ELU+1 linear attention with per-head `W_Q, W_K` (`d_model x d_head` each; `docs/math.md` section 6).
-    Linear,
-}
-
-impl AttentionKind {
-    /// Parameters of the kernel `theta` of one head: `2 d_model d_head` (softmax, linear) or
-    /// `d_model (2 r + q)` (S-D). `None` on overflow.
-    pub fn params_per_head(self, d_model: usize, d_head: usize) -> Option<usize> {
-        match self {
-            AttentionKind::Softmax | AttentionKind::Linear => d_model.checked_mul(d_head)?.checked_mul(2),
-            AttentionKind::Sd { routing_rank, filtering_rank } => {
-                d_model.checked_mul(routing_rank.checked_mul(2)?.checked_add(filtering_rank)?)
-            }
-        }
-    }
-}
-
-/// How positions enter the residual stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PositionKind {
-    /// A learned `context_len x d_model` table added to the embeddings.
-    Learned,
-    /// The fixed sinusoidal table (no parameters).
-    Sinusoidal,
-}
 
 /// A whole model: `n_layers` pre-norm blocks `x += Attn(norm(x)); x += MLP(norm(x))` on a byte
 /// embedding, then a final norm and the unembedding to 256 logits.
@@ -148,7 +110,8 @@ impl ModelConfig {
         }
     }
 
-    /// Checks every dimension (>= 1; S-D routing rank >= 1, filtering rank >= 0), that there is one
+    /// Checks every dimension (>= 1; S-D routing rank >= 1, filtering rank >= 0, linear query/key
+    /// width >= 1), that there is one
     /// attention kind per layer, and that the parameter count fits in `usize`.
     pub fn validate(&self) -> Result<()> {
         self.param_counts().map(|_| ())
@@ -165,8 +128,10 @@ impl ModelConfig {
             .attention
             .get(layer)
             .ok_or(Error::InvalidParameter { what: "layer", expected: "< n_layers" })?;
-        if let AttentionKind::Sd { routing_rank, .. } = kind {
-            positive("routing_rank", routing_rank)?;
+        match kind {
+            AttentionKind::Sd { routing_rank, .. } => positive("routing_rank", routing_rank)?,
+            AttentionKind::LinearQk { qk_width } => positive("qk_width", qk_width)?,
+            AttentionKind::Softmax | AttentionKind::Linear => {}
         }
         kind.params_per_head(self.d_model, self.d_head)
             .and_then(|p| p.checked_mul(self.n_heads))

@@ -6,6 +6,8 @@
 //! * [`linear`]: `Y = X W + b` (value/output projections `W_V`, `W_O`, MLP layers, unembedding);
 //! * [`gelu`]: GELU, tanh form; [`mlp`]: `gelu(X W_1 + b_1) W_2 + b_2`;
 //! * [`norm`]: RMSNorm and LayerNorm per row;
+//! * [`kinds`]: the attention kind of a layer and the position encoding (used by `config` and by
+//!   the allocation-free `crate::inference`);
 //! * [`loss`]: numerically stable cross-entropy, mean over tokens;
 //! * [`sublayer`]: the interface an attention kernel implements to be plugged into the model.
 //!
@@ -24,6 +26,7 @@ pub mod attention;
 pub mod config;
 pub mod embedding;
 pub mod gelu;
+pub mod kinds;
 #[cfg(feature = "alloc")]
 pub mod layout;
 pub mod linear;

@@ -3,6 +3,11 @@
 //! product of `O(d_model d_head)` ([`crate::spectral::factored::FactoredKernel::apply`]), and the
 //! [`HeadSpectrum`] report of a head (energies, `rho`, effective ranks, rank bound).
 //!
+//! [`head_spectrum`] reports from the exact spectra of [`crate::spectral::exact`] (thin QR of the factors
+//! plus an eigenproblem of order `2 d_head`), the default: faster and exact. The Lanczos functions
+//! here remain for operators without a factor form and as a cross-check
+//! ([`head_spectrum_lanczos`]); see [`crate::spectral::exact`] for when each path pays.
+//!
 //! `S` and `D` have rank at most `min(2 d_head, d_model)`, so a run takes at most
 //! [`head_spectrum_steps`] `= min(d_model, 2 d_head + 8)` steps: `2 d_head + 1` for the Krylov space
 //! of a random start (the nonzero spectrum and one null direction), then a restart that finds the
@@ -39,9 +44,9 @@ fn head_values_req(d_model: usize, d_head: usize) -> Req {
     )))
 }
 
-/// Scratch elements of [`head_spectrum`]: [`head_values_workspace_len`], room for the two value
-/// lists, and the energies' `2 d_head^2`.
-pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
+/// Scratch elements of [`head_spectrum_lanczos`]: [`head_values_workspace_len`], room for the two
+/// value lists, and the energies' `2 d_head^2`.
+pub fn head_spectrum_lanczos_workspace_len(d_model: usize, d_head: usize) -> usize {
     let steps = head_spectrum_steps(d_model, d_head);
     let values = Req::array(steps, 2).and(head_values_req(d_model, d_head));
     let energies = Req::array(d_head, d_head).times(2);
@@ -95,7 +100,8 @@ pub struct HeadSpectrum<T> {
     pub routing_fraction: T,
     /// Effective ranks of the singular values of `S` (entropy, participation ratio, stable, and
     /// numerical: `#{s_k > d_model eps max(||S||_2, ||D||_2)}`, relative to the kernel's scale so
-    /// that a part at rounding level has rank 0; its entropy-type ranks are then meaningless).
+    /// that a part at rounding level has rank 0; its entropy-type ranks are then meaningless; the
+    /// exact path also needs values above its own rounding level, see [`crate::spectral::exact::head_spectrum`]).
     pub routing: EffectiveRanks<T>,
     /// Effective ranks of the singular values `|lambda_k|` of `D`.
     pub filtering: EffectiveRanks<T>,
@@ -108,11 +114,15 @@ pub struct HeadSpectrum<T> {
     /// `(sum s_k^2 - ||S||_F^2) / ||M||_F^2` and the same for `D`: how well the Lanczos spectra
     /// account for the energies computed from the factors (a few `d_model eps` when all is well).
     pub energy_defect: [T; 2],
-    /// Lanczos steps taken for `S` and for `D`.
+    /// Lanczos steps taken for `S` and for `D` ([`head_spectrum_lanczos`]), or the orders of the
+    /// two cores (exact path).
     pub steps: [usize; 2],
 }
 
-/// The spectrum report of one head (`docs/math.md` sections 1–2), matrix-free: `O(d_model d_head^2)` in all.
+/// The spectrum report of one head (`docs/math.md` sections 1–2) from its exact spectra
+/// ([`crate::spectral::exact::head_spectrum`]: a thin QR of `[W_Q  W_K]` and eigenproblems of order
+/// `2 d_head`, `O(d_model d_head^2)`). [`head_spectrum_lanczos`] is the matrix-free alternative.
+/// `workspace` needs [`head_spectrum_workspace_len`] elements.
 ///
 /// ```
 /// use sd_attention::spectral::factored::FactoredKernel;
@@ -131,8 +141,35 @@ pub fn head_spectrum<T: Scalar>(
     head: &FactoredKernel<'_, T>,
     workspace: &mut [T],
 ) -> Result<HeadSpectrum<T>> {
+    crate::spectral::exact::head_spectrum(head, workspace)
+}
+
+/// Scratch elements of [`head_spectrum`] ([`crate::spectral::exact::head_spectrum_workspace_len`]).
+pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
+    crate::spectral::exact::head_spectrum_workspace_len(d_model, d_head)
+}
+
+/// The spectrum report of one head (`docs/math.md` sections 1–2) by Lanczos, matrix-free: `O(d_model d_head^2)` in all.
+///
+/// ```
+/// use sd_attention::factored::FactoredKernel;
+/// use sd_attention::spectrum::{head_spectrum_lanczos, head_spectrum_lanczos_workspace_len};
+/// // d_model 3, d_head 1: M = q k^T with q = e_0, k = e_1, a shear: S is one rotation plane.
+/// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 1.0, 0.0]);
+/// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;
+/// let mut workspace = vec![0.0; head_spectrum_lanczos_workspace_len(3, 1)];
+/// let report = head_spectrum_lanczos(&head, &mut workspace)?;
+/// assert!((report.routing.entropy - 2.0).abs() < 1e-12); // one plane: erank exactly 2
+/// assert_eq!(report.routing.numerical, 2);
+/// assert_eq!(report.rank_bound, 2);
+/// # Ok::<(), sd_attention::Error>(())
+/// ```
+pub fn head_spectrum_lanczos<T: Scalar>(
+    head: &FactoredKernel<'_, T>,
+    workspace: &mut [T],
+) -> Result<HeadSpectrum<T>> {
     let (d_model, d_head) = (head.d_model(), head.d_head());
-    check_workspace(workspace.len(), head_spectrum_workspace_len(d_model, d_head))?;
+    check_workspace(workspace.len(), head_spectrum_lanczos_workspace_len(d_model, d_head))?;
     let energies = head.energies(workspace)?;
     if !energies.total().is_finite() {
         return Err(Error::NonFinite { what: "w_q / w_k", index: 0 });

@@ -9,8 +9,9 @@
 //! 16      36  9 x u32 config: d_model, n_layers, n_heads, d_head, d_mlp, context_len,
 //!                     norm (0 none, 1 RMSNorm, 2 LayerNorm), positions (0 learned, 1 sinusoidal),
 //!                     tied unembedding (0 or 1)
-//! 52      12 L        per layer 3 x u32: attention kind (0 softmax, 1 S-D, 2 linear),
-//!                     routing rank r, filtering rank q (both 0 unless S-D)
+//! 52      12 L        per layer 3 x u32: attention kind (0 softmax, 1 S-D, 2 linear,
+//!                     3 linear of its own query/key width), then routing rank r and filtering
+//!                     rank q (S-D), or the query/key width and 0 (kind 3), or 0 and 0
 //! ..      8   u64     optimizer step count (must be 0 without optimizer state)
 //! ..      4   u32     number of buffers: 1 (parameters) or 3 (parameters, AdamW m, AdamW v)
 //! ..      per buffer: u64 element count (= the config's parameter count), then the elements
@@ -185,6 +186,7 @@ impl<T: Scalar> Checkpoint<T> {
                 AttentionKind::Softmax => (0, 0, 0),
                 AttentionKind::Sd { routing_rank, filtering_rank } => (1, routing_rank, filtering_rank),
                 AttentionKind::Linear => (2, 0, 0),
+                AttentionKind::LinearQk { qk_width } => (3, qk_width, 0),
             };
             put_u32(&mut out, "attention kind", tag)?;
             put_u32(&mut out, "routing_rank", r)?;
@@ -259,6 +261,7 @@ impl<T: Scalar> Checkpoint<T> {
                 (0, 0, 0) => AttentionKind::Softmax,
                 (1, r, q) => AttentionKind::Sd { routing_rank: r, filtering_rank: q },
                 (2, 0, 0) => AttentionKind::Linear,
+                (3, w, 0) => AttentionKind::LinearQk { qk_width: w },
                 _ => {
                     return Err(Error::Malformed {
                         what: "unknown attention kind or stray ranks",

@@ -1,5 +1,10 @@
-//! Naive f64 references for ELU+1 linear attention (`docs/math.md` section 6): the `n x n` weight matrix is
-//! materialized, every sum is a plain loop.
+//! Naive f64 references for ELU+1 linear attention (`docs/math.md` section 6): the `n x n` weight
+//! matrix is materialized, every sum is a plain loop; and the derived error bounds the kernels are
+//! held to. (Also compiled into the crate's own unit tests, which run every instruction-set variant
+//! against it.)
+
+#[allow(unused_imports)]
+use std::{vec, vec::Vec};
 
 /// `phi(x) = elu(x) + 1`.
 pub fn naive_phi(x: f64) -> f64 {
@@ -125,4 +130,41 @@ pub fn naive_linear_attention_backward(
         dk[p] *= naive_phi_derivative(k[p]);
     }
     (dq, dk, dv)
+}
+
+/// Per-entry forward bound for a computation in precision `unit` (both sides of a comparison):
+/// `num_i = sum_j W_ij v_j` and `den_i` are nested sums of depth at most `n + d_k` over products
+/// `phi(q_ip) phi(k_jp) v_jc`: two multiplications and two `phi` values, each `phi` within 3 ulp
+/// (the `f32` kernels' vector exponential; `libm` in `f64` is within 1), so each has error at most
+/// `(n + d_k + 10) unit` times the sum of its terms' magnitudes, `<= den_i max_j |v_jc|` for `num`.
+/// Dividing adds one rounding and the error of `den` relative to it:
+/// `|O - O_exact| <= (n + d_k + 12) unit (max_j |v_jc| + |O_ic|)`. Two computations compared:
+/// twice that.
+pub fn forward_tolerance(n: usize, d_k: usize, d_v: usize, v: &[f64], out: &[f64], unit: f64) -> Vec<f64> {
+    let v_max: Vec<f64> =
+        (0..d_v).map(|c| (0..n).map(|j| v[j * d_v + c].abs()).fold(0.0, f64::max)).collect();
+    (0..n * d_v).map(|e| 2.0 * (n + d_k + 12) as f64 * unit * (v_max[e % d_v] + out[e].abs())).collect()
+}
+
+/// Per-entry backward bound: every gradient entry is a nested sum of depth at most
+/// `n + d_k + d_v` over terms built from `g_i = dO_i / den_i`, `h_i`, `W_ij`, `phi`, `phi'`, each
+/// carrying the forward error of `den` and `O` (accounted for in the magnitudes of `h`, see
+/// [`naive_linear_attention_backward`]), with at most 10 multiplications or divisions and three
+/// `phi`/`phi'` values (3 ulp each, see [`forward_tolerance`]) per term; three such stages
+/// (den/O, g/h, the final sums) give `3 (n + d_k + d_v + 19) unit` times the magnitude scale,
+/// doubled for two computations.
+pub fn backward_tolerance(n: usize, d_k: usize, d_v: usize, scale: &[f64], unit: f64) -> Vec<f64> {
+    scale.iter().map(|s| 6.0 * (n + d_k + d_v + 19) as f64 * unit * s + 1e-300).collect()
+}
+
+/// Largest `|a - b| / tol` (<= 1 means within tolerance); also fails on NaN.
+pub fn worst_ratio(a: &[f64], b: &[f64], tol: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).zip(tol).map(|((x, y), t)| (x - y).abs() / t).fold(0.0, |m, r| {
+        if r.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(r)
+        }
+    })
 }

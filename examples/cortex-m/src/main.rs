@@ -34,7 +34,9 @@ use sd_attention::attention::softmax::{forward_flops, TILE_K, TILE_Q};
 use sd_attention::attention::Causality;
 use sd_attention::spectral::erank::{default_rank_tolerance, effective_ranks, EffectiveRanks};
 use sd_attention::spectral::factored::{FactoredKernel, Part};
-use sd_attention::spectral::spectrum::{head_spectrum_steps, head_values_workspace_len, routing_singular_values};
+use sd_attention::spectral::spectrum::{
+    head_spectrum_steps, head_values_workspace_len, routing_singular_values,
+};
 use sd_attention::split::{energies, split, Energies};
 use sd_attention::{linalg::dense, Error};
 

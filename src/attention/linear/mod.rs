@@ -9,13 +9,14 @@
 //! ```
 //!
 //! Three ways to compute it, which agree to rounding:
-//! * [`LinearAttention::forward`]: causal or not, over whole sequences, in chunks of `chunk` tokens:
-//!   inside a chunk the masked `chunk x chunk` weights are formed explicitly; across chunks the
-//!   state `S` (`d_k x d_v`) and `z` (`d_k`) carries the past. Any `chunk >= 1` gives the same result.
+//! * [`LinearAttention::forward`]: causal or not, over whole sequences, in chunks of `chunk` tokens
+//!   (default 64): inside a chunk the masked `chunk x chunk` weights `tril(phi(Q) phi(K)^T)` are a
+//!   matrix product; across chunks the state `S` (`d_k x d_v`) and `z` (`d_k`) carries the past.
+//!   Any `chunk >= 1` gives the same result up to rounding.
 //! * [`LinearAttention::backward`]: gradients with respect to `Q`, `K`, `V` in `O(n d_k d_v)` time and
 //!   `O(d_k d_v + chunk (d_k + d_v + chunk))` extra memory, never `n x n` (a forward sweep for `dQ`
 //!   with the prefix state, a reverse sweep for `dK`, `dV` with the suffix sums
-//!   `R_j = sum_{i >= j} phi(q_i) g_i^T`; section 3.3 of the paper).
+//!   `R_j = sum_{i >= j} phi(q_i) g_i^T`; section 3.3 of the paper), every piece a matrix product.
 //! * [`State::step`]: recurrent streaming, one token in and one out, `O(d_k d_v)` time, over state
 //!   held in caller memory; no workspace, no allocation, `no_std` without an allocator.
 //!
@@ -27,9 +28,10 @@
 //! Scratch comes from the caller: [`LinearAttention::forward_workspace_len`] and
 //! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`, except with the
 //! `parallel` feature and several heads, where each head's task also holds copies of its columns). The kernels do
-//! not allocate; their block products go through the crate's gemm (the one behind
-//! [`crate::linalg::dense::gemm`]), which under the `alloc` feature is `matrixmultiply` (it allocates its
-//! own packing buffers per call, see the crate docs) and without it an allocation-free portable loop.
+//! not allocate: every block product runs on the crate's register-blocked kernel over operands read
+//! where they lie (no packing), and `phi` is a vectorized exponential for `f32`. With `std` on
+//! x86-64 the chunk loops are compiled for AVX-512, for AVX2 with FMA and portably, and the widest
+//! variant the CPU has is chosen at run time.
 //!
 //! ## NaN and infinity
 //! Nothing is rejected; values propagate as IEEE arithmetic says, and causality holds for them too:
@@ -41,6 +43,8 @@
 
 mod chunked;
 mod recurrent;
+#[cfg(test)]
+mod tests;
 
 pub use recurrent::State;
 
@@ -52,7 +56,7 @@ use crate::{Error, Result, Scalar};
 /// The default `eps` added to the normalizer `phi(q_i)^T z_i`.
 pub const DEFAULT_EPS: f64 = 1e-6;
 /// The default chunk length of the chunked kernels.
-pub const DEFAULT_CHUNK: usize = 32;
+pub const DEFAULT_CHUNK: usize = 64;
 
 /// `phi(x) = elu(x) + 1`: `x + 1` for `x > 0`, `exp(x)` otherwise (so `phi > 0`, continuous with a
 /// continuous first derivative). NaN maps to NaN.
@@ -126,7 +130,7 @@ pub struct LinearAttention<T> {
 }
 
 impl<T: Scalar> LinearAttention<T> {
-    /// One head of the given dimensions, with `chunk = 32` and `eps = 1e-6`.
+    /// One head of the given dimensions, with `chunk = 64` and `eps = 1e-6`.
     pub fn new(d_k: usize, d_v: usize, causality: Causality) -> Self {
         LinearAttention { d_k, d_v, n_heads: 1, causality, chunk: DEFAULT_CHUNK, eps: T::of_f64(DEFAULT_EPS) }
     }
@@ -152,7 +156,7 @@ impl<T: Scalar> LinearAttention<T> {
     }
 
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
-    /// `d_k d_v + d_k + c (2 d_k + 2 d_v + c + 1)` with `c = min(chunk, n_tokens)`, whatever the
+    /// `d_k d_v + d_k + c (3 d_k + c + 1)` with `c = min(chunk, n_tokens)`, whatever the
     /// number of heads (they run one after the other). Saturates instead of overflowing.
     ///
     /// With the `parallel` feature and more than one head, the heads run as separate tasks on
@@ -172,7 +176,7 @@ impl<T: Scalar> LinearAttention<T> {
     }
 
     /// Workspace elements [`backward`](Self::backward) needs for `n_tokens` tokens:
-    /// `2 (d_k d_v + d_k) + c (3 d_k + 3 d_v + 2 c + 2)` with `c = min(chunk, n_tokens)`.
+    /// `3 d_k d_v + 2 d_k + c (4 d_k + 3 d_v + 2 c + 2)` with `c = min(chunk, n_tokens)`.
     /// Saturates instead of overflowing.
     ///
     /// With `parallel` and more than one head: `n_heads (n (4 d_k + 3 d_v) + that)` (one task
@@ -222,6 +226,7 @@ impl<T: Scalar> LinearAttention<T> {
     ) -> Result<()> {
         let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
         let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
+        let isa = crate::arch::isa();
         let task = self.forward_workspace_len(n) / h;
         let ws = &mut workspace[..h * task];
         crate::parallel::try_chunks(ws, task, |t, ws| {
@@ -232,7 +237,8 @@ impl<T: Scalar> LinearAttention<T> {
             gather(n, h * dk, t * dk, dk, q, q_t);
             gather(n, h * dk, t * dk, dk, k, k_t);
             gather(n, h * dv, t * dv, dv, v, v_t);
-            chunked::forward_head(&geometry, 0, self.causality, self.eps, q_t, k_t, v_t, out_t, rest)
+            let pass = chunked::Pass { geometry: &geometry, head: 0, causality: self.causality };
+            chunked::forward_head(isa, &pass, self.eps, q_t, k_t, v_t, out_t, rest)
         })?;
         let at = n * (2 * dk + dv);
         for (t, ws) in ws.chunks_exact(task).enumerate() {
@@ -255,6 +261,7 @@ impl<T: Scalar> LinearAttention<T> {
     ) -> Result<()> {
         let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
         let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
+        let isa = crate::arch::isa();
         let task = self.backward_workspace_len(n) / h;
         let ws = &mut workspace[..h * task];
         crate::parallel::try_chunks(ws, task, |t, ws| {
@@ -271,7 +278,8 @@ impl<T: Scalar> LinearAttention<T> {
             gather(n, h * dv, t * dv, dv, x.d_out, d_out_t);
             let inputs = chunked::Inputs { q: q_t, k: k_t, v: v_t, d_out: d_out_t };
             let mut grads = chunked::Grads { d_q: d_q_t, d_k: d_k_t, d_v: d_v_t };
-            chunked::backward_head(&geometry, 0, self.causality, self.eps, &inputs, &mut grads, rest)
+            let pass = chunked::Pass { geometry: &geometry, head: 0, causality: self.causality };
+            chunked::backward_head(isa, &pass, self.eps, &inputs, &mut grads, rest)
         })?;
         let at = n * (2 * dk + 2 * dv);
         for (t, ws) in ws.chunks_exact(task).enumerate() {
@@ -325,7 +333,8 @@ impl<T: Scalar> LinearAttention<T> {
         }
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
-            chunked::forward_head(&geometry, head, self.causality, self.eps, q, k, v, out, workspace)?;
+            let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
+            chunked::forward_head(crate::arch::isa(), &pass, self.eps, q, k, v, out, workspace)?;
         }
         Ok(())
     }
@@ -381,15 +390,8 @@ impl<T: Scalar> LinearAttention<T> {
         let inputs = chunked::Inputs { q, k, v, d_out };
         let mut grads = chunked::Grads { d_q, d_k, d_v };
         for head in 0..self.n_heads {
-            chunked::backward_head(
-                &geometry,
-                head,
-                self.causality,
-                self.eps,
-                &inputs,
-                &mut grads,
-                workspace,
-            )?;
+            let pass = chunked::Pass { geometry: &geometry, head, causality: self.causality };
+            chunked::backward_head(crate::arch::isa(), &pass, self.eps, &inputs, &mut grads, workspace)?;
         }
         Ok(())
     }

@@ -99,25 +99,116 @@ impl<'a, T: Scalar> State<'a, T> {
         if !(eps >= T::zero() && eps.is_finite()) {
             return Err(Error::InvalidParameter { what: "eps", expected: "finite and >= 0" });
         }
-        let d_v = self.d_v;
-        out.fill(T::zero());
-        let mut den = T::zero();
-        for (p, (&query, &key)) in q.iter().zip(k).enumerate() {
-            let (weight_k, weight_q) = (phi(key), phi(query));
-            let z_p = self.z[p] + weight_k;
-            self.z[p] = z_p;
-            den += weight_q * z_p;
-            // One pass over row p of S: update it and read it out.
-            for ((s_pv, &value), o) in self.s[p * d_v..(p + 1) * d_v].iter_mut().zip(v).zip(out.iter_mut()) {
-                let updated = *s_pv + weight_k * value;
-                *s_pv = updated;
-                *o += weight_q * updated;
+        step_with(crate::arch::isa(), self.s, self.z, q, k, v, eps, out);
+        Ok(())
+    }
+}
+
+/// One step over checked buffers in the variant `isa` ([`crate::arch::isa`] or below it): `f32`
+/// in the variant's compilation, `f64` (the reference precision) portably.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step_with<T: Scalar>(
+    isa: crate::arch::Isa,
+    s: &mut [T],
+    z: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    eps: T,
+    out: &mut [T],
+) {
+    if let (Some(q), Some(k), Some(v)) = (T::f32_slice(q), T::f32_slice(k), T::f32_slice(v)) {
+        let (s, z, out) = (
+            T::f32_slice_mut(s).expect("f32"),
+            T::f32_slice_mut(z).expect("f32"),
+            T::f32_slice_mut(out).expect("f32"),
+        );
+        return step_f32(isa, s, z, q, k, v, eps.as_f64() as f32, out);
+    }
+    step_body::<T, false>(s, z, q, k, v, eps, out)
+}
+
+crate::arch::multiversion! {
+    /// [`step_body`] in `f32` in the variant `isa`.
+    fn step_f32(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], eps: f32, out: &mut [f32]);
+    avx512("avx512f,fma") => step_body::<f32, true>(s, z, q, k, v, eps, out);
+    avx2("avx2,fma") => step_body::<f32, true>(s, z, q, k, v, eps, out);
+    portable => step_body::<f32, false>(s, z, q, k, v, eps, out);
+}
+
+/// `phi` of at most this many features at a time, in stack buffers.
+const FEATURES: usize = 64;
+/// Columns of `out` held in registers while the rows of `S` pass (4 AVX2 or 2 AVX-512 vectors of
+/// `f32`, next to as many of `v`).
+const COLUMNS: usize = 32;
+
+/// One step over checked buffers (`s`: `d_k x d_v`, `z`, `q`, `k`: `d_k`, `v`, `out`: `d_v`):
+/// `phi(q)`, `phi(k)` in blocks of [`FEATURES`] on the stack (the vector exponential for `f32`),
+/// then, per block of [`COLUMNS`] columns, one pass down the rows of `S` that updates each row
+/// (`S_p += phi(k_p) v`) and accumulates it into `out` (`out += phi(q_p) S_p`) in registers.
+#[inline(always)]
+fn step_body<T: Scalar, const FUSED: bool>(
+    s: &mut [T],
+    z: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    eps: T,
+    out: &mut [T],
+) {
+    let d_v = v.len();
+    out.fill(T::zero());
+    let mut den = [T::zero(); 8];
+    let (mut weights_q, mut weights_k) = ([T::zero(); FEATURES], [T::zero(); FEATURES]);
+    for (p0, (q_block, k_block)) in q.chunks(FEATURES).zip(k.chunks(FEATURES)).enumerate() {
+        let len = q_block.len();
+        let (wq, wk) = (&mut weights_q[..len], &mut weights_k[..len]);
+        super::chunked::phi_slice::<T, FUSED>(q_block, wq);
+        super::chunked::phi_slice::<T, FUSED>(k_block, wk);
+        let p0 = p0 * FEATURES;
+        // z += phi(k); den += phi(q) . z, in 8 partial sums (one vector).
+        let mut z_blocks = z[p0..p0 + len].chunks_exact_mut(8);
+        let (mut q_blocks, mut k_blocks) = (wq.chunks_exact(8), wk.chunks_exact(8));
+        for ((z_b, q_b), k_b) in (&mut z_blocks).zip(&mut q_blocks).zip(&mut k_blocks) {
+            for lane in 0..8 {
+                z_b[lane] += k_b[lane];
+                den[lane] = T::multiply_add::<FUSED>(q_b[lane], z_b[lane], den[lane]);
             }
         }
-        let den = den + eps;
-        for o in out.iter_mut() {
-            *o /= den;
+        let tail =
+            z_blocks.into_remainder().iter_mut().zip(q_blocks.remainder().iter().zip(k_blocks.remainder()));
+        for (lane, (z_p, (&weight_q, &weight_k))) in tail.enumerate() {
+            *z_p += weight_k;
+            den[lane] = T::multiply_add::<FUSED>(weight_q, *z_p, den[lane]);
         }
-        Ok(())
+        let rows = &mut s[p0 * d_v..(p0 + len) * d_v];
+        let mut c0 = 0;
+        while c0 + COLUMNS <= d_v {
+            let mut acc: [T; COLUMNS] = core::array::from_fn(|j| out[c0 + j]);
+            let values: [T; COLUMNS] = core::array::from_fn(|j| v[c0 + j]);
+            for (row, (&weight_q, &weight_k)) in rows.chunks_exact_mut(d_v).zip(wq.iter().zip(wk.iter())) {
+                let row: &mut [T; COLUMNS] = (&mut row[c0..c0 + COLUMNS]).try_into().expect("COLUMNS wide");
+                for j in 0..COLUMNS {
+                    let updated = T::multiply_add::<FUSED>(weight_k, values[j], row[j]);
+                    row[j] = updated;
+                    acc[j] = T::multiply_add::<FUSED>(weight_q, updated, acc[j]);
+                }
+            }
+            out[c0..c0 + COLUMNS].copy_from_slice(&acc);
+            c0 += COLUMNS;
+        }
+        if c0 < d_v {
+            for (row, (&weight_q, &weight_k)) in rows.chunks_exact_mut(d_v).zip(wq.iter().zip(wk.iter())) {
+                for ((s_pv, &value), o) in row[c0..].iter_mut().zip(&v[c0..]).zip(out[c0..].iter_mut()) {
+                    let updated = T::multiply_add::<FUSED>(weight_k, value, *s_pv);
+                    *s_pv = updated;
+                    *o = T::multiply_add::<FUSED>(weight_q, updated, *o);
+                }
+            }
+        }
+    }
+    let den = den.iter().fold(eps, |sum, &d| sum + d);
+    for o in out.iter_mut() {
+        *o /= den;
     }
 }

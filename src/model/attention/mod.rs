@@ -13,6 +13,10 @@
 //! linear (sec. 6):   Q = A W_Q, K = A W_K;  O = causal ELU+1 linear attention(Q, K, V)  (no scale)
 //! ```
 //!
+//! The linear kind of its own query/key width ([`AttentionKind::LinearQk`]) is the linear one with
+//! `W_Q, W_K` of `qk_width` columns per head instead of `d_head` (queries and keys `n x h qk_width`,
+//! values still `n x h d_head`).
+//!
 //! Scales: `1/sqrt(d_head)` for softmax, `1/sqrt(2r + q)` for S-D (the width of the assembled
 //! queries, the default of [`crate::attention::sd::AttentionHead::routing_filtering`]), none for
 //! ELU+1 linear attention (`phi` is applied to the raw projections, eps `1e-6`).
@@ -23,8 +27,8 @@
 //! gathered and scattered), the linear ones through [`LinearAttention`] with packed heads.
 //!
 //! ## Parameter layout (`theta`, one flat slice per layer)
-//! * softmax, linear: `[W_Q | W_K]`, each `d_model x h d_head` row-major; head `t` owns columns
-//!   `t d_head .. (t + 1) d_head` of each.
+//! * softmax, linear: `[W_Q | W_K]`, each `d_model x h w` row-major (`w = d_head`, or `qk_width`
+//!   for [`AttentionKind::LinearQk`]); head `t` owns columns `t w .. (t + 1) w` of each.
 //! * S-D: `[U | V | C]` with `U, V`: `d_model x h r`, `C`: `d_model x h q`; head `t` owns columns
 //!   `t r .. (t + 1) r` of `U` and `V` and `t q .. (t + 1) q` of `C`.
 //!
@@ -68,8 +72,14 @@ impl AttentionMixer {
                 return Err(Error::InvalidParameter { what, expected: "at least 1" });
             }
         }
-        if let AttentionKind::Sd { routing_rank: 0, .. } = kind {
-            return Err(Error::InvalidParameter { what: "routing_rank", expected: "at least 1" });
+        match kind {
+            AttentionKind::Sd { routing_rank: 0, .. } => {
+                return Err(Error::InvalidParameter { what: "routing_rank", expected: "at least 1" })
+            }
+            AttentionKind::LinearQk { qk_width: 0 } => {
+                return Err(Error::InvalidParameter { what: "qk_width", expected: "at least 1" })
+            }
+            _ => {}
         }
         let mixer = AttentionMixer { dims, kind };
         // Every size below is computed unchecked from these products: make sure the largest fits.
@@ -85,10 +95,12 @@ impl AttentionMixer {
         self.kind
     }
 
-    /// Width of one head's queries and keys: `d_head`, or `2r + q` for S-D.
+    /// Width of one head's queries and keys: `d_head`, `2r + q` for S-D, or the kind's own
+    /// `qk_width` for [`AttentionKind::LinearQk`].
     pub fn qk_width(&self) -> usize {
         match self.kind {
             AttentionKind::Sd { routing_rank, filtering_rank } => 2 * routing_rank + filtering_rank,
+            AttentionKind::LinearQk { qk_width } => qk_width,
             AttentionKind::Softmax | AttentionKind::Linear => self.dims.d_head,
         }
     }
@@ -96,18 +108,18 @@ impl AttentionMixer {
     /// The logit scale: `1/sqrt(d_head)` (softmax), `1/sqrt(2r + q)` (S-D), `1` (linear: unused).
     pub fn scale<T: Scalar>(&self) -> T {
         match self.kind {
-            AttentionKind::Linear => T::one(),
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => T::one(),
             _ => crate::attention::softmax::default_scale(self.qk_width()),
         }
     }
 
-    /// Columns of the per-kind projection blocks of `theta`: `[h d_head, h d_head]` or
-    /// `[h r, h r, h q]` (each block `d_model x cols`).
+    /// Columns of the per-kind projection blocks of `theta`: `[h w, h w]` (`w` the query/key
+    /// width) or `[h r, h r, h q]` (each block `d_model x cols`).
     fn blocks(&self) -> ([usize; 3], usize) {
         let h = self.dims.n_heads;
         match self.kind {
             AttentionKind::Sd { routing_rank: r, filtering_rank: q } => ([h * r, h * r, h * q], 3),
-            _ => ([h * self.dims.d_head, h * self.dims.d_head, 0], 2),
+            _ => ([h * self.qk_width(), h * self.qk_width(), 0], 2),
         }
     }
 
@@ -127,7 +139,7 @@ impl AttentionMixer {
     }
 
     fn linear<T: Scalar>(&self) -> LinearAttention<T> {
-        LinearAttention::new(self.dims.d_head, self.dims.d_head, Causality::Causal)
+        LinearAttention::new(self.qk_width(), self.dims.d_head, Causality::Causal)
             .with_heads(self.dims.n_heads)
     }
 
@@ -137,7 +149,7 @@ impl AttentionMixer {
         match self.kind {
             AttentionKind::Sd { .. } => 0,
             AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
-            AttentionKind::Linear => 0,
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => 0,
         }
     }
 
@@ -193,7 +205,7 @@ impl AttentionMixer {
     }
 
     /// `Q, K` from `input`: head-major (`h` blocks of `n x qk_width`) for the softmax kinds, packed
-    /// (`n x h d_head`) for linear; `scratch` holds [`Self::projection_scratch`].
+    /// (`n x h qk_width`) for linear; `scratch` holds [`Self::projection_scratch`].
     fn project<T: Scalar>(
         &self,
         n: usize,
@@ -219,7 +231,7 @@ impl AttentionMixer {
                     }
                 }
             }
-            AttentionKind::Linear => {
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
                 let (w_q, w_k) = params.split_at(d * cols[0]);
                 product_rows(n, d, cols[0], input, w_q, q, Update::Overwrite);
                 product_rows(n, d, cols[1], input, w_k, k, Update::Overwrite);
@@ -348,7 +360,7 @@ impl AttentionMixer {
     fn cache_parts(&self, n: usize) -> [usize; 4] {
         let qk = n.saturating_mul(self.packed_qk());
         match self.kind {
-            AttentionKind::Linear => [qk, qk, 0, 0],
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => [qk, qk, 0, 0],
             _ => [qk, qk, n.saturating_mul(self.heads_width()), n.saturating_mul(self.dims.n_heads)],
         }
     }
@@ -395,7 +407,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         }
         let grads = self.d_blocks_len(n);
         let (forward, backward) = match self.kind {
-            AttentionKind::Linear => {
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
                 let l = self.linear::<T>();
                 (l.forward_workspace_len(n), l.backward_workspace_len(n))
             }
@@ -441,7 +453,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (out_cache, rest) = rest.split_at_mut(lo);
         let lse = &mut rest[..ll];
         self.project(n, params, input, q, k, workspace);
-        if self.kind == AttentionKind::Linear {
+        if self.kind.is_linear() {
             return self.linear().forward(n, q, k, values, out, workspace);
         }
         self.heads_forward(n, q, k, values, out, out_cache, lse, workspace)
@@ -484,7 +496,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let lse = &rest[..ll];
         let (d_blocks, scratch) = workspace.split_at_mut(self.d_blocks_len(n));
         let (cols, _) = self.blocks();
-        if self.kind == AttentionKind::Linear {
+        if self.kind.is_linear() {
             let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
             self.linear().backward(n, q, k, values, d_out, d_q, d_k, d_values, scratch)?;
         } else {

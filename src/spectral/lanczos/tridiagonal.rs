@@ -56,6 +56,12 @@ pub fn tridiagonal_eigen<T: Scalar>(
 pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows: usize) -> Result<()> {
     let n = d.len();
     let two = T::TWO;
+    // ||T|| bound: an off-diagonal entry below eps ||T|| is negligible wherever it sits (the
+    // absolute accuracy promised), which also ends the iteration on blocks at rounding level,
+    // where the local test below alone may never be met (EISPACK `tql1` uses the same bound).
+    let norm =
+        (0..n).fold(T::zero(), |m, i| m.max(d[i].abs() + if i + 1 < n { e[i].abs() } else { T::zero() }));
+    let negligible = T::EPS * norm;
     for l in 0..n {
         let mut sweeps = 0;
         loop {
@@ -63,7 +69,7 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
             let mut m = l;
             while m + 1 < n {
                 let scale = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= T::EPS * scale || e[m] == T::zero() {
+                if e[m].abs() <= T::EPS * scale || e[m].abs() <= negligible {
                     break;
                 }
                 m += 1;
@@ -77,7 +83,7 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
             }
             // Shift from the leading 2 x 2 block of the unreduced part.
             let mut g = (d[l + 1] - d[l]) / (two * e[l]);
-            let mut r = g.hypot(T::one());
+            let mut r = hypot(g, T::one());
             g = d[m] - d[l] + e[l] / (g + if g >= T::zero() { r } else { -r });
             let (mut s, mut c, mut p) = (T::one(), T::one(), T::zero());
             let mut deflated = false;
@@ -86,7 +92,7 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
                 i -= 1;
                 let f = s * e[i];
                 let b = c * e[i];
-                r = f.hypot(g);
+                r = hypot(f, g);
                 if i + 1 < m {
                     e[i + 1] = r;
                 }
@@ -99,8 +105,10 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
                     deflated = true;
                     break;
                 }
-                s = f / r;
-                c = g / r;
+                // One division for both (it sits on the iteration's critical path); a subnormal r,
+                // whose reciprocal overflows, divides instead.
+                let inverse = r.recip();
+                (s, c) = if inverse.is_finite() { (f * inverse, g * inverse) } else { (f / r, g / r) };
                 g = d[i + 1] - p;
                 r = (d[i] - g) * s + two * c * b;
                 p = s * r;
@@ -126,6 +134,27 @@ pub(crate) fn ql_implicit<T: Scalar>(d: &mut [T], e: &mut [T], z: &mut [T], rows
     Ok(())
 }
 
+/// `sqrt(x^2 + y^2)` without the cost of a correctly rounded `hypot` where the squares can neither
+/// overflow nor underflow (the QL inner loop takes one per rotation; `libm`'s `hypot` made it the
+/// largest cost of a whole eigenvalue run), and by the correctly rounded `hypot` elsewhere. Within
+/// that range
+/// the plain formula is accurate to about one ulp.
+#[inline]
+fn hypot<T: Scalar>(x: T, y: T) -> T {
+    let big = x.abs().max(y.abs());
+    // Squares stay normal and finite for 1e-135 < big < 1e135 in f64 (1e-16 < big < 1e16 in f32).
+    let (low, high) = if T::EPS < T::of_f64(1e-10) {
+        (T::of_f64(1e-135), T::of_f64(1e135))
+    } else {
+        (T::of_f64(1e-16), T::of_f64(1e16))
+    };
+    if big > low && big < high {
+        (x * x + y * y).sqrt()
+    } else {
+        x.hypot(y)
+    }
+}
+
 /// Insertion sort of the eigenvalues, permuting the columns of `z` alike (`O(n^2)` at worst).
 pub(crate) fn sort_ascending<T: Scalar>(d: &mut [T], z: &mut [T], rows: usize) {
     let n = d.len();
@@ -138,5 +167,233 @@ pub(crate) fn sort_ascending<T: Scalar>(d: &mut [T], z: &mut [T], rows: usize) {
             }
             j -= 1;
         }
+    }
+}
+
+/// Eigenvalues only (ascending, in `d`; `e` destroyed) of the symmetric tridiagonal `T` by the
+/// root-free QL/QR iteration of Pal, Walker and Kahan as LAPACK's `dsterf` runs it: it works on
+/// the squares `e_i^2`, so a rotation costs no square root and one reciprocal plus one division,
+/// where [`ql_implicit`] needs a square root and a reciprocal; QL or QR is chosen per block so
+/// that the iteration chases towards the smaller end. Blocks split where
+/// `|e_i| <= eps sqrt(|d_i| |d_{i+1}|)` (LAPACK's test) or `|e_i| <= eps ||T||` (so that blocks at
+/// rounding level end, as in [`ql_implicit`]). Absolute error a few `eps ||T||` per eigenvalue.
+/// Input must be finite (callers validate).
+pub(crate) fn eigenvalues_root_free<T: Scalar>(d: &mut [T], e: &mut [T]) -> Result<()> {
+    let n = d.len();
+    if n <= 1 {
+        return Ok(());
+    }
+    let eps = T::EPS;
+    let eps2 = eps * eps;
+    let norm =
+        (0..n).fold(T::zero(), |m, i| m.max(d[i].abs() + if i + 1 < n { e[i].abs() } else { T::zero() }));
+    if norm == T::zero() {
+        return Ok(());
+    }
+    let negligible = eps * norm;
+    let negligible2 = negligible * negligible;
+    // Squares of entries stay finite and normal within [small, large] (LAPACK's ssfmin, ssfmax).
+    let safe_min = T::min_positive_value();
+    let large = (T::one() / safe_min).sqrt() / T::of_f64(3.0);
+    let small = safe_min.sqrt() / eps2;
+    let max_iterations = 30 * n;
+    let mut iterations = 0;
+    let mut l1 = 0;
+    while l1 < n {
+        if l1 > 0 {
+            e[l1 - 1] = T::zero();
+        }
+        // The unreduced block l1..=m.
+        let mut m = l1;
+        while m + 1 < n {
+            let tst = e[m].abs();
+            if tst <= d[m].abs().sqrt() * d[m + 1].abs().sqrt() * eps || tst <= negligible {
+                e[m] = T::zero();
+                break;
+            }
+            m += 1;
+        }
+        let (start, end) = (l1, m);
+        l1 = m + 1;
+        if end == start {
+            continue;
+        }
+        // Scale the block into the safe range of squares.
+        let block_norm = (start..=end)
+            .fold(T::zero(), |a, i| a.max(d[i].abs()).max(if i < end { e[i].abs() } else { T::zero() }));
+        let scale = if block_norm > large {
+            large / block_norm
+        } else if block_norm < small && block_norm > T::zero() {
+            small / block_norm
+        } else {
+            T::one()
+        };
+        for i in start..=end {
+            d[i] *= scale;
+            if i < end {
+                e[i] = (e[i] * scale) * (e[i] * scale);
+            }
+        }
+        let tiny2 = negligible2 * scale * scale;
+        let (mut l, mut lend) = (start, end);
+        if d[end].abs() < d[start].abs() {
+            (l, lend) = (end, start);
+        }
+        if lend >= l {
+            // QL: deflate at the top end l.
+            'ql: while l <= lend {
+                let mut m = l;
+                while m < lend {
+                    if e[m].abs() <= eps2 * (d[m] * d[m + 1]).abs() || e[m] <= tiny2 {
+                        break;
+                    }
+                    m += 1;
+                }
+                if m < lend {
+                    e[m] = T::zero();
+                }
+                let mut p = d[l];
+                if m == l {
+                    d[l] = p;
+                    l += 1;
+                    continue 'ql;
+                }
+                if m == l + 1 {
+                    let (rt1, rt2) = eigenvalues_2x2(d[l], e[l].sqrt(), d[l + 1]);
+                    d[l] = rt1;
+                    d[l + 1] = rt2;
+                    e[l] = T::zero();
+                    l += 2;
+                    continue 'ql;
+                }
+                iterations += 1;
+                if iterations > max_iterations {
+                    return Err(Error::NoConvergence { what: "tridiagonal QL (root-free)", iterations });
+                }
+                let rte = e[l].sqrt();
+                let mut sigma = (d[l + 1] - p) / (T::TWO * rte);
+                let r = hypot(sigma, T::one());
+                sigma = p - rte / (sigma + if sigma >= T::zero() { r } else { -r });
+                let (mut c, mut s) = (T::one(), T::zero());
+                let mut gamma = d[m] - sigma;
+                p = gamma * gamma;
+                let mut i = m;
+                while i > l {
+                    i -= 1;
+                    let bb = e[i];
+                    let r = p + bb;
+                    if i + 1 != m {
+                        e[i + 1] = s * r;
+                    }
+                    let old_c = c;
+                    let inverse = r.recip();
+                    c = p * inverse;
+                    s = bb * inverse;
+                    let old_gamma = gamma;
+                    let alpha = d[i];
+                    gamma = c * (alpha - sigma) - s * old_gamma;
+                    d[i + 1] = old_gamma + (alpha - gamma);
+                    p = if c != T::zero() { (gamma * gamma) / c } else { old_c * bb };
+                }
+                e[l] = s * p;
+                d[l] = sigma + gamma;
+            }
+        } else {
+            // QR: deflate at the bottom end l (> lend).
+            'qr: while l >= lend {
+                let mut m = l;
+                while m > lend {
+                    if e[m - 1].abs() <= eps2 * (d[m] * d[m - 1]).abs() || e[m - 1] <= tiny2 {
+                        break;
+                    }
+                    m -= 1;
+                }
+                if m > lend {
+                    e[m - 1] = T::zero();
+                }
+                let mut p = d[l];
+                if m == l {
+                    d[l] = p;
+                    if l == lend {
+                        break 'qr;
+                    }
+                    l -= 1;
+                    continue 'qr;
+                }
+                if m + 1 == l {
+                    let (rt1, rt2) = eigenvalues_2x2(d[l], e[l - 1].sqrt(), d[l - 1]);
+                    d[l] = rt1;
+                    d[l - 1] = rt2;
+                    e[l - 1] = T::zero();
+                    if l < lend + 2 {
+                        break 'qr;
+                    }
+                    l -= 2;
+                    continue 'qr;
+                }
+                iterations += 1;
+                if iterations > max_iterations {
+                    return Err(Error::NoConvergence { what: "tridiagonal QR (root-free)", iterations });
+                }
+                let rte = e[l - 1].sqrt();
+                let mut sigma = (d[l - 1] - p) / (T::TWO * rte);
+                let r = hypot(sigma, T::one());
+                sigma = p - rte / (sigma + if sigma >= T::zero() { r } else { -r });
+                let (mut c, mut s) = (T::one(), T::zero());
+                let mut gamma = d[m] - sigma;
+                p = gamma * gamma;
+                for i in m..l {
+                    let bb = e[i];
+                    let r = p + bb;
+                    if i != m {
+                        e[i - 1] = s * r;
+                    }
+                    let old_c = c;
+                    let inverse = r.recip();
+                    c = p * inverse;
+                    s = bb * inverse;
+                    let old_gamma = gamma;
+                    let alpha = d[i + 1];
+                    gamma = c * (alpha - sigma) - s * old_gamma;
+                    d[i] = old_gamma + (alpha - gamma);
+                    p = if c != T::zero() { (gamma * gamma) / c } else { old_c * bb };
+                }
+                e[l - 1] = s * p;
+                d[l] = sigma + gamma;
+            }
+        }
+        if scale != T::one() {
+            for value in d[start..=end].iter_mut() {
+                *value /= scale;
+            }
+        }
+    }
+    sort_ascending(d, &mut [], 0);
+    Ok(())
+}
+
+/// Eigenvalues `(rt1, rt2)` of `[[a, b], [b, c]]`, `|rt1| >= |rt2|` (LAPACK `dlae2`).
+fn eigenvalues_2x2<T: Scalar>(a: T, b: T, c: T) -> (T, T) {
+    let sm = a + c;
+    let df = a - c;
+    let adf = df.abs();
+    let tb = b + b;
+    let ab = tb.abs();
+    let (acmx, acmn) = if a.abs() > c.abs() { (a, c) } else { (c, a) };
+    let rt = if adf > ab {
+        adf * (T::one() + (ab / adf) * (ab / adf)).sqrt()
+    } else if adf < ab {
+        ab * (T::one() + (adf / ab) * (adf / ab)).sqrt()
+    } else {
+        ab * T::TWO.sqrt()
+    };
+    if sm < T::zero() {
+        let rt1 = T::HALF * (sm - rt);
+        (rt1, (acmx / rt1) * acmn - (b / rt1) * b)
+    } else if sm > T::zero() {
+        let rt1 = T::HALF * (sm + rt);
+        (rt1, (acmx / rt1) * acmn - (b / rt1) * b)
+    } else {
+        (T::HALF * rt, -T::HALF * rt)
     }
 }

@@ -1,0 +1,375 @@
+//! Thin Householder QR of a tall (or wide) row-major matrix into caller workspace: `A = Q R` with
+//! `Q` (`rows x k`, `k = min(rows, cols)`) orthonormal columns and `R` (`k x cols`) upper
+//! trapezoidal. The exact spectra of a head (`docs/math.md` section 9) need only `R`: `Q` is never
+//! formed there, but [`qr_form_q`] builds it when a caller wants it.
+//!
+//! ## Algorithm
+//! Householder reflections (Golub & Van Loan, *Matrix Computations*, 4th ed., section 5.2):
+//! column `j` is mapped onto `beta_j e_j` by `H_j = I - tau_j v_j v_j^T` with `v_j(j) = 1`, chosen as
+//! LAPACK's `dlarfg` does (`beta = -sign(alpha) ||x||`, so that `alpha - beta` never cancels). A
+//! column that is already zero below the diagonal gets `tau = 0` (`H = I`): rank-deficient and zero
+//! matrices factor without any division by zero, and `R` may have zero (or tiny) diagonal entries.
+//! No pivoting is done: `R^T R = A^T A` holds whatever the rank, which is what spectra need.
+//!
+//! The reflections are applied in blocks, in the compact WY form of Schreiber & Van Loan (1989,
+//! "A storage-efficient WY representation for products of Householder transformations";
+//! Golub & Van Loan section 5.2.3): `H_0 H_1 ... H_{b-1} = I - V T V^T` with `V` the `b` vectors
+//! and `T` (`b x b`) upper triangular, built from `V^T V` and the `tau`s. The trailing columns are
+//! then updated by three matrix products, `W = V^T A`, `W = T^T W`, `A -= V W`, through the crate's
+//! register-blocked kernel (no packing, no allocation). Panels are factored the same way with
+//! narrower blocks, and the narrowest by single reflections whose two products (`w = v^T A`,
+//! `A -= tau v w`) go through the same kernel.
+//!
+//! ## Error bound
+//! Householder QR is backward stable (Higham, *Accuracy and Stability of Numerical Algorithms*,
+//! 2nd ed., theorem 19.4, and section 19.5 for the blocked WY forms): the computed `R` is the exact
+//! triangular factor of `A + dA` with an exactly orthogonal `Q`, and column by column
+//! `||dA_j||_2 <= gamma(c rows cols) ||A_j||_2` with `gamma(k) = k eps / (1 - k eps)` and a small
+//! constant `c`; so `||R^T R - A^T A||_F <= 2 gamma ||A||_F^2` to first order, and the `Q` of
+//! [`qr_form_q`] satisfies `||Q^T Q - I||_F <= sqrt(cols) gamma`. The tests check these bounds with
+//! `c = 1`; observed errors are a few `eps` times `sqrt(rows)`.
+
+use crate::error::{check_len, check_matrix, check_workspace};
+use crate::linalg::kernel;
+use crate::linalg::microkernel::gemm_rows;
+use crate::workspace::{carve, Req};
+use crate::{Error, Result, Scalar};
+
+/// Column blocks of the factorization, outermost first: the trailing update of a block of
+/// `BLOCKS[0]` reflections goes through three matrix products; the block itself is factored in
+/// blocks of `BLOCKS[1]`, and those by single reflections.
+const BLOCKS: [usize; 2] = [16, 4];
+
+/// Scratch of one blocking level of width `nb`: `V^T` and `V` (`nb x rows` each), `T` and `V^T V`
+/// (`nb x nb` each), and the products `W`, `W T` (`nb x cols` each).
+fn level_req(rows: usize, cols: usize, nb: usize) -> Req {
+    Req::all_of([Req::array(nb, rows).times(2), Req::array(nb, nb).times(2), Req::array(nb, cols).times(2)])
+}
+
+/// Scratch of [`qr_in_place`]: the products of single reflections, then each level's.
+fn in_place_req(rows: usize, cols: usize) -> Req {
+    Req::all_of([
+        Req::new(BLOCKS[BLOCKS.len() - 1]),
+        level_req(rows, cols, BLOCKS[0]),
+        level_req(rows, cols, BLOCKS[1]),
+    ])
+}
+
+/// Scratch elements of [`qr_in_place`] for a `rows x cols` matrix: about `40 (rows + cols)`;
+/// `usize::MAX` if that overflows (no workspace can then be large enough, and the call reports
+/// [`Error::WorkspaceTooSmall`]).
+pub fn qr_in_place_workspace_len(rows: usize, cols: usize) -> usize {
+    in_place_req(rows, cols).saturating()
+}
+
+/// Scratch elements of [`qr_r`]: `A^T` (`rows cols`), the `min(rows, cols)` factors `tau`, and
+/// [`qr_in_place_workspace_len`].
+pub fn qr_r_workspace_len(rows: usize, cols: usize) -> usize {
+    Req::all_of([Req::array(rows, cols), Req::new(rows.min(cols)), in_place_req(rows, cols)]).saturating()
+}
+
+/// Householder QR in place, on `A` stored **column by column** (`a_t` is `A^T`, `cols x rows`
+/// row-major: the LAPACK `geqrf` layout). On return `R` is in the upper trapezoid of `A`, i.e.
+/// `R[i][j] = a_t[j rows + i]` for `i <= j`, and the vector `v_j` below the diagonal of column `j`
+/// (`a_t[j rows + j + 1..(j + 1) rows]`, its unit leading entry implied); `tau` (length
+/// `min(rows, cols)`) holds the factors, so `Q = H_0 H_1 ... H_{k-1}` with
+/// `H_j = I - tau_j v_j v_j^T`. Each column is contiguous here, so every product runs along rows.
+///
+/// `workspace` needs [`qr_in_place_workspace_len`] elements. NaN or infinity in `a_t` is rejected
+/// with [`Error::NonFinite`] before anything is written. Cost `2 cols^2 (rows - cols / 3)` flops.
+///
+/// ```
+/// use sd_attention::linalg::qr::{qr_in_place, qr_in_place_workspace_len};
+/// // A = [[3, 1], [4, 2]], stored by columns: [3, 4 | 1, 2]. The first column has norm 5, so
+/// // R[0][0] = -5 (beta = -sign(alpha) ||x||); |det A| = 2 = 5 |R[1][1]|.
+/// let mut a_t = [3.0f64, 4.0, 1.0, 2.0];
+/// let mut tau = [0.0; 2];
+/// let mut workspace = vec![0.0; qr_in_place_workspace_len(2, 2)];
+/// qr_in_place(2, 2, &mut a_t, &mut tau, &mut workspace)?;
+/// assert!((a_t[0] + 5.0).abs() < 1e-15 && (a_t[2] + 2.2).abs() < 1e-15); // R row 0: [-5, -11/5]
+/// assert!((a_t[3].abs() - 0.4).abs() < 1e-15);
+/// # Ok::<(), sd_attention::Error>(())
+/// ```
+pub fn qr_in_place<T: Scalar>(
+    rows: usize,
+    cols: usize,
+    a_t: &mut [T],
+    tau: &mut [T],
+    workspace: &mut [T],
+) -> Result<()> {
+    check_matrix("a_t", a_t.len(), cols, rows)?;
+    check_len("tau", tau.len(), rows.min(cols))?;
+    check_workspace(workspace.len(), qr_in_place_workspace_len(rows, cols))?;
+    if let Some(index) = a_t.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: "a_t", index });
+    }
+    qr_in_place_unchecked(rows, cols, a_t, tau, workspace);
+    Ok(())
+}
+
+/// The `R` factor alone (`min(rows, cols) x cols`, row-major, upper trapezoidal with zeros below
+/// the diagonal) of `A = Q R` for a row-major `a` (`rows x cols`), which is left untouched.
+/// `workspace` needs [`qr_r_workspace_len`] elements; NaN or infinity in `a` is rejected with
+/// [`Error::NonFinite`].
+///
+/// ```
+/// use sd_attention::linalg::qr::{qr_r, qr_r_workspace_len};
+/// // A = [[1, 1], [1, -1], [0, 0]]: orthogonal columns of norm sqrt 2, so |R| = sqrt(2) I.
+/// let a = [1.0f64, 1.0, 1.0, -1.0, 0.0, 0.0];
+/// let mut r = [0.0; 4];
+/// let mut workspace = vec![0.0; qr_r_workspace_len(3, 2)];
+/// qr_r(3, 2, &a, &mut r, &mut workspace)?;
+/// assert!((r[0].abs() - 2f64.sqrt()).abs() < 1e-15 && r[1].abs() < 1e-15 && r[2] == 0.0);
+/// assert!((r[3].abs() - 2f64.sqrt()).abs() < 1e-15);
+/// # Ok::<(), sd_attention::Error>(())
+/// ```
+pub fn qr_r<T: Scalar>(rows: usize, cols: usize, a: &[T], r: &mut [T], workspace: &mut [T]) -> Result<()> {
+    let k = rows.min(cols);
+    check_matrix("a", a.len(), rows, cols)?;
+    check_matrix("r", r.len(), k, cols)?;
+    check_workspace(workspace.len(), qr_r_workspace_len(rows, cols))?;
+    if let Some(index) = a.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: "a", index });
+    }
+    let ([a_t, tau], scratch) = carve(workspace, [rows * cols, k])?;
+    kernel::transpose(rows, cols, a, a_t);
+    qr_in_place_unchecked(rows, cols, a_t, tau, scratch);
+    r_from_factored(rows, cols, a_t, r);
+    Ok(())
+}
+
+/// `R` (`min(rows, cols) x cols`, row-major, zeros below the diagonal) from the column-major
+/// factored form that [`qr_in_place`] leaves (`a_t`, `cols x rows`).
+pub(crate) fn r_from_factored<T: Scalar>(rows: usize, cols: usize, a_t: &[T], r: &mut [T]) {
+    let k = rows.min(cols);
+    for i in 0..k {
+        let out = &mut r[i * cols..(i + 1) * cols];
+        out[..i].fill(T::zero());
+        for (j, value) in out.iter_mut().enumerate().skip(i) {
+            *value = a_t[j * rows + i];
+        }
+    }
+}
+
+/// Scratch elements of [`qr_form_q`]: `min(rows, cols)`.
+pub fn qr_form_q_workspace_len(rows: usize, cols: usize) -> usize {
+    rows.min(cols)
+}
+
+/// The thin `Q` (`rows x k` row-major, `k = min(rows, cols)`, orthonormal columns) of a
+/// factorization made by [`qr_in_place`] (`factored_t` and `tau` as it left them), by applying
+/// `H_{k-1}, ..., H_0` to the first `k` columns of the identity (Golub & Van Loan section 5.1.6,
+/// backward accumulation). Cost `4 rows k^2 - 4 k^3 / 3` flops; `workspace` needs
+/// [`qr_form_q_workspace_len`] elements. NaN or infinity in the inputs propagates into `q`.
+pub fn qr_form_q<T: Scalar>(
+    rows: usize,
+    cols: usize,
+    factored_t: &[T],
+    tau: &[T],
+    q: &mut [T],
+    workspace: &mut [T],
+) -> Result<()> {
+    let k = rows.min(cols);
+    check_matrix("factored_t", factored_t.len(), cols, rows)?;
+    check_len("tau", tau.len(), k)?;
+    check_matrix("q", q.len(), rows, k)?;
+    check_workspace(workspace.len(), qr_form_q_workspace_len(rows, cols))?;
+    q.fill(T::zero());
+    for i in 0..k {
+        q[i * k + i] = T::one();
+    }
+    let w = &mut workspace[..k];
+    for j in (0..k).rev() {
+        if tau[j] == T::zero() {
+            continue;
+        }
+        let len = rows - j;
+        let v = &factored_t[j * rows + j..(j + 1) * rows];
+        // Columns j.. of Q, rows j..: w = v^T Q_sub, Q_sub -= tau v w, with v_0 = 1 taken apart
+        // (the stored v_0 is R[j][j]). Columns left of j are still the identity's (zero in rows
+        // >= j), which H_j leaves alone.
+        let width = k - j;
+        let (q_head, q_tail) = q[j * k..].split_at_mut(k);
+        let w = &mut w[..width];
+        w.copy_from_slice(&q_head[j..]);
+        gemm_rows(1, len - 1, width, T::one(), &v[1..], len - 1, &q_tail[j..], k, w, width, true);
+        for (qj, &wj) in q_head[j..].iter_mut().zip(w.iter()) {
+            *qj -= tau[j] * wj;
+        }
+        gemm_rows(len - 1, 1, width, -tau[j], &v[1..], 1, w, width, &mut q_tail[j..], k, true);
+    }
+    Ok(())
+}
+
+/// `x -> beta e_0`: overwrites `x` with `v` (`v_0 = 1`) and returns `(beta, tau)` with
+/// `(I - tau v v^T) x = beta e_0` (LAPACK `dlarfg`). `tau = 0` (and `beta = x_0`) when `x_1.. = 0`.
+pub(crate) fn reflector<T: Scalar>(x: &mut [T]) -> (T, T) {
+    let Some((head, tail)) = x.split_first_mut() else {
+        return (T::zero(), T::zero());
+    };
+    let alpha = *head;
+    let tail_norm = kernel::norm(tail);
+    *head = T::one();
+    if tail_norm == T::zero() {
+        return (alpha, T::zero());
+    }
+    let magnitude = alpha.hypot(tail_norm);
+    let beta = if alpha >= T::zero() { -magnitude } else { magnitude };
+    let tau = (beta - alpha) / beta;
+    // |alpha - beta| >= |beta| >= tail_norm > 0 and |x_i| <= tail_norm, so |v_i| <= 1; the
+    // reciprocal overflows only for a subnormal divisor, where each entry is divided instead.
+    let divisor = alpha - beta;
+    if divisor.abs() >= T::min_positive_value() {
+        kernel::scale(divisor.recip(), tail);
+    } else {
+        for v in tail.iter_mut() {
+            *v /= divisor;
+        }
+    }
+    (beta, tau)
+}
+
+/// Scratch of one blocking level, carved from the workspace.
+struct Level<'w, T> {
+    nb: usize,
+    /// `V^T` (`nb x rows'`: row `j` zero before `j`, one at `j`) and `V` (`rows' x nb`).
+    vt: &'w mut [T],
+    v: &'w mut [T],
+    /// `T` (upper triangular) and `V^T V` (upper part used).
+    t: &'w mut [T],
+    gram: &'w mut [T],
+    /// `W = B V` and `W T` (`cols' x nb`) for the trailing columns `B`.
+    w: &'w mut [T],
+    w2: &'w mut [T],
+}
+
+/// The factorization of `A` (column-major in `a_t`) on validated input: finite entries, `tau` of
+/// length `min(rows, cols)`, `workspace` of at least [`qr_in_place_workspace_len`] elements.
+pub(crate) fn qr_in_place_unchecked<T: Scalar>(
+    rows: usize,
+    cols: usize,
+    a_t: &mut [T],
+    tau: &mut [T],
+    workspace: &mut [T],
+) {
+    let (single, mut rest) = workspace.split_at_mut(BLOCKS[BLOCKS.len() - 1]);
+    let mut levels: [Option<Level<'_, T>>; BLOCKS.len()] = Default::default();
+    for (slot, nb) in levels.iter_mut().zip(BLOCKS) {
+        let (vt, r) = rest.split_at_mut(nb * rows);
+        let (v, r) = r.split_at_mut(nb * rows);
+        let (t, r) = r.split_at_mut(nb * nb);
+        let (gram, r) = r.split_at_mut(nb * nb);
+        let (w, r) = r.split_at_mut(nb * cols);
+        let (w2, r) = r.split_at_mut(nb * cols);
+        rest = r;
+        *slot = Some(Level { nb, vt, v, t, gram, w, w2 });
+    }
+    let mut levels = levels.map(|l| l.expect("every level is carved above"));
+    factor_columns(rows, a_t, tau, 0, cols, &mut levels, single);
+}
+
+/// Reflections for columns `c0..min(c1, rows)`, each applied to the columns up to `c1`.
+fn factor_columns<T: Scalar>(
+    rows: usize,
+    a_t: &mut [T],
+    tau: &mut [T],
+    c0: usize,
+    c1: usize,
+    levels: &mut [Level<'_, T>],
+    single: &mut [T],
+) {
+    let Some((level, inner)) = levels.split_first_mut() else {
+        return unblocked(rows, a_t, tau, c0, c1, single);
+    };
+    let last = c1.min(rows);
+    let mut k0 = c0;
+    while k0 < last {
+        let b = level.nb.min(last - k0);
+        factor_columns(rows, a_t, tau, k0, k0 + b, inner, single);
+        let trailing = c1 - (k0 + b);
+        if trailing > 0 {
+            apply_block(rows, a_t, &tau[k0..k0 + b], k0, b, trailing, level);
+        }
+        k0 += b;
+    }
+}
+
+/// Applies `(H_{k0} ... H_{k0+b-1})^T = I - V T^T V^T` to the `trailing` columns right of the
+/// block (rows `k0..`), in compact WY form: with those columns as the rows of `B`
+/// (`trailing x rows'`), `B -= ((B V) T) V^T`.
+fn apply_block<T: Scalar>(
+    rows: usize,
+    a_t: &mut [T],
+    tau: &[T],
+    k0: usize,
+    b: usize,
+    trailing: usize,
+    level: &mut Level<'_, T>,
+) {
+    let mp = rows - k0;
+    let (vt, v) = (&mut level.vt[..b * mp], &mut level.v[..mp * b]);
+    for j in 0..b {
+        let row = &mut vt[j * mp..(j + 1) * mp];
+        row[..j].fill(T::zero());
+        row[j] = T::one();
+        let column = (k0 + j) * rows + k0;
+        row[j + 1..].copy_from_slice(&a_t[column + j + 1..column + mp]);
+    }
+    kernel::transpose(b, mp, vt, v);
+    // Upper part of V^T V in strips of 8 rows: rows i0.. of V^T vanish before column i0.
+    let gram = &mut level.gram[..b * b];
+    for i0 in (0..b).step_by(8) {
+        let strip = 8.min(b - i0);
+        let (vt_strip, v_strip) = (&vt[i0 * mp + i0..], &v[i0 * b + i0..]);
+        gemm_rows(
+            strip,
+            mp - i0,
+            b - i0,
+            T::one(),
+            vt_strip,
+            mp,
+            v_strip,
+            b,
+            &mut gram[i0 * b + i0..],
+            b,
+            false,
+        );
+    }
+    // T: T_jj = tau_j, T[..j, j] = -tau_j T[..j, ..j] (V^T v_j) (LAPACK dlarft, forward, columnwise).
+    let t = &mut level.t[..b * b];
+    t.fill(T::zero());
+    for j in 0..b {
+        t[j * b + j] = tau[j];
+        for i in 0..j {
+            let mut sum = T::zero();
+            for l in i..j {
+                sum += t[i * b + l] * gram[l * b + j];
+            }
+            t[i * b + j] = -tau[j] * sum;
+        }
+    }
+    let (w, w2) = (&mut level.w[..trailing * b], &mut level.w2[..trailing * b]);
+    let start = (k0 + b) * rows + k0;
+    gemm_rows(trailing, mp, b, T::one(), &a_t[start..], rows, v, b, w, b, false);
+    gemm_rows(trailing, b, b, T::one(), w, b, t, b, w2, b, false);
+    gemm_rows(trailing, b, mp, -T::one(), w2, b, vt, mp, &mut a_t[start..], rows, true);
+}
+
+/// Single reflections for columns `c0..min(c1, rows)`, each applied to the columns up to `c1`.
+fn unblocked<T: Scalar>(rows: usize, a_t: &mut [T], tau: &mut [T], c0: usize, c1: usize, single: &mut [T]) {
+    for c in c0..c1.min(rows) {
+        let len = rows - c;
+        let (top, below) = a_t.split_at_mut((c + 1) * rows);
+        let v = &mut top[c * rows + c..];
+        let (beta, t) = reflector(v);
+        tau[c] = t;
+        let width = c1 - c - 1;
+        if width > 0 && t != T::zero() {
+            // Columns c+1..c1 as rows of B: w = B v, B -= tau w v^T.
+            let w = &mut single[..width];
+            gemm_rows(width, len, 1, T::one(), &below[c..], rows, v, 1, w, 1, false);
+            gemm_rows(width, 1, len, -t, w, 1, v, len, &mut below[c..], rows, true);
+        }
+        v[0] = beta;
+    }
+}
