@@ -93,6 +93,35 @@ pub(crate) fn carve<T, const N: usize>(
     Ok((parts, rest))
 }
 
+/// `parts` side by side after up to `align - 1` elements skipped so that the first starts on a
+/// boundary of `align` elements (what [`carve_aligned`] needs, whatever the workspace's address).
+// Used by the fused kernels, which exist on x86-64 with `std` only.
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+pub(crate) fn aligned<const N: usize>(align: usize, parts: [Req; N]) -> Req {
+    Req::new(align.saturating_sub(1)).and(Req::all_of(parts))
+}
+
+/// [`carve`] after skipping to the first element whose address is a multiple of
+/// `align * size_of::<T>()` bytes (at most `align - 1` skipped; none when that is not a power of
+/// two, and fewer when the boundary cannot be reached, so alignment is a speed hint, never a
+/// condition of soundness). The workspace must hold [`aligned`]`(align, parts)` whatever the
+/// skip: [`Error::WorkspaceTooSmall`] when it is shorter, [`Error::DimensionOverflow`] when a part
+/// or the sum overflows.
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+pub(crate) fn carve_aligned<T, const N: usize>(
+    workspace: &mut [T],
+    align: usize,
+    parts: [Req; N],
+) -> Result<([&mut [T]; N], &mut [T])> {
+    let needed = aligned(align, parts).len("workspace")?;
+    crate::error::check_workspace(workspace.len(), needed)?;
+    let bytes = align.saturating_mul(core::mem::size_of::<T>());
+    let offset = if bytes.is_power_of_two() { workspace.as_ptr().align_offset(bytes) } else { 0 };
+    let skip = offset.min(align.saturating_sub(1));
+    // Every part fits in `usize` (their sum did), so `saturating` is each exact length.
+    carve(&mut workspace[skip..], parts.map(Req::saturating))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +158,42 @@ mod tests {
         );
         let (parts, rest) = carve::<u8, 0>(&mut ws, []).unwrap();
         assert_eq!((parts.len(), rest.len()), (0, 7));
+    }
+
+    /// The first buffer starts on the boundary wherever the workspace starts; the slack is asked
+    /// for whatever the skip, so the length that suffices does not depend on the address.
+    #[test]
+    fn aligned_carving_starts_on_the_boundary() {
+        let parts = [Req::new(5), Req::new(0), Req::array(3, 2)];
+        assert_eq!(aligned(16, parts).len("a"), Ok(15 + 11));
+        assert_eq!(aligned(0, parts).len("a"), Ok(11));
+        let mut backing = [0.0f32; 64];
+        for start in 0..16 {
+            let ws = &mut backing[start..start + 26];
+            let base = ws.as_ptr() as usize;
+            let ([a, b, c], rest) = carve_aligned(ws, 16, parts).unwrap();
+            assert_eq!((a.len(), b.len(), c.len()), (5, 0, 6));
+            assert_eq!(a.as_ptr() as usize % 64, 0, "start {start}");
+            let skipped = (a.as_ptr() as usize - base) / 4;
+            assert!(skipped <= 15);
+            assert_eq!(rest.len(), 15 - skipped);
+            assert_eq!(c.as_ptr() as usize, a.as_ptr() as usize + 4 * 5);
+        }
+        for start in 0..16 {
+            let short = &mut backing[start..start + 25];
+            assert_eq!(
+                carve_aligned(short, 16, parts).err(),
+                Some(Error::WorkspaceTooSmall { needed: 26, got: 25 })
+            );
+        }
+        let huge = [Req::new(usize::MAX - 3), Req::new(1)];
+        assert_eq!(
+            carve_aligned(&mut backing, 16, huge).err(),
+            Some(Error::DimensionOverflow { what: "workspace" })
+        );
+        // An alignment that is no power of two in bytes: nothing skipped, the slack still asked.
+        let start = backing[1..].as_ptr();
+        let ([a], rest) = carve_aligned(&mut backing[1..], 3, [Req::new(4)]).unwrap();
+        assert_eq!((a.as_ptr(), rest.len()), (start, 63 - 4));
     }
 }

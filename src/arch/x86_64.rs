@@ -306,7 +306,7 @@ pub(crate) unsafe fn transpose_f32(
                 let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
                 let to = d.add(j0 * ldd + i0);
                 _mm256_storeu_ps(to, _mm256_permute2f128_ps::<0x20>(u0, u4));
-                _mm256_storeu_ps(to.add(1 * ldd), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(to.add(ldd), _mm256_permute2f128_ps::<0x20>(u1, u5));
                 _mm256_storeu_ps(to.add(2 * ldd), _mm256_permute2f128_ps::<0x20>(u2, u6));
                 _mm256_storeu_ps(to.add(3 * ldd), _mm256_permute2f128_ps::<0x20>(u3, u7));
                 _mm256_storeu_ps(to.add(4 * ldd), _mm256_permute2f128_ps::<0x31>(u0, u4));

@@ -67,6 +67,13 @@ fn proj_width(shape: &ModelShape<'_>, kind: AttentionKind) -> usize {
     }
 }
 
+/// Width per head of the prefill's head-major query and key buffers: the widest query/key width
+/// of any layer, and at least `d_head` where a linear layer also gathers one head's values there.
+fn key_buffer_width(shape: &ModelShape<'_>) -> usize {
+    let dh = shape.d_head;
+    max_over_layers(shape, |k| if k.is_linear() { qk_width(k, dh).max(dh) } else { qk_width(k, dh) })
+}
+
 /// The largest of a per-layer quantity (0 without layers).
 fn max_over_layers(shape: &ModelShape<'_>, f: impl Fn(AttentionKind) -> usize) -> usize {
     shape.layers.iter().map(f).max().unwrap_or(0)
@@ -97,8 +104,7 @@ pub fn step_workspace_len(shape: &ModelShape<'_>) -> Result<usize> {
 pub fn prefill_workspace_len(shape: &ModelShape<'_>, n: usize) -> Result<usize> {
     shape.param_len()?;
     let (h, dh) = (shape.n_heads, shape.d_head);
-    // A linear layer's prefill also gathers one head's values (`n d_head`) into the key buffer.
-    let w = max_over_layers(shape, |k| if k.is_linear() { qk_width(k, dh).max(dh) } else { qk_width(k, dh) });
+    let w = key_buffer_width(shape);
     let proj = max_over_layers(shape, |k| proj_width(shape, k));
     let kernel = max_over_layers(shape, |k| match k {
         AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
@@ -346,11 +352,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
         crate::error::check_workspace(self.workspace.len(), prefill_workspace_len(&shape, n)?)?;
         let (d, h, dh, hw, c) =
             (shape.d_model, shape.n_heads, shape.d_head, shape.d_heads(), shape.context_len);
-        let w_max =
-            max_over_layers(
-                &shape,
-                |k| if k.is_linear() { qk_width(k, dh).max(dh) } else { qk_width(k, dh) },
-            );
+        let w_max = key_buffer_width(&shape);
         let mut rest: &mut [T] = &mut *self.workspace;
         let x = take(&mut rest, n * d);
         let a = take(&mut rest, n * d);

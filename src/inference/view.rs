@@ -4,7 +4,7 @@
 //! The parameters are laid out as the training code lays them out (`model::layout`): byte
 //! embedding `E` (`256 x d`), learned positions `P` (`context x d`, absent for sinusoidal), then per
 //! layer `norm1, theta, W_V, W_O, norm2, W_1, b_1, W_2, b_2`, then the final norm and an untied
-//! unembedding `W_U` (`d x 256`). [`ModelView`] walks them with [`ModelView::layers`] instead of a
+//! unembedding `W_U` (`d x 256`). [`ModelView`] walks them layer by layer instead of a
 //! table of ranges, so the whole path runs without an allocator: the parameters may be a `Vec` on
 //! a host or a `&'static` slice in a microcontroller's flash (through
 //! [`super::checkpoint::CheckpointView`]).

@@ -152,8 +152,8 @@ pub fn head_spectrum_workspace_len(d_model: usize, d_head: usize) -> usize {
 /// The spectrum report of one head (`docs/math.md` sections 1–2) by Lanczos, matrix-free: `O(d_model d_head^2)` in all.
 ///
 /// ```
-/// use sd_attention::factored::FactoredKernel;
-/// use sd_attention::spectrum::{head_spectrum_lanczos, head_spectrum_lanczos_workspace_len};
+/// use sd_attention::spectral::factored::FactoredKernel;
+/// use sd_attention::spectral::spectrum::{head_spectrum_lanczos, head_spectrum_lanczos_workspace_len};
 /// // d_model 3, d_head 1: M = q k^T with q = e_0, k = e_1, a shear: S is one rotation plane.
 /// let (w_q, w_k) = ([1.0f64, 0.0, 0.0], [0.0f64, 1.0, 0.0]);
 /// let head = FactoredKernel::new(3, 1, &w_q, &w_k)?;

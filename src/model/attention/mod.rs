@@ -48,9 +48,12 @@ use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::dense::Update;
 use crate::linalg::kernel::{self, Transpose};
 use crate::rng::SplitMix64;
+use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
 
 mod paths;
+#[cfg(test)]
+mod tests;
 
 /// Standard deviation of the normal initialization of every attention kernel parameter
 /// (`W_Q, W_K` or `U, V, C`): the model's [`super::transformer::INIT_STD`], `0.02`.
@@ -145,11 +148,11 @@ impl AttentionMixer {
 
     /// Scratch of [`Self::project`]: softmax: the packed `A W_Q` or `A W_K` (`n h d_head`);
     /// linear: 0; S-D: 0 (it projects in `sd_forward`, see `sd_workspace_len`).
-    fn projection_scratch(&self, n: usize) -> usize {
+    fn projection_scratch(&self, n: usize) -> Req {
         match self.kind {
-            AttentionKind::Sd { .. } => 0,
-            AttentionKind::Softmax => n.saturating_mul(self.packed_qk()),
-            AttentionKind::Linear | AttentionKind::LinearQk { .. } => 0,
+            AttentionKind::Sd { .. } => Req::EMPTY,
+            AttentionKind::Softmax => Req::array(n, self.packed_qk()),
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => Req::EMPTY,
         }
     }
 
@@ -214,7 +217,7 @@ impl AttentionMixer {
         q: &mut [T],
         k: &mut [T],
         scratch: &mut [T],
-    ) {
+    ) -> Result<()> {
         let d = self.dims.d_model;
         let (cols, _) = self.blocks();
         let w = self.qk_width();
@@ -222,7 +225,7 @@ impl AttentionMixer {
             // S-D projects in `sd_forward` (all rows of a batch in one product).
             AttentionKind::Sd { .. } => {}
             AttentionKind::Softmax => {
-                let packed = &mut scratch[..n * cols[0]];
+                let ([packed], _) = carve(scratch, [self.projection_scratch(n).saturating()])?;
                 for (block, out) in [(0, q), (1, k)] {
                     let weight = &params[block * d * cols[0]..(block + 1) * d * cols[0]];
                     product_rows(n, d, cols[0], input, weight, packed, Update::Overwrite);
@@ -237,6 +240,7 @@ impl AttentionMixer {
                 product_rows(n, d, cols[1], input, w_k, k, Update::Overwrite);
             }
         }
+        Ok(())
     }
 
     /// Adjoint of the projections from the gradients of their outputs: `d_params += A^T d_block`,
@@ -255,7 +259,7 @@ impl AttentionMixer {
         d_input: &mut [T],
         d_params: &mut [T],
         scratch: &mut [T],
-    ) {
+    ) -> Result<()> {
         let d = self.dims.d_model;
         let (cols, count) = self.blocks();
         if let AttentionKind::Sd { .. } = self.kind {
@@ -263,8 +267,8 @@ impl AttentionMixer {
             // weight gradients of the three blocks side by side, one for the input gradient
             // against [U | V | C]^T (the blocks' transposes stacked).
             let wide = self.packed_qk();
-            let (d_wide, rest) = scratch.split_at_mut(d * wide);
-            let w_wide_t = &mut rest[..wide * d];
+            let part = Req::array(d, wide).saturating();
+            let ([d_wide, w_wide_t], _) = carve(scratch, [part, part])?;
             gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
             let (mut offset, mut col) = (0, 0);
             for &cb in &cols {
@@ -287,7 +291,7 @@ impl AttentionMixer {
                 col += cb;
             }
             product_rows(n, wide, d, d_blocks, w_wide_t, d_input, Update::Accumulate);
-            return;
+            return Ok(());
         }
         let (mut offset, mut poff) = (0, 0);
         for &cb in cols.iter().take(count) {
@@ -295,22 +299,23 @@ impl AttentionMixer {
             let weight = &params[offset..offset + d * cb];
             let d_weight = &mut d_params[offset..offset + d * cb];
             gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
-            let weight_t = &mut scratch[..d * cb];
+            let ([weight_t], _) = carve(&mut *scratch, [Req::array(d, cb).saturating()])?;
             kernel::transpose(d, cb, weight, weight_t);
             product_rows(n, cb, d, g, weight_t, d_input, Update::Accumulate);
             offset += d * cb;
             poff += n * cb;
         }
+        Ok(())
     }
 
     /// Scratch of [`Self::project_backward`]: S-D: the weight gradients side by side and the
     /// stacked transposed weights (`2 d_model h (2r + q)`); otherwise one transposed weight block,
     /// `d_model` times the widest block.
-    fn weight_t_len(&self) -> usize {
+    fn weight_t_len(&self) -> Req {
         let (cols, _) = self.blocks();
         match self.kind {
-            AttentionKind::Sd { .. } => self.dims.d_model.saturating_mul(self.packed_qk()).saturating_mul(2),
-            _ => self.dims.d_model.saturating_mul(cols[0].max(cols[1]).max(cols[2])),
+            AttentionKind::Sd { .. } => Req::array(self.dims.d_model, self.packed_qk()).times(2),
+            _ => Req::array(self.dims.d_model, cols[0].max(cols[1]).max(cols[2])),
         }
     }
 
@@ -334,17 +339,23 @@ impl AttentionMixer {
     }
 
     /// Length of the packed projection gradients `d_blocks`: `n` times the columns of all blocks.
-    fn d_blocks_len(&self, n: usize) -> usize {
+    fn d_blocks_len(&self, n: usize) -> Req {
         let (cols, _) = self.blocks();
-        n.saturating_mul(cols[0] + cols[1] + cols[2])
+        Req::array(n, cols[0] + cols[1] + cols[2])
     }
 
-    /// Scratch of the softmax kinds' backward: one head's `dQ_t, dK_t` (`n w` each), and `V`,
-    /// `dO`, `dV` of all heads, head-major (`n h d_head` each). (S-D's `da, db, dc` go straight
-    /// into the packed gradients.)
-    fn head_scratch(&self, n: usize) -> usize {
-        let (w, hw) = (self.qk_width(), self.heads_width());
-        n.saturating_mul(w.saturating_mul(2).saturating_add(hw.saturating_mul(3)))
+    /// The buffers of the softmax kinds' backward, in order: one head's `dQ_t, dK_t` (`n w`
+    /// each), and `V`, `dO`, `dV` of all heads, head-major (`n h d_head` each). (S-D's
+    /// `da, db, dc` go straight into the packed gradients.)
+    fn head_parts(&self, n: usize) -> [Req; 5] {
+        let (qk, heads) = (Req::array(n, self.qk_width()), Req::array(n, self.heads_width()));
+        [qk, qk, heads, heads, heads]
+    }
+
+    /// Scratch of the softmax kinds' backward: the buffers of [`Self::head_parts`],
+    /// `n (2 w + 3 h d_head)`.
+    fn head_scratch(&self, n: usize) -> Req {
+        Req::all_of(self.head_parts(n))
     }
 
     fn check<T: Scalar>(&self, n: usize, params: &[T], input: &[T], values: &[T]) -> Result<()> {
@@ -357,11 +368,11 @@ impl AttentionMixer {
     /// Cache layout: `Q, K` (`n h qk_width` each; head-major for the softmax kinds, packed for
     /// linear), then for the softmax kinds each head's output (`h` blocks of `n x d_head`) and
     /// `lse` (`h x n`).
-    fn cache_parts(&self, n: usize) -> [usize; 4] {
-        let qk = n.saturating_mul(self.packed_qk());
+    fn cache_parts(&self, n: usize) -> [Req; 4] {
+        let qk = Req::array(n, self.packed_qk());
         match self.kind {
-            AttentionKind::Linear | AttentionKind::LinearQk { .. } => [qk, qk, 0, 0],
-            _ => [qk, qk, n.saturating_mul(self.heads_width()), n.saturating_mul(self.dims.n_heads)],
+            AttentionKind::Linear | AttentionKind::LinearQk { .. } => [qk, qk, Req::EMPTY, Req::EMPTY],
+            _ => [qk, qk, Req::array(n, self.heads_width()), Req::array(n, self.dims.n_heads)],
         }
     }
 }
@@ -397,7 +408,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
     }
 
     fn cache_len(&self, n_tokens: usize) -> usize {
-        self.cache_parts(n_tokens).iter().fold(0usize, |a, &b| a.saturating_add(b))
+        Req::all_of(self.cache_parts(n_tokens)).saturating()
     }
 
     fn workspace_len(&self, n_tokens: usize) -> usize {
@@ -409,21 +420,20 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         let (forward, backward) = match self.kind {
             AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
                 let l = self.linear::<T>();
-                (l.forward_workspace_len(n), l.backward_workspace_len(n))
+                (Req::new(l.forward_workspace_len(n)), Req::new(l.backward_workspace_len(n)))
             }
             _ => {
                 let s = self.softmax::<T>(n);
-                let v_heads = n.saturating_mul(self.heads_width());
+                let v_heads = Req::array(n, self.heads_width());
                 (
-                    v_heads.saturating_add(s.forward_workspace_len()),
-                    self.head_scratch(n).saturating_add(s.backward_workspace_len()),
+                    v_heads.and(Req::new(s.forward_workspace_len())),
+                    self.head_scratch(n).and(Req::new(s.backward_workspace_len())),
                 )
             }
         };
-        let forward = forward.max(self.projection_scratch(n));
-        let backward =
-            grads.saturating_add(backward.max(self.projection_scratch(n)).max(self.weight_t_len()));
-        forward.max(backward)
+        let forward = forward.or(self.projection_scratch(n));
+        let backward = grads.and(Req::any_of([backward, self.projection_scratch(n), self.weight_t_len()]));
+        forward.or(backward).saturating()
     }
 
     fn forward(
@@ -447,12 +457,8 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         if let AttentionKind::Sd { .. } = self.kind {
             return self.sd_forward(1, n, params, input, values, out, cache, workspace);
         }
-        let [lq, lk, lo, ll] = self.cache_parts(n);
-        let (q, rest) = cache.split_at_mut(lq);
-        let (k, rest) = rest.split_at_mut(lk);
-        let (out_cache, rest) = rest.split_at_mut(lo);
-        let lse = &mut rest[..ll];
-        self.project(n, params, input, q, k, workspace);
+        let ([q, k, out_cache, lse], _) = carve(cache, self.cache_parts(n).map(Req::saturating))?;
+        self.project(n, params, input, q, k, workspace)?;
         if self.kind.is_linear() {
             return self.linear().forward(n, q, k, values, out, workspace);
         }
@@ -489,12 +495,12 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                 1, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
             );
         }
-        let [lq, lk, lo, ll] = self.cache_parts(n);
+        let [lq, lk, lo, ll] = self.cache_parts(n).map(Req::saturating);
         let (q, rest) = cache.split_at(lq);
         let (k, rest) = rest.split_at(lk);
         let (out, rest) = rest.split_at(lo);
         let lse = &rest[..ll];
-        let (d_blocks, scratch) = workspace.split_at_mut(self.d_blocks_len(n));
+        let ([d_blocks], scratch) = carve(workspace, [self.d_blocks_len(n).saturating()])?;
         let (cols, _) = self.blocks();
         if self.kind.is_linear() {
             let (d_q, d_k) = d_blocks.split_at_mut(n * cols[0]);
@@ -502,8 +508,7 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         } else {
             self.heads_backward(n, (q, k, out, lse), values, d_out, d_values, d_blocks, scratch)?;
         }
-        self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch);
-        Ok(())
+        self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch)
     }
 
     /// With the `parallel` feature, the softmax and linear kinds run one task per sequence, each

@@ -12,25 +12,23 @@ impl AttentionMixer {
     pub(super) fn sd_workspace_len<T: Scalar>(&self, batch: usize, n: usize) -> usize {
         let s = self.softmax::<T>(n);
         let (d, wide) = (self.dims.d_model, self.packed_qk());
-        let all_rows = batch.saturating_mul(n).saturating_mul(wide);
-        let forward = d
-            .saturating_mul(wide)
-            .saturating_add(all_rows)
-            .saturating_add(n.saturating_mul(self.heads_width()))
-            .saturating_add(s.forward_workspace_len());
-        let heads = self.head_scratch(n).saturating_add(s.backward_workspace_len());
+        let all_rows = Req::array(batch, n).times(wide);
+        let heads = self.head_scratch(n).and(Req::new(s.backward_workspace_len()));
         if crate::parallel::ENABLED {
             // One task per sequence, each with its own head scratch (see `sd_forward`).
-            let fwd_task = n.saturating_mul(self.heads_width()).saturating_add(s.forward_workspace_len());
-            let forward = d
-                .saturating_mul(wide)
-                .saturating_add(all_rows)
-                .saturating_add(batch.saturating_mul(fwd_task));
-            let backward = all_rows.saturating_add(batch.saturating_mul(heads).max(self.weight_t_len()));
-            return forward.max(backward);
+            let task = Req::array(n, self.heads_width()).and(Req::new(s.forward_workspace_len()));
+            let forward = Req::all_of([Req::array(d, wide), all_rows, task.times(batch)]);
+            let backward = all_rows.and(heads.times(batch).or(self.weight_t_len()));
+            return forward.or(backward).saturating();
         }
-        let backward = all_rows.saturating_add(heads.max(self.weight_t_len()));
-        forward.max(backward)
+        let forward = Req::all_of([
+            Req::array(d, wide),
+            all_rows,
+            Req::array(n, self.heads_width()),
+            Req::new(s.forward_workspace_len()),
+        ]);
+        let backward = all_rows.and(heads.or(self.weight_t_len()));
+        forward.or(backward).saturating()
     }
 
     /// The S-D forward of `batch` validated sequences (see `forward_batch`).
@@ -52,20 +50,17 @@ impl AttentionMixer {
         let (d, wide, hw, w) = (self.dims.d_model, self.packed_qk(), self.heads_width(), self.qk_width());
         let (cols, _) = self.blocks();
         let cl = AttentionSublayer::<T>::cache_len(self, n);
-        let [lq, lk, lo, ll] = self.cache_parts(n);
+        let cache_parts = self.cache_parts(n).map(Req::saturating);
         // proj = A [U | V | C] over all rows, the three weight blocks laid side by side; each
         // head's a, b, c are then read in place.
-        let (w_wide, rest) = workspace.split_at_mut(d * wide);
-        let (proj, rest) = rest.split_at_mut(batch * n * wide);
+        let lens = [Req::array(d, wide), Req::array(batch, n).times(wide)].map(Req::saturating);
+        let ([w_wide, proj], rest) = carve(workspace, lens)?;
         self.side_by_side(params, w_wide);
         product_rows(batch * n, d, wide, input, w_wide, proj, Update::Overwrite);
         let proj = &*proj;
         // One sequence: its heads' queries and keys assembled into its cache, then its heads.
         let sequence = |b: usize, cache_b: &mut [T], out_b: &mut [T], scratch: &mut [T]| {
-            let (q, rest_c) = cache_b.split_at_mut(lq);
-            let (k, rest_c) = rest_c.split_at_mut(lk);
-            let (out_cache, rest_c) = rest_c.split_at_mut(lo);
-            let lse = &mut rest_c[..ll];
+            let ([q, k, out_cache, lse], _) = carve(cache_b, cache_parts)?;
             let proj_b = &proj[b * n * wide..(b + 1) * n * wide];
             for t in 0..self.dims.n_heads {
                 let (a, bb) = ((proj_b, Cols::of(wide, t * r)), (proj_b, Cols::of(wide, cols[0] + t * r)));
@@ -108,8 +103,8 @@ impl AttentionMixer {
     ) -> Result<()> {
         let (wide, hw) = (self.packed_qk(), self.heads_width());
         let cl = AttentionSublayer::<T>::cache_len(self, n);
-        let [lq, lk, lo, ll] = self.cache_parts(n);
-        let (d_all, scratch) = workspace.split_at_mut(batch * n * wide);
+        let [lq, lk, lo, ll] = self.cache_parts(n).map(Req::saturating);
+        let ([d_all], scratch) = carve(workspace, [Req::array(batch, n).times(wide).saturating()])?;
         // One sequence's heads, into its rows of the projection gradients and of `d_values`.
         let sequence = |b: usize, d_blocks: &mut [T], d_values_b: &mut [T], scratch: &mut [T]| {
             let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at(lq);
@@ -130,7 +125,10 @@ impl AttentionMixer {
         let d_values = &mut d_values[..batch * n * hw];
         if crate::parallel::ENABLED {
             // One task per sequence, each with its own scratch (`sd_workspace_len`).
-            let task = self.head_scratch(n) + self.softmax::<T>(n).backward_workspace_len();
+            let task = self
+                .head_scratch(n)
+                .and(Req::new(self.softmax::<T>(n).backward_workspace_len()))
+                .saturating();
             let tasks = &mut scratch[..batch * task];
             crate::parallel::try_chunks3(d_all, n * wide, d_values, n * hw, tasks, task, sequence)?;
         } else {
@@ -139,8 +137,7 @@ impl AttentionMixer {
                 sequence(b, d_blocks, d_values_b, &mut *scratch)?;
             }
         }
-        self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch);
-        Ok(())
+        self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch)
     }
 
     /// The heads of one sequence of a softmax kind, forward: values split head-major once, each
@@ -160,7 +157,7 @@ impl AttentionMixer {
     ) -> Result<()> {
         let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
         let attention = self.softmax(n);
-        let (v_heads, rest) = workspace.split_at_mut(n * hw);
+        let ([v_heads], rest) = carve(workspace, [Req::array(n, hw).saturating()])?;
         split_heads(n, h, dh, values, v_heads);
         for t in 0..h {
             let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
@@ -192,14 +189,11 @@ impl AttentionMixer {
         d_blocks: &mut [T],
         workspace: &mut [T],
     ) -> Result<()> {
-        let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
+        let (h, w, dh) = (self.dims.n_heads, self.qk_width(), self.dims.d_head);
         let (cols, _) = self.blocks();
         let attention = self.softmax(n);
-        let (d_q_t, rest) = workspace.split_at_mut(n * w);
-        let (d_k_t, rest) = rest.split_at_mut(n * w);
-        let (v_heads, rest) = rest.split_at_mut(n * hw);
-        let (d_out_heads, rest) = rest.split_at_mut(n * hw);
-        let (d_v_heads, rest) = rest.split_at_mut(n * hw);
+        let parts = self.head_parts(n).map(Req::saturating);
+        let ([d_q_t, d_k_t, v_heads, d_out_heads, d_v_heads], rest) = carve(workspace, parts)?;
         split_heads(n, h, dh, values, v_heads);
         split_heads(n, h, dh, d_out, d_out_heads);
         for t in 0..h {

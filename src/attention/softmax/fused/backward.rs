@@ -48,41 +48,39 @@ crate::arch::multiversion! {
         // SAFETY: the dispatch runs this only on a CPU with the features; `n > 0`, the lengths
         // were asserted, the gradients zeroed and the workspace holds `backward_len` of this
         // blocking (`backward`).
-        unsafe { backward_body::<Avx512, AVX512_MR, AVX512_NV>(AVX512_BLOCKING, problem, io, workspace) };
-        true
+        unsafe { backward_body::<Avx512, AVX512_MR, AVX512_NV>(AVX512_BLOCKING, problem, io, workspace) }
     };
     avx2("avx2,fma") => {
         // SAFETY: as above.
-        unsafe { backward_body::<Avx2, AVX2_MR, AVX2_NV>(AVX2_BLOCKING, problem, io, workspace) };
-        true
+        unsafe { backward_body::<Avx2, AVX2_MR, AVX2_NV>(AVX2_BLOCKING, problem, io, workspace) }
     };
     portable => false;
 }
 
+/// Returns `false` (touching nothing) when the workspace cannot hold the panels and strip
+/// buffers, which a workspace of [`Blocking::backward_len`] elements always can.
+///
 /// # Safety
-/// The CPU has `S`'s features; `n > 0`; the lengths asserted by [`backward`] hold, the gradients
-/// are zero and the workspace has [`Blocking::backward_len`] elements; `blocking` matches `MR`, `NV W`.
+/// The CPU has `S`'s features; `n > 0`; the lengths asserted by [`backward`] hold and the
+/// gradients are zero; `blocking` matches `MR`, `NV W`.
 #[inline(always)]
 unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
     blocking: Blocking,
     problem: &Problem<'_>,
     io: BackwardIo<'_>,
     workspace: &mut [f32],
-) {
+) -> bool {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
     let BackwardIo { out, lse, d_out, d_q, d_k: d_key, d_v: d_val } = io;
     let (nr, strip) = (blocking.panel, blocking.strip_rows(n, d_k, d_v, causal));
-    let (n_pad, block, ld) = (blocking.padded(n), blocking.key_block(n), blocking.logit_stride(n));
-    let ld_dq = aligned(d_k);
-    let (k_panels, rest) = align_workspace(workspace).split_at_mut(n_pad * d_k);
-    let (v_panels, rest) = rest.split_at_mut(n_pad * d_v);
-    let (prob, rest) = rest.split_at_mut(strip * ld);
-    let (d_logit, rest) = rest.split_at_mut(strip * ld);
-    let (d_q_strip, rest) = rest.split_at_mut(strip * ld_dq);
-    let ld_do = aligned(d_v);
-    let (q_strip, rest) = rest.split_at_mut(strip * ld_dq);
-    let (d_out_strip, rest) = rest.split_at_mut(strip * ld_do);
-    let delta = &mut rest[..strip];
+    let (block, ld) = (blocking.key_block(n), blocking.logit_stride(n));
+    let (ld_dq, ld_do) = (aligned(d_k), aligned(d_v));
+    let parts = blocking.backward_parts(strip, n, d_k, d_v);
+    let Ok(([k_panels, v_panels, prob, d_logit, d_q_strip, q_strip, d_out_strip, delta], _)) =
+        workspace::carve_aligned(workspace, ALIGN, parts)
+    else {
+        return false;
+    };
     pack_panels(k, n, d_k, nr, k_panels);
     pack_panels(v, n, d_v, nr, v_panels);
     for i0 in (0..n).step_by(strip) {
@@ -184,4 +182,5 @@ unsafe fn backward_body<S: Simd, const MR: usize, const NV: usize>(
             }
         }
     }
+    true
 }

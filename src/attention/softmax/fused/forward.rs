@@ -45,22 +45,23 @@ crate::arch::multiversion! {
                 lse,
                 workspace,
             )
-        };
-        true
+        }
     };
     avx2("avx2,fma") => {
         // SAFETY: as above.
         unsafe {
             forward_body::<Avx2, AVX2_FORWARD_MR, AVX2_FORWARD_NV>(AVX2_BLOCKING, problem, out, lse, workspace)
-        };
-        true
+        }
     };
     portable => false;
 }
 
+/// Returns `false` (touching nothing) when the workspace cannot hold the strip buffers, which a
+/// workspace of [`Blocking::forward_len`] elements always can.
+///
 /// # Safety
-/// The CPU has `S`'s features; `n > 0`; the lengths asserted by [`forward`] hold and the
-/// workspace has [`Blocking::forward_len`] elements; `blocking.forward_strip` is a multiple of `W`.
+/// The CPU has `S`'s features; `n > 0`; the lengths asserted by [`forward`] hold;
+/// `blocking.forward_strip` is a multiple of `W`.
 #[inline(always)]
 unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     blocking: Blocking,
@@ -68,14 +69,14 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
     out: &mut [f32],
     lse: &mut [f32],
     workspace: &mut [f32],
-) {
+) -> bool {
     let Problem { n, d_k, d_v, scale, causal, q, k, v, mask } = *problem;
     let (ld, block) = (blocking.forward_strip(n, d_k, d_v, causal), blocking.forward_key_block(n));
-    let (q_t, rest) = align_workspace(workspace).split_at_mut(d_k * ld);
-    let (logit_t, rest) = rest.split_at_mut(block * ld);
-    let (out_t, rest) = rest.split_at_mut(d_v * ld);
-    let (shift, rest) = rest.split_at_mut(ld);
-    let row_sum = &mut rest[..ld];
+    let parts = blocking.forward_parts(ld, n, d_k, d_v);
+    let Ok(([q_t, logit_t, out_t, shift, row_sum], _)) = workspace::carve_aligned(workspace, ALIGN, parts)
+    else {
+        return false;
+    };
     for i0 in (0..n).step_by(ld) {
         let cols = ld.min(n - i0); // the strip's queries; columns [cols, width) are padding
         let width = cols.div_ceil(S::W) * S::W;
@@ -162,6 +163,7 @@ unsafe fn forward_body<S: Simd, const MR: usize, const NV: usize>(
             }
         }
     }
+    true
 }
 
 /// One key block of the online softmax on a transposed strip (`bk` rows of keys, the first

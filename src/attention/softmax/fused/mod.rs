@@ -44,6 +44,7 @@ pub(crate) use forward::forward;
 use crate::arch::x86_64::Avx512;
 use crate::arch::x86_64::{Avx2, Simd};
 use crate::arch::Isa;
+use crate::workspace::{self, Req};
 
 /// Keys and values larger than this get forward strips twice as wide (half of this machine's L2).
 const WIDE_STRIP_BYTES: usize = 1 << 20;
@@ -121,7 +122,7 @@ impl Blocking {
     }
     /// The largest strip any call with `n` rows uses (sizes the workspace).
     fn max_strip(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let key_value_bytes = n.saturating_mul(d_k + d_v).saturating_mul(4);
+        let key_value_bytes = n.saturating_mul(d_k.saturating_add(d_v)).saturating_mul(4);
         let strip = if key_value_bytes.saturating_mul(3) > WIDE_STRIP_BYTES.saturating_mul(2) {
             3 * self.strip
         } else {
@@ -141,7 +142,7 @@ impl Blocking {
         cols.min(self.max_forward_strip(n, d_k, d_v))
     }
     fn max_forward_strip(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        let key_value_bytes = n.saturating_mul(d_k + d_v).saturating_mul(4);
+        let key_value_bytes = n.saturating_mul(d_k.saturating_add(d_v)).saturating_mul(4);
         let cols = if key_value_bytes > WIDE_STRIP_BYTES { 2 * self.forward_cols } else { self.forward_cols };
         cols.min(n.div_ceil(self.lanes).saturating_mul(self.lanes))
     }
@@ -149,42 +150,58 @@ impl Blocking {
     fn forward_key_block(&self, n: usize) -> usize {
         FORWARD_KEY_BLOCK.min(n)
     }
-    /// Workspace elements of [`forward`]: up to `ALIGN - 1` to align the rest to 64 bytes, then
-    /// per query column of a strip: the transposed queries (`d_k`), logits of one key block, the
-    /// transposed output (`d_v`), running maximum and sum.
-    pub fn forward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        // Saturating: empty problems may carry huge widths (n = 0, d = usize::MAX / 3), and a
-        // saturated length only means that no workspace is long enough for the fused layout.
-        let per_column = d_k.saturating_add(self.forward_key_block(n)).saturating_add(d_v).saturating_add(2);
-        (ALIGN - 1).saturating_add(self.max_forward_strip(n, d_k, d_v).saturating_mul(per_column))
+    /// The forward's buffers for strips of `ld` queries, in order, per query column of a strip:
+    /// the transposed queries (`d_k`), logits of one key block, the transposed output (`d_v`),
+    /// running maximum and sum.
+    fn forward_parts(&self, ld: usize, n: usize, d_k: usize, d_v: usize) -> [Req; 5] {
+        let block = self.forward_key_block(n);
+        [Req::array(d_k, ld), Req::array(block, ld), Req::array(d_v, ld), Req::new(ld), Req::new(ld)]
     }
-    /// Workspace elements of [`backward`]: alignment as in [`Self::forward_len`], key and value
-    /// panels `n_pad (d_k + d_v)`, then per strip row a probability row and a `dS` row, a `dQ` row,
-    /// copies of the `Q` and `dO` rows, and `delta`.
+    /// Workspace elements of [`forward`]: up to `ALIGN - 1` to align the rest to 64 bytes, then
+    /// the buffers of [`Self::forward_parts`] for the widest strip,
+    /// `ALIGN - 1 + strip (d_k + key block + d_v + 2)`.
+    pub fn forward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
+        // `usize::MAX` when it overflows: empty problems may carry huge widths (n = 0,
+        // d = usize::MAX / 3), and a saturated length only means that no workspace is long
+        // enough for the fused layout.
+        let ld = self.max_forward_strip(n, d_k, d_v);
+        workspace::aligned(ALIGN, self.forward_parts(ld, n, d_k, d_v)).saturating()
+    }
+    /// The backward's buffers for strips of `strip` rows, in order: key and value panels
+    /// (`n_pad d_k`, `n_pad d_v`), then per strip row a probability row and a `dS` row (one key
+    /// block each), a `dQ` row and a copy of the `Q` row (`d_k` rounded up to [`ALIGN`] each), a
+    /// copy of the `dO` row (`d_v` rounded up), and `delta`.
+    fn backward_parts(&self, strip: usize, n: usize, d_k: usize, d_v: usize) -> [Req; 8] {
+        let (n_pad, ld) = (self.padded(n), self.logit_stride(n));
+        let (ld_dq, ld_do) = (aligned(d_k), aligned(d_v));
+        [
+            Req::array(n_pad, d_k),
+            Req::array(n_pad, d_v),
+            Req::array(strip, ld),
+            Req::array(strip, ld),
+            Req::array(strip, ld_dq),
+            Req::array(strip, ld_dq),
+            Req::array(strip, ld_do),
+            Req::new(strip),
+        ]
+    }
+    /// Workspace elements of [`backward`]: alignment as in [`Self::forward_len`], then the buffers
+    /// of [`Self::backward_parts`] for the tallest strip,
+    /// `ALIGN - 1 + n_pad (d_k + d_v) + strip (2 key block + 2 aligned(d_k) + aligned(d_v) + 1)`.
     pub fn backward_len(&self, n: usize, d_k: usize, d_v: usize) -> usize {
-        // Saturating, as in `forward_len`.
-        let per_row = (2 * self.logit_stride(n))
-            .saturating_add(aligned(d_k).saturating_mul(2))
-            .saturating_add(aligned(d_v))
-            .saturating_add(1);
-        (ALIGN - 1)
-            .saturating_add(self.padded(n).saturating_mul(d_k.saturating_add(d_v)))
-            .saturating_add(self.max_strip(n, d_k, d_v).saturating_mul(per_row))
+        // `usize::MAX` when it overflows, as in `forward_len`.
+        let strip = self.max_strip(n, d_k, d_v);
+        workspace::aligned(ALIGN, self.backward_parts(strip, n, d_k, d_v)).saturating()
     }
 }
 
 /// Elements per 64-byte cache line: buffers start at multiples of it.
 const ALIGN: usize = 16;
 
-/// `width` rounded up to a multiple of [`ALIGN`].
+/// `width` rounded up to a multiple of [`ALIGN`] (`usize::MAX` when that overflows, which no
+/// workspace holds).
 fn aligned(width: usize) -> usize {
-    width.div_ceil(ALIGN) * ALIGN
-}
-
-/// The workspace from its first 64-byte-aligned element (at most `ALIGN - 1` skipped).
-fn align_workspace(workspace: &mut [f32]) -> &mut [f32] {
-    let skip = workspace.as_ptr().align_offset(64).min(ALIGN - 1).min(workspace.len());
-    &mut workspace[skip..]
+    width.div_ceil(ALIGN).saturating_mul(ALIGN)
 }
 
 /// The blocking of `isa`'s tile kernels: `None` for [`Isa::Portable`], which has none (the

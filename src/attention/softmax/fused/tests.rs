@@ -316,3 +316,39 @@ fn panels_are_transposed_rows() {
         }
     }
 }
+
+/// The workspace lengths are the closed forms their documents state, saturating at `usize::MAX`
+/// (huge widths of empty problems included), for every blocking and a sweep of shapes.
+#[test]
+fn workspace_lengths_are_their_closed_forms() {
+    let all = [
+        #[cfg(sda_avx512)]
+        AVX512_BLOCKING,
+        AVX2_BLOCKING,
+    ];
+    let mut shapes =
+        vec![(0, usize::MAX / 3, usize::MAX / 3), (0, usize::MAX, usize::MAX), (1, usize::MAX / 2, 1)];
+    for n in [0, 1, 2, 7, 15, 16, 17, 47, 48, 49, 97, 128, 129, 500, 2048, 4096, 4099] {
+        for d in [0, 1, 3, 16, 17, 64, 100, 257] {
+            shapes.push((n, d, d));
+            shapes.push((n, d, 2 * d + 1));
+        }
+    }
+    for b in all {
+        for &(n, d_k, d_v) in &shapes {
+            let per_column = d_k.saturating_add(b.forward_key_block(n)).saturating_add(d_v).saturating_add(2);
+            let forward =
+                (ALIGN - 1).saturating_add(b.max_forward_strip(n, d_k, d_v).saturating_mul(per_column));
+            assert_eq!(b.forward_len(n, d_k, d_v), forward, "{b:?} {n} {d_k} {d_v}");
+            let round = |w: usize| w.div_ceil(ALIGN).saturating_mul(ALIGN);
+            let per_row = (2 * b.logit_stride(n))
+                .saturating_add(round(d_k).saturating_mul(2))
+                .saturating_add(round(d_v))
+                .saturating_add(1);
+            let backward = (ALIGN - 1)
+                .saturating_add(b.padded(n).saturating_mul(d_k.saturating_add(d_v)))
+                .saturating_add(b.max_strip(n, d_k, d_v).saturating_mul(per_row));
+            assert_eq!(b.backward_len(n, d_k, d_v), backward, "{b:?} {n} {d_k} {d_v}");
+        }
+    }
+}
