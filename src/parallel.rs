@@ -99,9 +99,44 @@ where
     }
 }
 
+/// Runs `f` on a worker thread of the current rayon pool (with `parallel`; without it, here), and
+/// returns its result. A caller outside the pool otherwise hands every parallel region to the pool
+/// and sleeps until it is done: two thread wake-ups per region, on the critical path of each of the
+/// hundreds of regions of a training step. From inside the pool, the thread that reaches a region
+/// starts on it at once and the other workers steal from it; the serial parts between regions run on
+/// that worker. Calls from a worker thread run `f` directly.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "parallel")]
+    {
+        rayon::scope(|_| f())
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        f()
+    }
+}
+
 /// Whether the `parallel` feature is on: kernels then size their scratch for one task per block
 /// (see each `*_workspace_len`); without it one task's scratch is reused.
 pub(crate) const ENABLED: bool = cfg!(feature = "parallel");
+
+/// `f(dst_i, src_i)` for every element of `dst` (`src` at least as long), in chunks of
+/// [`ELEMENT_CHUNK`] as separate tasks: copies and sums over activations.
+pub(crate) fn zip_each<A, B, F>(dst: &mut [A], src: &[B], f: F)
+where
+    A: Send,
+    B: Sync,
+    F: Fn(&mut A, &B) + Sync + Send,
+{
+    chunks(dst, ELEMENT_CHUNK, |i, d| {
+        for (x, y) in d.iter_mut().zip(&src[i * ELEMENT_CHUNK..]) {
+            f(x, y);
+        }
+    });
+}
+
+/// Elements per task of [`zip_each`] (a copy or a sum of this many is a few microseconds).
+pub(crate) const ELEMENT_CHUNK: usize = 1 << 14;
 
 /// Elements per task of the elementwise passes (sums of partials, AdamW).
 pub(crate) const PARTIAL_CHUNK: usize = 4096;

@@ -341,7 +341,7 @@ impl<T: Scalar> Model<T> {
             )?;
             // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
             let m = &mut state.mid[l * rd..(l + 1) * rd];
-            m.copy_from_slice(x_l);
+            crate::parallel::zip_each(m, x_l, |a, &b| *a = b);
             product_rows(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate);
             let m = &state.mid[l * rd..(l + 1) * rd];
             let h: &[T] = if skip_norm {
@@ -374,9 +374,13 @@ impl<T: Scalar> Model<T> {
                 &mut state.row_tmp,
                 &mut state.mlp_cache[l * mlp_cl..(l + 1) * mlp_cl],
             )?;
-            for ((xo, &mi), &yi) in x_next.iter_mut().zip(m.iter()).zip(&state.row_tmp) {
-                *xo = mi + yi;
-            }
+            let y = &state.row_tmp;
+            crate::parallel::chunks(x_next, crate::parallel::ELEMENT_CHUNK, |i, xo| {
+                let at = i * crate::parallel::ELEMENT_CHUNK;
+                for ((xo, &mi), &yi) in xo.iter_mut().zip(&m[at..]).zip(&y[at..]) {
+                    *xo = mi + yi;
+                }
+            });
         }
         let x_last = &state.resid[c.n_layers * rd..];
         norm_forward(
@@ -430,7 +434,7 @@ impl<T: Scalar> Model<T> {
                 expected: "made by this model's activations()",
             });
         }
-        grads.fill(T::zero());
+        crate::parallel::chunks(grads, crate::parallel::ELEMENT_CHUNK, |_, g| g.fill(T::zero()));
         let (rd, rh, rs) = (rows * d, rows * dh, norm_stats_len(rows));
         let emb = self.layout.embedding.clone();
         // Unembedding.
@@ -553,7 +557,9 @@ impl<T: Scalar> Model<T> {
             let cache = &state.mixer_cache[l];
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
-            state.d_tmp.fill(T::zero());
+            crate::parallel::chunks(&mut state.d_tmp, crate::parallel::ELEMENT_CHUNK, |_, g| {
+                g.fill(T::zero())
+            });
             sub.backward_batch(
                 batch,
                 n,
