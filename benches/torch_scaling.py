@@ -12,7 +12,10 @@ and, with `--bench-dir DIR` (the crate's bench binaries, built with
 `cargo bench --no-run --features parallel --bench train --bench attention --bench linear_attention`,
 copied into DIR as train, attention, linear_attention), runs the same three on our side with
 RAYON_NUM_THREADS=t and reads criterion's medians. Prints one table; `--json FILE` also writes
-the numbers.
+the numbers. `--rounds R` repeats the whole sweep R times (thread counts in turn each round, so
+slow phases of a shared or virtual host spread over all of them) and reports each cell's median
+over the rounds, with every round's 2-thread speed-up. benches/scaling.sh runs it with the bench
+binaries found in target/.
 
     python3 benches/torch_scaling.py --threads 1,2 --bench-dir target/release/deps-copies
 """
@@ -155,7 +158,9 @@ def ours(bench_dir, out_dir, threads, binary, filt, args):
     home = pathlib.Path(out_dir) / f"criterion-t{threads}"
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CRITERION_HOME=str(home))
     cmd = [str(pathlib.Path(bench_dir) / binary), "--bench", filt, "--noplot"] + args
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)}: exit {done.returncode}\n{done.stderr[-2000:]}")
     found = [p for p in home.rglob("new/estimates.json") if filt.split("/")[0] in str(p)]
     if not found:
         return None
@@ -174,11 +179,27 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--cumsum", action="store_true",
                     help="also time the cumsum form of linear attention (slow: the documented peer of torch_linear.py)")
+    ap.add_argument("--rounds", type=int, default=1, help="sweeps over the thread counts; cells are medians")
     ap.add_argument("--parts", action="store_true",
                     help="also time torch's forward and forward+backward of the training step at the first thread count")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     crit = a.criterion_args.split()
+    sweeps = []
+    for rnd in range(a.rounds):
+        sweeps.append(sweep(a, threads, crit, parts=a.parts and rnd == 0))
+    rows = []
+    for i, t in enumerate(threads):
+        row = {"threads": t}
+        for key in sweeps[0][i]:
+            values = [s[i][key] for s in sweeps if s[i].get(key) is not None]
+            row[key] = statistics.median(values) if values and key != "threads" else sweeps[0][i][key]
+        rows.append(row)
+    report(a, rows, sweeps)
+
+
+def sweep(a, threads, crit, parts):
+    """One pass over the thread counts; returns one row of seconds per thread count."""
     rows = []
     for t in threads:
         torch.set_num_threads(t)
@@ -194,10 +215,15 @@ def main():
             row["ours_train"] = ours(a.bench_dir, a.out_dir, t, "train", "sd_demo_step", crit)
             row["ours_softmax"] = ours(a.bench_dir, a.out_dir, t, "attention", "multihead_softmax_causal_f32", crit)
             row["ours_linear"] = ours(a.bench_dir, a.out_dir, t, "linear_attention", "linear_multihead_causal_f32", crit)
-        if a.parts and t == threads[0]:
+        if parts and t == threads[0]:
             row.update(torch_parts(a.corpus, a.budget))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+def report(a, rows, sweeps):
+    """Prints the tables of `rows` (medians over `sweeps`)."""
     print(f"\ntorch {torch.__version__}; float32; times in ms (medians); ratio = torch / ours (> 1: we are faster)")
     for part, label in [("train", "training step, S-D demo, batch 16 x 128"),
                         ("softmax", "causal softmax attention fwd+bwd, 8 x 64 heads, n 2048"),
@@ -210,6 +236,12 @@ def main():
                 print(f"| {r['threads']} | {o * 1e3:.2f} | {tt_ * 1e3:.2f} | {tt_ / o:.2f}x | {base / o:.2f}x |")
             else:
                 print(f"| {r['threads']} | - | {tt_ * 1e3:.2f} | - | - |")
+    if len(sweeps) > 1 and len(rows) > 1 and rows[1]["threads"] == 2 and rows[0]["threads"] == 1:
+        print("\n2 threads against 1, every round (ours train: 1t/2t; ours train 2t / torch 2t ratio):")
+        for k, s in enumerate(sweeps):
+            o1, o2, t2 = s[0].get("ours_train"), s[1].get("ours_train"), s[1]["torch_train"]
+            if o1 and o2:
+                print(f"  round {k + 1}: speed-up {o1 / o2:.2f}x, torch/ours at 2 threads {t2 / o2:.2f}x")
     if a.cumsum:
         print("\nlinear attention, torch cumsum form (one timed call)\n| threads | ours ms | torch cumsum ms | ratio |\n|---|---|---|---|")
         for r in rows:
@@ -221,7 +253,7 @@ def main():
         print(f"\nparts at {r['threads']} thread(s), torch ms: forward (no_grad) {r['torch_forward'] * 1e3:.2f}, "
               f"forward+backward {r['torch_forward_backward'] * 1e3:.2f}, step {r['torch_train'] * 1e3:.2f}")
     if a.json:
-        pathlib.Path(a.json).write_text(json.dumps(rows, indent=1))
+        pathlib.Path(a.json).write_text(json.dumps({"medians": rows, "rounds": sweeps}, indent=1))
 
 
 if __name__ == "__main__":

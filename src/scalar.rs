@@ -92,6 +92,23 @@ pub trait Scalar:
         accumulate: bool,
     );
 
+    /// As [`Scalar::product_rows`] with `A` stored transposed (`k x m`, row `p` at `a[p lda..]`):
+    /// `C = alpha A^T B (+ C)` (crate-internal `microkernel::gemm_rows_tn`).
+    #[allow(clippy::too_many_arguments)]
+    fn product_rows_tn(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        lda: usize,
+        b: &[Self],
+        ldb: usize,
+        c: &mut [Self],
+        ldc: usize,
+        accumulate: bool,
+    );
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -121,7 +138,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $product_tn:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -184,6 +201,22 @@ macro_rules! impl_scalar {
             ) {
                 $product(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             }
+            #[inline]
+            fn product_rows_tn(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: &[Self],
+                lda: usize,
+                b: &[Self],
+                ldb: usize,
+                c: &mut [Self],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                $product_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            }
 
             #[cfg(feature = "alloc")]
             #[inline]
@@ -231,6 +264,7 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f32,
     crate::linalg::exp::tanh_in_place_f32,
     crate::linalg::microkernel::product_f32,
+    crate::linalg::microkernel::product_tn_f32,
     is_f32,
     "f32"
 );
@@ -241,6 +275,7 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f64,
     crate::linalg::exp::tanh_in_place_f64,
     crate::linalg::microkernel::product_f64,
+    crate::linalg::microkernel::product_tn_f64,
     not_f32,
     "f64"
 );

@@ -229,7 +229,7 @@ fn backward_blocks<T: Scalar>(
     (w_1t, w_2t): (&[T], &[T]),
     scratch: &mut [T],
 ) -> Result<()> {
-    use crate::linalg::dense::matmul_tn;
+    use super::linear::product_tn;
     let blocks = n.div_ceil(ROW_BLOCK);
     let (d_u, rest) = scratch.split_at_mut(n * d_mlp);
     let per_block = 2 * d_model * d_mlp + d_mlp;
@@ -249,11 +249,12 @@ fn backward_blocks<T: Scalar>(
             let (p_w1, p_b1) = rest.split_at_mut(d_model * d_mlp);
             let dy = &dy[model.clone()];
             product_rows(rows, d_model, d_mlp, dy, w_2t, d_hidden, Update::Overwrite);
-            matmul_tn(d_mlp, rows, d_model, &g[hid.clone()], dy, p_w2, Update::Overwrite)?;
+            product_tn(d_mlp, rows, d_model, &g[hid.clone()], dy, p_w2, Update::Overwrite);
             // The bias row is summed below over all rows in order; this one is discarded.
             gelu_backward_cached(d_mlp, &slope[hid], d_hidden, p_b1)?;
             product_rows(rows, d_mlp, d_model, d_hidden, w_1t, dx, dx_update);
-            matmul_tn(d_model, rows, d_mlp, &x[model], d_hidden, p_w1, Update::Overwrite)
+            product_tn(d_model, rows, d_mlp, &x[model], d_hidden, p_w1, Update::Overwrite);
+            Ok(())
         },
     )?;
     let MlpGrads { w_1: g_w1, b_1: g_b1, w_2: g_w2, b_2: g_b2 } = grads;

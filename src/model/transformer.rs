@@ -23,14 +23,14 @@
 use super::config::{ModelConfig, ParamCounts, PositionKind};
 use super::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use super::layout::ParamLayout;
-use super::linear::{linear_backward, linear_forward, product_rows};
+use super::linear::{linear_backward, linear_forward, product_rows, product_tn};
 #[cfg(not(feature = "parallel"))]
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::error::check_len;
-use crate::linalg::dense::{matmul_tn, Update};
+use crate::linalg::dense::Update;
 use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::workspace::Req;
@@ -439,7 +439,7 @@ impl<T: Scalar> Model<T> {
         let emb = self.layout.embedding.clone();
         // Unembedding.
         if c.tied_unembedding {
-            matmul_tn(
+            product_tn(
                 VOCAB,
                 rows,
                 d,
@@ -447,7 +447,7 @@ impl<T: Scalar> Model<T> {
                 &state.final_out,
                 &mut grads[emb.clone()],
                 Update::Accumulate,
-            )?;
+            );
             product_rows(
                 rows,
                 VOCAB,

@@ -37,7 +37,7 @@
 //! matrix-free spectra of [`crate::spectral::spectrum`].
 
 use super::config::AttentionKind;
-use super::linear::product_rows;
+use super::linear::{product_rows, product_tn};
 use super::sublayer::{backward_each, forward_each, AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
 use crate::attention::multihead::{gather, merge_heads, scatter, split_heads};
@@ -46,7 +46,7 @@ use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::dense::Update;
-use crate::linalg::kernel::{self, Transpose};
+use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
@@ -269,7 +269,7 @@ impl AttentionMixer {
             let wide = self.packed_qk();
             let part = Req::array(d, wide).saturating();
             let ([d_wide, w_wide_t], _) = carve(scratch, [part, part])?;
-            gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
+            product_tn(d, n, wide, input, d_blocks, d_wide, Update::Overwrite);
             let (mut offset, mut col) = (0, 0);
             for &cb in &cols {
                 if cb == 0 {
@@ -298,7 +298,7 @@ impl AttentionMixer {
             let g = &d_blocks[poff..poff + n * cb];
             let weight = &params[offset..offset + d * cb];
             let d_weight = &mut d_params[offset..offset + d * cb];
-            gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
+            product_tn(d, n, cb, input, g, d_weight, Update::Accumulate);
             let ([weight_t], _) = carve(&mut *scratch, [Req::array(d, cb).saturating()])?;
             kernel::transpose(d, cb, weight, weight_t);
             product_rows(n, cb, d, g, weight_t, d_input, Update::Accumulate);
@@ -375,22 +375,6 @@ impl AttentionMixer {
             _ => [qk, qk, Req::array(n, self.heads_width()), Req::array(n, self.dims.n_heads)],
         }
     }
-}
-
-/// `c = op(a) op(b) + beta c` (validated callers only).
-#[allow(clippy::too_many_arguments)]
-fn gemm_into<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[T],
-    op_a: Transpose,
-    b: &[T],
-    op_b: Transpose,
-    beta: T,
-    c: &mut [T],
-) {
-    kernel::gemm(m, k, n, T::one(), a, op_a, b, op_b, beta, c);
 }
 
 impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
