@@ -92,6 +92,39 @@ fn training_steps_do_not_depend_on_threads() {
     }
 }
 
+/// `Trainer::step` (which moves the whole step onto a worker of the current pool) gives the same
+/// parameters called from outside any pool (rayon's global pool) and inside pools of 1 and 3
+/// threads, and the same as stepping the model by hand with the same batches would.
+#[test]
+fn trainer_steps_do_not_depend_on_threads() {
+    use sd_attention::train::schedule::WarmupCosine;
+    use sd_attention::train::trainer::{TrainConfig, Trainer};
+    let sd = AttentionKind::Sd { routing_rank: 8, filtering_rank: 8 };
+    let (batch, seq) = (4, 64);
+    let config =
+        ModelConfig::uniform(64, 2, 4, 16, 256, seq, sd, NormKind::None, PositionKind::Learned, true);
+    let mut rng = SplitMix64::new(13);
+    let text: Vec<u8> = (0..4096).map(|_| b'a' + (rng.next_u64() % 7) as u8).collect();
+    let run = || {
+        let train = TrainConfig {
+            batch,
+            seq,
+            schedule: WarmupCosine::new(3e-3, 3e-4, 2, 10).unwrap(),
+            adamw: AdamWConfig::default(),
+            clip_norm: 1.0,
+            seed: 5,
+        };
+        let mut trainer = Trainer::<f32>::new(Model::with_attention(config.clone()).unwrap(), train).unwrap();
+        let losses: Vec<u64> = (0..3).map(|_| trainer.step(&text).unwrap().loss.to_bits()).collect();
+        (losses, bits32(trainer.params()))
+    };
+    let outside = run();
+    assert!(outside.1.iter().any(|&b| b != 0), "the trainer ran");
+    for threads in [1, 3] {
+        assert!(in_pool(threads, run) == outside, "{threads} threads differ from the global pool");
+    }
+}
+
 /// The multi-head softmax kernel, forward and backward, in f64 and f32 (8 heads, n = 160).
 #[test]
 fn multihead_softmax_does_not_depend_on_threads() {
