@@ -31,23 +31,23 @@ fn bench_softmax(c: &mut Criterion) {
     let mut group = c.benchmark_group("softmax_f32");
     for &n in &SIZES {
         configure(&mut group, n);
-        let head = SoftmaxAttention::<f32>::new(n, D, D, Causality::Bidirectional);
+        let head = SoftmaxAttention::<f32>::new(D, D, Causality::Bidirectional);
         let (q, k, v, d_out) =
             (f32_matrix(n * D, 1), f32_matrix(n * D, 2), f32_matrix(n * D, 3), f32_matrix(n * D, 4));
         let (mut out, mut lse) = (vec![0f32; n * D], vec![0f32; n]);
-        let mut ws = vec![0f32; head.backward_workspace_len().max(head.forward_workspace_len())];
+        let mut ws = vec![0f32; head.backward_workspace_len(n).max(head.forward_workspace_len(n))];
         let (mut dq, mut dk, mut dv) = (vec![0f32; n * D], vec![0f32; n * D], vec![0f32; n * D]);
         let fwd = forward_flops(n, D, D, Causality::Bidirectional);
         group.throughput(Throughput::Elements(fwd));
         group.bench_with_input(BenchmarkId::new("fwd", n), &n, |b, _| {
-            b.iter(|| head.forward(black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap())
+            b.iter(|| head.forward(n, black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap())
         });
         group.throughput(Throughput::Elements(fwd + backward_flops(n, D, D, Causality::Bidirectional)));
         group.bench_with_input(BenchmarkId::new("fwd_bwd", n), &n, |b, _| {
             b.iter(|| {
-                head.forward(black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
+                head.forward(n, black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
                 let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-                head.backward(&q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
+                head.backward(n, &q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
             })
         });
     }
@@ -97,19 +97,19 @@ fn bench_multihead(c: &mut Criterion) {
     let (n, h) = (2048, 8);
     let mut group = c.benchmark_group("multihead_softmax_causal_f32");
     group.sample_size(10);
-    let mh = MultiHeadSoftmax { n_heads: h, head: SoftmaxAttention::<f32>::new(n, D, D, Causality::Causal) };
+    let mh = MultiHeadSoftmax { n_heads: h, head: SoftmaxAttention::<f32>::new(D, D, Causality::Causal) };
     let len = n * h * D;
     let (q, k, v, d_out) = (f32_matrix(len, 1), f32_matrix(len, 2), f32_matrix(len, 3), f32_matrix(len, 4));
     let (mut out, mut lse) = (vec![0f32; len], vec![0f32; h * n]);
-    let mut ws = vec![0f32; mh.backward_workspace_len().max(mh.forward_workspace_len())];
+    let mut ws = vec![0f32; mh.backward_workspace_len(n).max(mh.forward_workspace_len(n))];
     let (mut dq, mut dk, mut dv) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
     let flops = forward_flops(n, D, D, Causality::Causal) + backward_flops(n, D, D, Causality::Causal);
     group.throughput(Throughput::Elements(flops * h as u64));
     group.bench_with_input(BenchmarkId::new("fwd_bwd_8x64", n), &n, |b, _| {
         b.iter(|| {
-            mh.forward(black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
+            mh.forward(n, black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
             let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-            mh.backward(&q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
+            mh.backward(n, &q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
         })
     });
     group.finish();

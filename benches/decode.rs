@@ -1,5 +1,6 @@
-//! Incremental decoding speed of the cascade demo's model (examples/cascade.rs: S-D, d_model 64,
-//! 6 layers x 4 heads, d_head 16, r 8, q 8, d_mlp 256, context 128, f32, one thread), read from
+//! Incremental decoding speed of the cascade demo's model (examples/cascade.rs with its default
+//! shape: S-D, d_model 64, 8 layers x 4 heads, d_head 16, r 8, q 8, d_mlp 256, context 128, learned
+//! positions, tied unembedding, no norm; f32, one thread), read from
 //! `target/cascade.ckpt` when it exists (else the same shape initialized at random: the speed does
 //! not depend on the values).
 //!
@@ -51,7 +52,7 @@ fn demo_model() -> (ModelConfig, Vec<f32>, &'static str) {
     }
     let kind = AttentionKind::Sd { routing_rank: 8, filtering_rank: 8 };
     let config =
-        ModelConfig::uniform(64, 6, 4, 16, 256, 128, kind, NormKind::None, PositionKind::Learned, true);
+        ModelConfig::uniform(64, 8, 4, 16, 256, 128, kind, NormKind::None, PositionKind::Learned, true);
     let model = Model::<f32>::with_attention(config.clone()).unwrap();
     let mut params = vec![0.0; model.param_len()];
     model.init_params(1, &mut params).unwrap();

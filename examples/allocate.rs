@@ -17,11 +17,15 @@
 //! cargo run --release --example allocate -- --jobs 3
 //! ```
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "support/experiment.rs"]
 mod experiment;
 #[path = "support/lm.rs"]
 mod lm;
 
+use cli::{fail, fail_on};
 use experiment::*;
 use lm::*;
 use sd_attention::model::config::{AttentionKind, ModelConfig, ParamCounts};
@@ -57,7 +61,7 @@ fn main() {
     let load =
         f.string("load", "target/cascade.ckpt", "the uniform S-D model of seed 1 (seed N: -seedN added)");
     let steps: u64 = f.get("steps", 0, "training steps of the allocated models (0: the uniform model's)");
-    let batch: usize = f.get("batch", 16, "sequences per batch (use the cascade run's)");
+    let batch = f.at_least("batch", 16, 1, "sequences per batch (use the cascade run's)");
     let lr: f64 = f.get("lr", 3e-3, "peak learning rate (use the cascade run's)");
     let warmup: u64 = f.get("warmup", 100, "warmup steps (use the cascade run's)");
     let seeds = Seeds::from_flags(&mut f, 3);
@@ -68,7 +72,9 @@ fn main() {
     f.finish("allocate: per-layer routing rank from the measured cascade vs the uniform model");
     use_threads(threads);
 
-    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
+    // The schedule of the flags (the step count comes from each checkpoint when --steps is 0).
+    RunConfig { steps: steps.max(1), batch, seq: 1, lr, warmup, seed: 1 }.check();
+    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail_on(&corpus_dir, e));
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
     let list = seeds.list();
     // Read every checkpoint first, so that a missing one stops before any training.
@@ -82,10 +88,14 @@ fn main() {
                     seeds.count
                 ))
             });
-            let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-            if !ckpt.config.attention.iter().all(|k| matches!(k, AttentionKind::Sd { .. })) {
-                fail(&format!("{path}: the checkpoint must be an S-D model in every layer"));
+            let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail_on(&path, e));
+            if ckpt.config.n_layers == 0
+                || !ckpt.config.attention.iter().all(|k| matches!(k, AttentionKind::Sd { .. }))
+            {
+                fail(&format!("{path}: not an S-D model in every layer ({})", describe(&ckpt.config)));
             }
+            let trained = ckpt.optimizer.as_ref().map_or(0, |o| o.step);
+            outln!("uniform model {path}: {}, {trained} training steps", describe(&ckpt.config));
             (path, ckpt)
         })
         .collect();
@@ -102,12 +112,17 @@ fn main() {
             warmup,
             seed,
         };
-        let uniform_model = Model::<f32>::with_attention(uniform_config.clone())
-            .unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+        let uniform_model =
+            Model::<f32>::with_attention(uniform_config.clone()).unwrap_or_else(|e| fail_on(path, e));
         let uniform_counts = uniform_model.param_counts();
         let mut uniform = Trainer::from_checkpoint(uniform_model, run.train_config(), ckpt.clone())
-            .unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-        let uniform_ppl = uniform.evaluate(&corpus.valid, windows).unwrap().exp();
+            .unwrap_or_else(|e| fail_on(path, e));
+        let evaluate = |t: &mut Trainer<f32>, what: &str| {
+            t.evaluate(&corpus.valid, windows)
+                .unwrap_or_else(|e| fail_on(format!("{what}: evaluation"), e))
+                .exp()
+        };
+        let uniform_ppl = evaluate(&mut uniform, path);
         let spectra = layer_spectra(&uniform_config, &attention_params(&uniform));
         let mut config: ModelConfig = uniform_config.clone();
         let mut ranks = Vec::new();
@@ -122,12 +137,12 @@ fn main() {
             "seed {seed}: uniform model {path}, validation perplexity {uniform_ppl:.3}; allocated routing ranks {:?}",
             ranks.iter().map(|r| r.1).collect::<Vec<_>>()
         );
-        let model = Model::<f32>::with_attention(config.clone()).unwrap();
+        let label = format!("allocated seed {seed}");
+        let model = Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on(&label, e));
         let counts = model.param_counts();
-        let mut trainer = Trainer::new(model, run.train_config()).unwrap();
-        let (seconds, _) =
-            train(&mut trainer, &corpus.train, &run, &format!("allocated seed {seed}"), seeds.jobs);
-        let ppl = trainer.evaluate(&corpus.valid, windows).unwrap().exp();
+        let mut trainer = Trainer::new(model, run.train_config()).unwrap_or_else(|e| fail_on(&label, e));
+        let (seconds, _) = train(&mut trainer, &corpus.train, &run, &label, seeds.jobs);
+        let ppl = evaluate(&mut trainer, &label);
         let after = layer_spectra(&config, &attention_params(&trainer));
         let layers = ranks
             .iter()
@@ -142,11 +157,11 @@ fn main() {
         SeedRun { seed, steps: run.steps, uniform_ppl, ppl, uniform_counts, counts, layers, seconds }
     });
 
-    println!("\nper seed:");
-    println!("seed   steps   train s   r_l allocated              uniform ppl   allocated ppl   attention params   ppl");
+    outln!("\nper seed:");
+    outln!("seed   steps   train s   r_l allocated              uniform ppl   allocated ppl   attention params   ppl");
     for r in &runs {
         let ranks: Vec<String> = r.layers.iter().map(|l| l.r_allocated.to_string()).collect();
-        println!(
+        outln!(
             "{:>4}  {:>6}  {:>8.1}   {:<24}  {:>11.3}   {:>13.3}   {:>+15.1}%  {:>+5.2}%",
             r.seed,
             r.steps,
@@ -163,10 +178,10 @@ fn main() {
     let col = |f: &dyn Fn(&LayerRanks) -> f64, l: usize| -> Vec<f64> {
         runs.iter().map(|r| f(&r.layers[l])).collect()
     };
-    println!("\nper layer, mean ± std over {n} seed(s):");
-    println!("layer  erank S (uniform)   r uniform  r allocated   erank S (allocated, trained)");
+    outln!("\nper layer, mean ± std over {n} seed(s):");
+    outln!("layer  erank S (uniform)   r uniform  r allocated   erank S (allocated, trained)");
     for l in 0..layers {
-        println!(
+        outln!(
             "{:>5}  {:<18}  {:>9}  {:<12}  {:<18}",
             l + 1,
             pm(&col(&|x| x.erank_uniform, l), 3),
@@ -181,19 +196,19 @@ fn main() {
     let tot_a: Vec<f64> = runs.iter().map(|r| r.counts.total as f64).collect();
     let ppl_u: Vec<f64> = runs.iter().map(|r| r.uniform_ppl).collect();
     let ppl_a: Vec<f64> = runs.iter().map(|r| r.ppl).collect();
-    println!("\nmodel       attention kernel params   total params        validation ppl");
-    println!("uniform     {:<24}  {:<18}  {}", pm(&attn_u, 0), pm(&tot_u, 0), pm(&ppl_u, 3));
-    println!("allocated   {:<24}  {:<18}  {}", pm(&attn_a, 0), pm(&tot_a, 0), pm(&ppl_a, 3));
+    outln!("\nmodel       attention kernel params   total params        validation ppl");
+    outln!("uniform     {:<24}  {:<18}  {}", pm(&attn_u, 0), pm(&tot_u, 0), pm(&ppl_u, 3));
+    outln!("allocated   {:<24}  {:<18}  {}", pm(&attn_a, 0), pm(&tot_a, 0), pm(&ppl_a, 3));
     let d_attn: Vec<f64> = attn_a.iter().zip(&attn_u).map(|(a, u)| 100.0 * (a / u - 1.0)).collect();
     let d_tot: Vec<f64> = tot_a.iter().zip(&tot_u).map(|(a, u)| 100.0 * (a / u - 1.0)).collect();
     let d_ppl: Vec<f64> = ppl_a.iter().zip(&ppl_u).map(|(a, u)| 100.0 * (a / u - 1.0)).collect();
-    println!(
+    outln!(
         "allocated vs uniform: {} attention kernel parameters ({} of all parameters), {} perplexity",
         pm_percent(&d_attn, 1),
         pm_percent(&d_tot, 1),
         pm_percent(&d_ppl, 2)
     );
-    println!("(paper: 47-65% fewer attention parameters at +3.9% to +8.4% perplexity)");
+    outln!("(paper: 47-65% fewer attention parameters at +3.9% to +8.4% perplexity)");
 
     let spread = |v: Vec<f64>| if n > 1 { v } else { Vec::new() };
     let series_of = |f: &dyn Fn(&LayerRanks) -> f64| -> (Vec<(f64, f64)>, Vec<f64>) {
@@ -235,5 +250,5 @@ fn main() {
         mean_std(&ppl_a).0
     );
     write_file(&svg, line_plot(&title, "layer", "rank", &series, true).as_bytes());
-    println!("plot: {svg}");
+    outln!("plot: {svg}");
 }

@@ -17,18 +17,23 @@
 //! cargo run --release --example cascade -- --help
 //! ```
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "support/experiment.rs"]
 mod experiment;
 #[path = "support/lm.rs"]
 mod lm;
 
+use cli::{fail, fail_on};
 use experiment::*;
 use lm::*;
-use sd_attention::model::config::ModelConfig;
+use sd_attention::model::config::{AttentionKind, ModelConfig};
 use sd_attention::model::transformer::Model;
 use sd_attention::train::checkpoint::Checkpoint;
 use sd_attention::train::corpus::{Corpus, DEFAULT_DIR};
 use sd_attention::train::trainer::Trainer;
+use std::sync::Mutex;
 
 /// What one seed's run measured.
 struct SeedRun {
@@ -46,8 +51,8 @@ fn main() {
     let mut f = Flags::from_env();
     let shape = Shape::from_flags(&mut f);
     let run = RunConfig {
-        steps: f.get("steps", 2000, "training steps"),
-        batch: f.get("batch", 16, "sequences per batch"),
+        steps: f.at_least("steps", 2000, 1, "training steps") as u64,
+        batch: f.at_least("batch", 16, 1, "sequences per batch"),
         seq: shape.seq,
         lr: f.get("lr", 3e-3, "peak learning rate (warmup, then cosine to lr/10)"),
         warmup: f.get("warmup", 100, "warmup steps"),
@@ -62,91 +67,131 @@ fn main() {
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     let threads = threads_flag(&mut f);
     f.finish("cascade: train a small S-D model without norm on Shakespeare and measure the spectral cascade");
+    shape.check();
+    run.check();
     use_threads(threads);
 
-    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
+    // Everything the run needs is read and checked before any work: the checkpoints (one per seed)
+    // or the model of the flags, and the corpus.
+    let list = seeds.list();
     let config = shape.sd();
-    let model =
-        Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail(&format!("config: {e}")));
+    let model = Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on("model flags", e));
+    let loaded: Vec<Mutex<Option<Checkpoint<f32>>>> = if load.is_empty() {
+        list.iter().map(|_| Mutex::new(None)).collect()
+    } else {
+        list.iter().map(|&seed| Mutex::new(Some(load_sd_checkpoint(&seed_path(&load, seed))))).collect()
+    };
+    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail_on(&corpus_dir, e));
     if load.is_empty() {
-        println!(
-            "S-D model without norm: d_model {}, {} layers x {} heads, d_head {}, r {}, q {}, d_mlp {}, context {}",
-            shape.d_model, shape.layers, shape.heads, shape.d_head, shape.rank, shape.filter, shape.d_mlp, run.seq
-        );
-        print!("{}", model.param_counts());
-        println!(
+        outln!("S-D model without norm: {}", describe(&config));
+        out!("{}", model.param_counts());
+        outln!(
             "training {} steps of {} x {} bytes on {} training bytes (34 plays), seeds {:?}",
             run.steps,
             run.batch,
             run.seq,
             corpus.train.len(),
-            seeds.list()
+            list
         );
+    } else {
+        for (&seed, ckpt) in list.iter().zip(&loaded) {
+            let ckpt = ckpt.lock().unwrap();
+            let ckpt = ckpt.as_ref().expect("loaded above");
+            let trained = ckpt.optimizer.as_ref().map_or(0, |o| o.step);
+            outln!(
+                "checkpoint {}: S-D model without norm: {}, {trained} training steps",
+                seed_path(&load, seed),
+                describe(&ckpt.config)
+            );
+        }
     }
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
-    let list = seeds.list();
     let runs: Vec<SeedRun> = run_tasks(list.len(), seeds.jobs, |i| {
         let seed = list[i];
         let run = RunConfig { seed, ..run };
         let label = format!("seed {seed}");
-        let mut trainer = if load.is_empty() {
-            let model = Model::<f32>::with_attention(config.clone()).unwrap();
-            Trainer::new(model, run.train_config()).unwrap()
-        } else {
-            let path = seed_path(&load, seed);
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-            let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-            let model = Model::<f32>::with_attention(ckpt.config.clone())
-                .unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-            Trainer::from_checkpoint(model, run.train_config(), ckpt)
-                .unwrap_or_else(|e| fail(&format!("{path}: {e}")))
+        let mut trainer = match loaded[i].lock().unwrap().take() {
+            None => {
+                let model =
+                    Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on("model", e));
+                Trainer::new(model, run.train_config()).unwrap_or_else(|e| fail_on("trainer", e))
+            }
+            Some(ckpt) => {
+                let path = seed_path(&load, seed);
+                let model =
+                    Model::<f32>::with_attention(ckpt.config.clone()).unwrap_or_else(|e| fail_on(&path, e));
+                // Evaluation reads windows of the checkpoint's context length.
+                let run = RunConfig { seq: ckpt.config.context_len, ..run };
+                Trainer::from_checkpoint(model, run.train_config(), ckpt)
+                    .unwrap_or_else(|e| fail_on(&path, e))
+            }
         };
         let config = trainer.model().config().clone();
-        let at_init = layer_spectra(
-            &config,
-            &attention_params(
-                &Trainer::new(Model::<f32>::with_attention(config.clone()).unwrap(), run.train_config())
-                    .unwrap(),
-            ),
-        );
+        // The spectra of a fresh model of the same shape and seed (for a checkpoint: where its
+        // training would have started from with this seed).
+        let fresh = Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on("model", e));
+        let run_init = RunConfig { seq: config.context_len, ..run };
+        let fresh = Trainer::new(fresh, run_init.train_config()).unwrap_or_else(|e| fail_on("trainer", e));
+        let at_init = layer_spectra(&config, &attention_params(&fresh));
         let (mut seconds, mut loss) = (0.0, f64::NAN);
         if load.is_empty() {
             (seconds, loss) = train(&mut trainer, &corpus.train, &run, &label, seeds.jobs);
             let path = seed_path(&ckpt_path, seed);
-            write_file(&path, &trainer.checkpoint().encode().unwrap());
+            let encoded = trainer.checkpoint().encode().unwrap_or_else(|e| fail_on("checkpoint", e));
+            write_file(&path, &encoded);
             eprintln!(
                 "{label}: trained in {seconds:.1} s ({}), {:.0} tokens/s, final training loss {loss:.4} nats/byte; checkpoint: {path}",
                 clock(seconds),
                 run.steps as f64 * (run.batch * run.seq) as f64 / seconds,
             );
         }
-        let valid = trainer.evaluate(&corpus.valid, windows).unwrap();
+        let valid = trainer
+            .evaluate(&corpus.valid, windows)
+            .unwrap_or_else(|e| fail_on(format!("{label}: evaluation"), e));
         let trained = layer_spectra(&config, &attention_params(&trainer));
         SeedRun { seed, valid, seconds, loss, trained, at_init, steps: trainer.steps_done(), config }
     });
     report(&runs, &corpus, windows, &svg);
 }
 
+/// Reads and checks a checkpoint for the cascade: a valid file of an S-D model in every layer.
+fn load_sd_checkpoint(path: &str) -> Checkpoint<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| fail_on(path, e));
+    let ckpt = Checkpoint::<f32>::decode(&bytes).unwrap_or_else(|e| fail_on(path, e));
+    if ckpt.config.n_layers == 0
+        || ckpt.config.attention.iter().any(|k| !matches!(k, AttentionKind::Sd { .. }))
+    {
+        fail(&format!("{path}: not an S-D model in every layer ({})", describe(&ckpt.config)));
+    }
+    ckpt
+}
+
 fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
     let config = &runs[0].config;
     let used = ((corpus.valid.len() - 1) / config.context_len).min(windows);
-    println!("\nper seed (validation: held-out plays, {used} windows of {} bytes):", config.context_len);
-    println!("seed   steps   train s   train loss   valid nats/byte   valid ppl   erank S by layer");
+    outln!("\nper seed (validation: held-out plays, {used} windows of {} bytes):", config.context_len);
+    outln!("seed   steps   train s   train loss   valid nats/byte   valid ppl   erank S by layer");
     for r in runs {
         let e: Vec<String> = r.trained.iter().map(|s| format!("{:.2}", s.mean(0))).collect();
-        println!(
-            "{:>4}  {:>6}  {:>8.1}  {:>11.4}  {:>16.4}  {:>10.3}   {}",
+        // A loaded checkpoint was not trained here: no time or loss of this run.
+        let (seconds, loss) = if r.loss.is_nan() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.1}", r.seconds), format!("{:.4}", r.loss))
+        };
+        outln!(
+            "{:>4}  {:>6}  {:>8}  {:>11}  {:>16.4}  {:>10.3}   {}",
             r.seed,
             r.steps,
-            r.seconds,
-            r.loss,
+            seconds,
+            loss,
             r.valid,
             r.valid.exp(),
             e.join(" ")
         );
     }
     let ppl: Vec<f64> = runs.iter().map(|r| r.valid.exp()).collect();
-    println!("validation perplexity over {} seed(s): {}", runs.len(), pm(&ppl, 3));
+    outln!("validation perplexity over {} seed(s): {}", runs.len(), pm(&ppl, 3));
 
     // rows[seed][layer] of the per-seed means over heads.
     let per = |part: usize, init: bool| -> Vec<Vec<f64>> {
@@ -157,13 +202,18 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
     let (s_tr, d_tr, rho_tr, s_in, d_in) =
         (per(0, false), per(1, false), per(2, false), per(0, true), per(1, true));
     let capacity = runs[0].trained.first().map_or(0, |s| s.capacity);
-    println!(
+    outln!(
         "\nspectral cascade: entropy effective rank per layer, mean over heads, then mean ± std over {} seed(s) [min, max over heads and seeds]; capacity of S = 2r = {capacity}",
         runs.len()
     );
-    println!(
+    outln!(
         "{:>5}  {:<31} {:<31} {:<15} | {:<15} {:<15}",
-        "layer", "erank S (trained)", "erank D (trained)", "rho", "erank S at init", "erank D at init"
+        "layer",
+        "erank S (trained)",
+        "erank D (trained)",
+        "rho",
+        "erank S at init",
+        "erank D at init"
     );
     let layers = runs[0].trained.len();
     for l in 0..layers {
@@ -172,7 +222,7 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
             let hi = runs.iter().map(|r| r.trained[l].max(part)).fold(f64::NEG_INFINITY, f64::max);
             format!("[{lo:.2}, {hi:.2}]")
         };
-        println!(
+        outln!(
             "{:>5}  {:<16}{:<15} {:<16}{:<15} {:<15} | {:<15} {:<15}",
             runs[0].trained[l].layer + 1,
             pm(&column(&s_tr, l), 3),
@@ -189,13 +239,13 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
     let per_seed_rho: Vec<f64> = s_tr.iter().map(|e| spearman(&depth, e)).collect();
     let rising = s_mean.windows(2).filter(|w| w[1] > w[0]).count();
     if layers > 0 {
-        println!(
+        outln!(
             "routing erank (mean over seeds): layer 1 {:.3}, layer {layers} {:.3}; rises between {rising} of {} consecutive layer pairs",
             s_mean[0],
             s_mean[layers - 1],
             layers - 1
         );
-        println!(
+        outln!(
             "Spearman correlation of erank S with depth: {:.3} (of the seed means), {} (per seed)",
             spearman(&depth, &s_mean),
             pm(&per_seed_rho, 3)
@@ -237,9 +287,7 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
         },
     ];
     let (rank, filter) = match config.attention.first() {
-        Some(sd_attention::model::config::AttentionKind::Sd { routing_rank, filtering_rank }) => {
-            (*routing_rank, *filtering_rank)
-        }
+        Some(AttentionKind::Sd { routing_rank, filtering_rank }) => (*routing_rank, *filtering_rank),
         _ => (0, 0),
     };
     let seeds_note =
@@ -254,5 +302,5 @@ fn report(runs: &[SeedRun], corpus: &Corpus, windows: usize, svg: &str) {
         svg,
         line_plot(&title, "layer", "entropy effective rank (mean over heads)", &series, true).as_bytes(),
     );
-    println!("plot: {svg}");
+    outln!("plot: {svg}");
 }

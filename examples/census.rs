@@ -21,67 +21,74 @@
 mod census_plot;
 #[path = "support/checkpoint.rs"]
 mod checkpoint;
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 
 use checkpoint::Method;
+use cli::{fail, fail_on, parse_value, usage_error};
 use std::fmt::Write as _;
 
-const USAGE: &str =
-    "usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg] [--threads N]
+const USAGE: &str = "census: routing/filtering census of every attention head of a safetensors checkpoint
 
-  --heads N         attention heads per layer (default 12)
-  --method M        exact (QR of the factors plus small eigenproblems, default) or lanczos
-  --csv PATH        per-head table (default target/census.csv)
-  --svg PATH        rho and erank of S and D per head by layer (default target/census.svg)
-  --threads N       threads for the heads (0: RAYON_NUM_THREADS or one per core; needs the `parallel` feature)";
+usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg] [--threads N]
 
-fn main() {
-    if let Err((file, message)) = run() {
-        eprintln!("error: {file}: {message}");
-        std::process::exit(1);
-    }
-}
+  MODEL.safetensors  BERT-style (layer.N.attention.self.{query,key}.weight) or GPT-2-style
+                     (h.N.attn.c_attn.weight) weights, F32 or F64
+  --heads N          attention heads per layer (default 12)
+  --method M         exact (QR of the factors plus small eigenproblems, default) or lanczos
+  --csv PATH         per-head table (default target/census.csv)
+  --svg PATH         rho and erank of S and D per head by layer (default target/census.svg)
+  --threads N        threads for the heads (0: RAYON_NUM_THREADS or one per core; needs the
+                     `parallel` feature)
+  -h, --help         this help";
 
 /// Creates the parent folder of `path` and writes `text` to it.
-fn write_file(path: &str, text: &str) -> Result<(), (String, String)> {
+fn write_file(path: &str, text: &str) {
     if let Some(parent) = std::path::Path::new(path).parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| (path.to_string(), e.to_string()))?;
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| fail_on(parent.display(), e));
         }
     }
-    std::fs::write(path, text).map_err(|e| (path.to_string(), e.to_string()))
+    std::fs::write(path, text).unwrap_or_else(|e| fail_on(path, e));
 }
 
-fn run() -> Result<(), (String, String)> {
-    let usage = |message: String| ("census".to_string(), format!("{message}\n{USAGE}"));
-    let mut args = std::env::args().skip(1);
+fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if cli::wants_help(&raw) {
+        outln!("{USAGE}");
+        return;
+    }
+    let mut args = raw.into_iter();
     let mut path = None;
     let (mut heads, mut csv_path, mut svg_path) =
         (12usize, String::from("target/census.csv"), String::from("target/census.svg"));
     let mut method = Method::Exact;
     let mut threads = 0usize;
     while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| usage(format!("{arg} needs a value")));
         match arg.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            "--heads" => heads = value()?.parse().map_err(|e| usage(format!("--heads: {e}")))?,
-            "--csv" => csv_path = value()?,
-            "--svg" => svg_path = value()?,
-            "--threads" => threads = value()?.parse().map_err(|e| usage(format!("--threads: {e}")))?,
+            "--heads" => heads = parse_value("--heads", args.next()),
+            "--csv" => csv_path = parse_value("--csv", args.next()),
+            "--svg" => svg_path = parse_value("--svg", args.next()),
+            "--threads" => threads = parse_value("--threads", args.next()),
             "--method" => {
-                method = match value()?.as_str() {
+                method = match parse_value::<String>("--method", args.next()).as_str() {
                     "exact" => Method::Exact,
                     "lanczos" => Method::Lanczos,
-                    other => return Err(usage(format!("--method: expected exact or lanczos, got {other}"))),
+                    other => usage_error(&format!("--method: expected exact or lanczos, got {other}")),
                 }
             }
-            _ if path.is_none() && !arg.starts_with("--") => path = Some(arg),
-            _ => return Err(usage(format!("unexpected argument {arg}"))),
+            _ if arg.starts_with('-') && arg.len() > 1 => usage_error(&format!("unknown flag {arg}")),
+            _ if path.is_none() => path = Some(arg),
+            _ => usage_error(&format!("unexpected argument {arg}")),
         }
     }
-    let path = path.ok_or_else(|| usage("no checkpoint given".into()))?;
+    let Some(path) = path else {
+        usage_error("no model file given: census MODEL.safetensors [--heads N] [--csv OUT.csv]")
+    };
+    if heads == 0 {
+        usage_error("--heads must be at least 1");
+    }
     // Heads run in parallel with the `parallel` feature: on rayon's global pool, of `--threads`
     // threads (0: RAYON_NUM_THREADS or one per core).
     #[cfg(feature = "parallel")]
@@ -89,19 +96,18 @@ fn run() -> Result<(), (String, String)> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
-            .map_err(|e| usage(format!("--threads: {e}")))?;
+            .unwrap_or_else(|e| usage_error(&format!("--threads: {e}")));
     }
     #[cfg(not(feature = "parallel"))]
     if threads > 1 {
-        return Err(usage("--threads above 1 needs the `parallel` feature".into()));
+        usage_error("--threads above 1 needs the `parallel` feature");
     }
-    let fail = |message: String| (path.clone(), message);
-    let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| fail_on(&path, e));
     let start = std::time::Instant::now();
-    let (layout, rows) = checkpoint::census_with(&bytes, heads, method).map_err(fail)?;
+    let (layout, rows) = checkpoint::census_with(&bytes, heads, method).unwrap_or_else(|e| fail_on(&path, e));
     let elapsed = start.elapsed();
-    let first = rows.first().ok_or_else(|| fail("no heads".into()))?;
-    println!(
+    let Some(first) = rows.first() else { fail(&format!("{path}: no attention heads")) };
+    outln!(
         "{path}: {layout:?} layout, {} heads, d_model {}, d_head {}, capacity min(2 d_head, d_model) = {}",
         rows.len(),
         first.d_model,
@@ -112,10 +118,20 @@ fn run() -> Result<(), (String, String)> {
         Method::Exact => "exact spectra from the factors (QR + cores of order 2 d_head)",
         Method::Lanczos => "matrix-free Lanczos",
     };
-    println!("({method_name} in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
-    println!(
+    outln!("({method_name} in f64, {:.1} ms for all heads)\n", elapsed.as_secs_f64() * 1e3);
+    outln!(
         "{:>5} {:>4} {:>10} {:>10} {:>6} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
-        "layer", "head", "||S||^2", "||D||^2", "rho", "erank S", "PR S", "nr S", "erank D", "PR D", "nr D"
+        "layer",
+        "head",
+        "||S||^2",
+        "||D||^2",
+        "rho",
+        "erank S",
+        "PR S",
+        "nr S",
+        "erank D",
+        "PR D",
+        "nr D"
     );
     let mut csv = String::from(
         "layer,head,d_model,d_head,routing_energy,filtering_energy,rho,erank_s,participation_s,numerical_rank_s,\
@@ -123,7 +139,7 @@ fn run() -> Result<(), (String, String)> {
     );
     for row in &rows {
         let s = &row.spectrum;
-        println!(
+        outln!(
             "{:>5} {:>4} {:>10.4} {:>10.4} {:>6.4} {:>8.3} {:>7.3} {:>5} {:>8.3} {:>7.3} {:>5}",
             row.layer,
             row.head,
@@ -161,23 +177,35 @@ fn run() -> Result<(), (String, String)> {
         )
         .expect("writing to a String cannot fail");
     }
-    println!("\nper layer (means over heads):");
-    println!(
+    outln!("\nper layer (means over heads):");
+    outln!(
         "{:>5} {:>5} {:>8} {:>9} {:>9} {:>14} {:>8}",
-        "layer", "heads", "rho", "erank S", "erank D", "erank S / cap", "nr S"
+        "layer",
+        "heads",
+        "rho",
+        "erank S",
+        "erank D",
+        "erank S / cap",
+        "nr S"
     );
     for l in checkpoint::layer_summary(&rows) {
-        println!(
+        outln!(
             "{:>5} {:>5} {:>8.4} {:>9.3} {:>9.3} {:>14.4} {:>8.2}   (capacity {})",
-            l.layer, l.heads, l.rho, l.erank_s, l.erank_d, l.erank_s_fraction, l.numerical_rank_s, l.capacity
+            l.layer,
+            l.heads,
+            l.rho,
+            l.erank_s,
+            l.erank_d,
+            l.erank_s_fraction,
+            l.numerical_rank_s,
+            l.capacity
         );
     }
-    write_file(&csv_path, &csv)?;
-    println!("\nwrote {} rows to {csv_path}", rows.len());
+    write_file(&csv_path, &csv);
+    outln!("\nwrote {} rows to {csv_path}", rows.len());
     let name =
         std::path::Path::new(&path).file_name().map_or(path.clone(), |n| n.to_string_lossy().into_owned());
     let title = format!("Head census: {name}, {} heads ({layout:?} layout)", rows.len());
-    write_file(&svg_path, &census_plot::census_svg(&title, &rows))?;
-    println!("plot: {svg_path}");
-    Ok(())
+    write_file(&svg_path, &census_plot::census_svg(&title, &rows));
+    outln!("plot: {svg_path}");
 }

@@ -14,6 +14,11 @@
 //! no position past the last); the program then starts again from the last half of the context
 //! (one prefill) and goes on.
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
+
+use cli::{fail, fail_on, usage_error};
 use sd_attention::inference::{
     layer_state_bytes, state_len, workspace_len, CheckpointView, Decoder, DecoderState, ModelView, Sampler,
 };
@@ -51,12 +56,6 @@ struct Options {
     seed: u64,
 }
 
-/// `error: <message>` on stderr, exit status 2.
-fn fail(message: &str) -> ! {
-    eprintln!("error: {message}");
-    exit(2)
-}
-
 fn parse_args() -> Options {
     let mut o = Options {
         load: "target/cascade.ckpt".into(),
@@ -70,20 +69,24 @@ fn parse_args() -> Options {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
+            outln!("{HELP}");
             exit(0);
         }
-        let Some(value) = args.next() else {
-            if flag.starts_with("--") && HELP.contains(&format!("  {flag} ")) {
-                fail(&format!("{flag} needs a value (try --help)"));
-            }
-            fail(&format!("unknown argument {flag:?} (try --help)"));
-        };
+        let known = flag.starts_with("--") && HELP.contains(&format!("  {flag} "));
+        if !known {
+            let what = if flag.starts_with('-') { "unknown flag" } else { "unexpected argument" };
+            usage_error(&format!("{what} {flag}"));
+        }
+        let Some(value) = args.next() else { usage_error(&format!("{flag} needs a value")) };
         let number = |what: &str| -> f64 {
-            value.parse::<f64>().unwrap_or_else(|_| fail(&format!("{flag}: {value:?} is not {what}")))
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|e| usage_error(&format!("{flag}: {value:?} is not {what}: {e}")))
         };
         let count = |what: &str| -> u64 {
-            value.parse::<u64>().unwrap_or_else(|_| fail(&format!("{flag}: {value:?} is not {what}")))
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|e| usage_error(&format!("{flag}: {value:?} is not {what}: {e}")))
         };
         match flag.as_str() {
             "--load" => o.load = value,
@@ -92,25 +95,25 @@ fn parse_args() -> Options {
             "--temperature" => {
                 o.temperature = number("a number");
                 if !(o.temperature.is_finite() && o.temperature >= 0.0) {
-                    fail(&format!("--temperature: {value} is not a finite number >= 0"));
+                    usage_error(&format!("--temperature: {value} is not a finite number >= 0"));
                 }
             }
             "--top-k" => o.top_k = count("a whole number") as usize,
             "--top-p" => {
                 o.top_p = number("a number");
                 if !(o.top_p > 0.0 && o.top_p <= 1.0) {
-                    fail(&format!("--top-p: {value} is not in (0, 1]"));
+                    usage_error(&format!("--top-p: {value} is not in (0, 1]"));
                 }
             }
             "--seed" => o.seed = count("a whole number"),
-            _ => fail(&format!("unknown flag {flag} (try --help)")),
+            _ => usage_error(&format!("unknown flag {flag}")),
         }
     }
     if o.prompt.is_empty() {
-        fail("--prompt: needs at least one byte");
+        usage_error("--prompt: needs at least one byte");
     }
     if o.load.is_empty() {
-        fail("--load: needs a path");
+        usage_error("--load: needs a path");
     }
     o
 }
@@ -122,7 +125,7 @@ fn emit(out: &mut std::io::StdoutLock<'_>, bytes: &[u8]) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             exit(0);
         }
-        fail(&format!("stdout: {e}"));
+        fail_on("stdout", e);
     }
 }
 
@@ -135,9 +138,9 @@ fn main() {
             "{file}: no such checkpoint; make one with `cargo run --release --example cascade` \
              (it trains a small model on the shipped corpus and writes target/cascade.ckpt)"
         )),
-        Err(e) => fail(&format!("{file}: {e}")),
+        Err(e) => fail_on(file, e),
     };
-    let checkpoint = CheckpointView::new(&bytes).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+    let checkpoint = CheckpointView::new(&bytes).unwrap_or_else(|e| fail_on(file, e));
     if checkpoint.scalar_width() != 4 {
         fail(&format!("{file}: stores f64 parameters; this program runs f32 checkpoints"));
     }
@@ -148,36 +151,35 @@ fn main() {
         Ok(p) => p,
         Err(_) => {
             let mut c = vec![0.0f32; checkpoint.param_count()];
-            checkpoint.copy_params(&mut c).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+            checkpoint.copy_params(&mut c).unwrap_or_else(|e| fail_on(file, e));
             copy = c;
             &copy
         }
     };
-    let view = ModelView::new(shape, params).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+    let view = ModelView::new(shape, params).unwrap_or_else(|e| fail_on(file, e));
     let context = shape.context_len;
     let prompt = o.prompt.as_bytes();
     if prompt.len() > context {
-        fail(&format!("--prompt: {}", Error::ContextOverflow { context, tokens: prompt.len() }));
+        usage_error(&format!("--prompt: {}", Error::ContextOverflow { context, tokens: prompt.len() }));
     }
     let mut sampler = Sampler::new(o.temperature, o.top_k, o.top_p, o.seed)
-        .unwrap_or_else(|e| fail(&format!("sampler: {e}")));
-    let state_elems = state_len(&shape).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+        .unwrap_or_else(|e| usage_error(&format!("sampler flags: {e}")));
+    let state_elems = state_len(&shape).unwrap_or_else(|e| fail_on(file, e));
     let mut state = vec![0.0f32; state_elems];
-    let mut workspace =
-        vec![0.0f32; workspace_len(&shape, context).unwrap_or_else(|e| fail(&format!("{file}: {e}")))];
-    let state = DecoderState::new(&shape, &mut state).unwrap_or_else(|e| fail(&format!("{e}")));
-    let mut decoder = Decoder::new(view, state, &mut workspace).unwrap_or_else(|e| fail(&format!("{e}")));
+    let mut workspace = vec![0.0f32; workspace_len(&shape, context).unwrap_or_else(|e| fail_on(file, e))];
+    let state = DecoderState::new(&shape, &mut state).unwrap_or_else(|e| fail_on(file, e));
+    let mut decoder = Decoder::new(view, state, &mut workspace).unwrap_or_else(|e| fail_on(file, e));
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     emit(&mut out, prompt);
     let mut text: Vec<u8> = prompt.to_vec();
     let start = Instant::now();
-    let mut logits = decoder.prefill(prompt).unwrap_or_else(|e| fail(&format!("prefill: {e}"))).to_vec();
+    let mut logits = decoder.prefill(prompt).unwrap_or_else(|e| fail_on("prefill", e)).to_vec();
     let prefill_seconds = start.elapsed().as_secs_f64();
     let (mut steps, mut refills) = (0usize, 0usize);
     for _ in 0..o.bytes {
-        let token = sampler.sample(&logits).unwrap_or_else(|e| fail(&format!("sampling: {e}")));
+        let token = sampler.sample(&logits).unwrap_or_else(|e| fail_on("sampling", e));
         emit(&mut out, &[token as u8]);
         text.push(token as u8);
         match decoder.step(token) {
@@ -185,11 +187,11 @@ fn main() {
             Err(Error::ContextOverflow { .. }) => {
                 // Full: continue from the last half of the context (which ends with `token`).
                 let keep = &text[text.len() - (context / 2).max(1)..];
-                let l = decoder.prefill(keep).unwrap_or_else(|e| fail(&format!("prefill: {e}")));
+                let l = decoder.prefill(keep).unwrap_or_else(|e| fail_on("prefill", e));
                 logits.copy_from_slice(l);
                 refills += 1;
             }
-            Err(e) => fail(&format!("step: {e}")),
+            Err(e) => fail_on("step", e),
         }
         steps += 1;
     }

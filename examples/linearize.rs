@@ -22,11 +22,15 @@
 //! cargo run --release --example linearize -- --seeds 1 --steps 1000 --refit 100
 //! ```
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "support/experiment.rs"]
 mod experiment;
 #[path = "support/lm.rs"]
 mod lm;
 
+use cli::fail_on;
 use experiment::*;
 use lm::*;
 use sd_attention::model::attention::AttentionMixer;
@@ -94,8 +98,8 @@ fn main() {
     let mut f = Flags::from_env();
     let shape = Shape::from_flags(&mut f);
     let run = RunConfig {
-        steps: f.get("steps", 2500, "training steps per model"),
-        batch: f.get("batch", 16, "sequences per batch"),
+        steps: f.at_least("steps", 2500, 1, "training steps per model") as u64,
+        batch: f.at_least("batch", 16, 1, "sequences per batch"),
         seq: shape.seq,
         lr: f.get("lr", 3e-3, "peak learning rate of the S-D model"),
         warmup: f.get("warmup", 100, "warmup steps"),
@@ -118,15 +122,19 @@ fn main() {
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     let threads = threads_flag(&mut f);
     f.finish("linearize: replace the first k attention layers by ELU+1 linear attention, S-D vs softmax");
+    shape.check();
+    run.check();
+    RunConfig { lr: lr_baseline, ..run }.check_named("--lr-baseline");
     use_threads(threads);
-    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
+    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail_on(&corpus_dir, e));
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
     let baseline_name = format!("softmax+{}", norm_name(baseline_norm));
     let models: [(String, ModelConfig, f64); 2] =
         [("S-D".to_string(), shape.sd(), run.lr), (baseline_name, shape.softmax(baseline_norm), lr_baseline)];
     for (name, config, lr) in &models {
-        let counts = config.param_counts().unwrap_or_else(|e| fail(&format!("config: {e}")));
-        println!(
+        let counts = config.param_counts().unwrap_or_else(|e| fail_on("model flags", e));
+        Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on("model flags", e));
+        outln!(
             "{name}: {} parameters ({} in attention kernels), {}, lr {lr:.0e}",
             counts.total,
             counts.attention_kernels,
@@ -134,7 +142,7 @@ fn main() {
         );
     }
     let list = seeds.list();
-    println!(
+    outln!(
         "training {} steps of {} x {} bytes per model, seeds {:?}, {} trainings ({} at a time)",
         run.steps,
         run.batch,
@@ -149,28 +157,35 @@ fn main() {
         let seed = list[i / 2];
         let run = RunConfig { seed, lr: *lr, ..run };
         let label = format!("{name} seed {seed}");
-        let model = Model::<f32>::with_attention(config.clone()).unwrap();
-        let mut trainer = Trainer::new(model, run.train_config()).unwrap();
+        let model = Model::<f32>::with_attention(config.clone()).unwrap_or_else(|e| fail_on(&label, e));
+        let mut trainer = Trainer::new(model, run.train_config()).unwrap_or_else(|e| fail_on(&label, e));
         let (seconds, loss) = train(&mut trainer, &corpus.train, &run, &label, seeds.jobs);
         eprintln!("{label}: trained {} steps in {seconds:.1} s, final training loss {loss:.4}", run.steps);
         let path = seed_path(if i % 2 == 0 { &save_sd } else { &save_baseline }, seed);
-        write_file(&path, &trainer.checkpoint().encode().unwrap());
+        let encoded = trainer.checkpoint().encode().unwrap_or_else(|e| fail_on(&path, e));
+        write_file(&path, &encoded);
         let mut rows = Vec::new();
         for k in 0..=config.n_layers {
             let (lin_config, params) = linearized(trainer.model(), trainer.params(), k);
-            let lin_model = Model::<f32>::with_attention(lin_config.clone()).unwrap();
+            let what = format!("{label} k={k}");
+            let lin_model =
+                Model::<f32>::with_attention(lin_config.clone()).unwrap_or_else(|e| fail_on(&what, e));
             let mut refit_run = run;
             refit_run.steps = refit.max(1);
             refit_run.warmup = (refit / 10).max(1);
             refit_run.lr = run.lr / 10.0;
             let ck = Checkpoint { config: lin_config, params, optimizer: None };
-            let mut lin = Trainer::from_checkpoint(lin_model, refit_run.train_config(), ck).unwrap();
-            let before = lin.evaluate(&corpus.valid, windows).unwrap().exp();
+            let mut lin = Trainer::from_checkpoint(lin_model, refit_run.train_config(), ck)
+                .unwrap_or_else(|e| fail_on(&what, e));
+            let evaluate = |lin: &mut Trainer<f32>| {
+                lin.evaluate(&corpus.valid, windows).unwrap_or_else(|e| fail_on(&what, e)).exp()
+            };
+            let before = evaluate(&mut lin);
             let after = if refit > 0 {
                 for _ in 0..refit {
-                    lin.step(&corpus.train).unwrap();
+                    lin.step(&corpus.train).unwrap_or_else(|e| fail_on(&what, e));
                 }
-                lin.evaluate(&corpus.valid, windows).unwrap().exp()
+                evaluate(&mut lin)
             } else {
                 f64::NAN
             };
@@ -181,11 +196,11 @@ fn main() {
     });
 
     let layers = shape.layers;
-    println!(
+    outln!(
         "\nvalidation perplexity with the first k attention layers replaced by ELU+1 linear attention, no re-fit; mean ± std over {} seed(s)",
         list.len()
     );
-    println!("({} validation windows of {} bytes)", windows.min((corpus.valid.len() - 1) / run.seq), run.seq);
+    outln!("({} validation windows of {} bytes)", windows.min((corpus.valid.len() - 1) / run.seq), run.seq);
     let per_model = |m: usize, after: bool| -> Vec<Vec<f64>> {
         (0..list.len())
             .map(|s| results[2 * s + m].rows.iter().map(|r| if after { r.1 } else { r.0 }).collect())
@@ -195,11 +210,11 @@ fn main() {
         rows.iter().map(|r| r.iter().map(|p| 100.0 * (p / r[0] - 1.0)).collect()).collect()
     };
     let print_table = |after: bool| {
-        print!("{:>3}", "k");
+        out!("{:>3}", "k");
         for (name, _, _) in &models {
-            print!("  {:>22} {:>20}", format!("{name} ppl"), "vs k=0");
+            out!("  {:>22} {:>20}", format!("{name} ppl"), "vs k=0");
         }
-        println!();
+        outln!();
         let tables: Vec<(PerSeed, PerSeed)> = (0..2)
             .map(|m| {
                 let p = per_model(m, after);
@@ -208,27 +223,27 @@ fn main() {
             })
             .collect();
         for k in 0..=layers {
-            print!("{k:>3}");
+            out!("{k:>3}");
             for (p, c) in &tables {
-                print!("  {:>22} {:>20}", pm(&column(p, k), 3), pm_percent(&column(c, k), 1));
+                out!("  {:>22} {:>20}", pm(&column(p, k), 3), pm_percent(&column(c, k), 1));
             }
-            println!();
+            outln!();
         }
     };
     print_table(false);
     if refit > 0 {
-        println!(
+        outln!(
             "\nafter a re-fit of {refit} steps of the whole model at a tenth of each model's learning rate:"
         );
         print_table(true);
     }
-    println!("\nper seed, change of perplexity vs k = 0 (no re-fit):");
+    outln!("\nper seed, change of perplexity vs k = 0 (no re-fit):");
     for (m, (name, _, _)) in models.iter().enumerate() {
         for (s, seed) in list.iter().enumerate() {
             let r = &results[2 * s + m];
             let c: Vec<String> =
                 r.rows.iter().map(|x| format!("{:+.1}", 100.0 * (x.0 / r.rows[0].0 - 1.0))).collect();
-            println!(
+            outln!(
                 "{name:>20} seed {seed}: k=0 ppl {:.3}, trained in {:.0} s; % by k: {}",
                 r.rows[0].0,
                 r.seconds,
@@ -271,5 +286,5 @@ fn main() {
         )
         .as_bytes(),
     );
-    println!("plot: {svg}");
+    outln!("plot: {svg}");
 }

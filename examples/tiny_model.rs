@@ -8,9 +8,13 @@
 //! cargo run --release --example tiny_model -- --help
 //! ```
 
+#[path = "support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "support/lm.rs"]
 mod lm;
 
+use cli::{fail_on, usage_error};
 use lm::*;
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::norm::NormKind;
@@ -22,16 +26,16 @@ use std::time::Instant;
 
 fn main() {
     let mut f = Flags::from_env();
-    let d_model: usize = f.get("d-model", 48, "width of the residual stream");
-    let heads: usize = f.get("heads", 4, "heads per layer");
-    let d_head: usize = f.get("d-head", 12, "value width of a head");
-    let d_mlp: usize = f.get("d-mlp", 112, "MLP hidden width");
+    let d_model = f.at_least("d-model", 48, 1, "width of the residual stream");
+    let heads = f.at_least("heads", 4, 1, "heads per layer");
+    let d_head = f.at_least("d-head", 12, 1, "value width of a head");
+    let d_mlp = f.at_least("d-mlp", 112, 1, "MLP hidden width");
     let rank: usize = f.get("rank", 4, "routing rank r of the S-D layer");
     let filter: usize = f.get("filter", 2, "filtering rank q of the S-D layer");
     let run = RunConfig {
-        steps: f.get("steps", 3000, "training steps"),
-        batch: f.get("batch", 32, "sequences per batch"),
-        seq: f.get("seq", 64, "tokens per sequence (= context length)"),
+        steps: f.at_least("steps", 3000, 1, "training steps") as u64,
+        batch: f.at_least("batch", 32, 1, "sequences per batch"),
+        seq: f.at_least("seq", 64, 1, "tokens per sequence (= context length)"),
         lr: f.get("lr", 3e-3, "peak learning rate (warmup, then cosine to lr/10)"),
         warmup: f.get("warmup", 100, "warmup steps"),
         seed: f.get("seed", 1, "seed of initialization and batches"),
@@ -41,7 +45,11 @@ fn main() {
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
     f.finish("tiny_model: train the firmware's small model (S-D, linear and softmax layers) on Shakespeare");
 
-    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail(&format!("{corpus_dir}: {e}")));
+    if rank + filter == 0 {
+        usage_error("--rank and --filter cannot both be 0 (the S-D head would have no kernel)");
+    }
+    run.check();
+    let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail_on(&corpus_dir, e));
     let config = ModelConfig {
         d_model,
         n_layers: 3,
@@ -58,16 +66,16 @@ fn main() {
         positions: PositionKind::Learned,
         tied_unembedding: true,
     };
-    let model = Model::<f32>::with_attention(config).unwrap_or_else(|e| fail(&format!("config: {e}")));
+    let model = Model::<f32>::with_attention(config).unwrap_or_else(|e| fail_on("model flags", e));
     let params = model.param_len();
-    println!(
+    outln!(
         "model: d_model {d_model}, layers S-D (r {rank}, q {filter}) / linear / softmax, {heads} heads x {d_head}, d_mlp {d_mlp}, context {}, RMSNorm, tied",
         run.seq
     );
-    println!("{params} parameters ({:.1} KB of f32)", params as f64 * 4.0 / 1000.0);
-    let mut trainer = Trainer::new(model, run.train_config()).unwrap_or_else(|e| fail(&format!("{e}")));
+    outln!("{params} parameters ({:.1} KB of f32)", params as f64 * 4.0 / 1000.0);
+    let mut trainer = Trainer::new(model, run.train_config()).unwrap_or_else(|e| fail_on("trainer", e));
     let (seconds, last_loss) = train_with_progress(&mut trainer, &corpus.train, &run, "train");
-    println!(
+    outln!(
         "trained {} steps of {} x {} bytes in {:.1} s ({}), final training loss {:.4} nats/byte",
         run.steps,
         run.batch,
@@ -78,9 +86,9 @@ fn main() {
     );
     let t = Instant::now();
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
-    let valid = trainer.evaluate(&corpus.valid, windows).unwrap_or_else(|e| fail(&format!("{e}")));
+    let valid = trainer.evaluate(&corpus.valid, windows).unwrap_or_else(|e| fail_on("evaluation", e));
     let used = ((corpus.valid.len() - 1) / run.seq).min(windows);
-    println!(
+    outln!(
         "validation (held-out plays, {used} windows of {} bytes): {valid:.4} nats/byte, perplexity {:.3} ({:.1} s)",
         run.seq,
         valid.exp(),
@@ -88,7 +96,7 @@ fn main() {
     );
     let mut ckpt = trainer.checkpoint();
     ckpt.optimizer = None;
-    let bytes: Vec<u8> = Checkpoint::encode(&ckpt).unwrap_or_else(|e| fail(&format!("{e}")));
+    let bytes: Vec<u8> = Checkpoint::encode(&ckpt).unwrap_or_else(|e| fail_on(&out, e));
     write_file(&out, &bytes);
-    println!("checkpoint: {out} ({} bytes)", bytes.len());
+    outln!("checkpoint: {out} ({} bytes)", bytes.len());
 }

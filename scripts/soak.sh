@@ -219,8 +219,8 @@ sort -k3,4 "$log_dir/results.txt" | awk '
             printf "  %-72s %d/%d seeds ok x %6d = %7d cases  %8.1fs%s\n", k, ok[k], runs[k], per[k], passed[k], secs[k], bad[k]
             total_cases += passed[k]; total_secs += secs[k]; total_runs += runs[k]; total_ok += ok[k]
         }
-        printf "total: %d/%d runs ok, %d cases, %.1f s of test time\n", total_ok, total_runs, total_cases, total_secs
-    }' | sort
+        printf "~total: %d/%d runs ok, %d cases, %.1f s of test time\n", total_ok, total_runs, total_cases, total_secs
+    }' | sort | sed 's/^~//'
 echo "wall time: $((end_all - start_all)) s on $jobs jobs; seeds $seed_list"
 
 failed=$(grep -vc '^PASS ' "$log_dir/results.txt" || true)

@@ -73,6 +73,14 @@ pub enum Error {
         /// Byte offset at which the problem was found.
         offset: usize,
     },
+    /// A file whose stored checksum differs from the checksum of its contents: it is corrupted, and
+    /// the damage can be anywhere in the checksummed bytes (a checksum does not locate it).
+    ChecksumMismatch {
+        /// The kind of file, in words (e.g. "checkpoint").
+        what: &'static str,
+        /// Number of bytes the checksum covers (from the start of the file).
+        covered: usize,
+    },
     /// A sequence longer than a model's context: the learned absolute positions stop at
     /// `context` (the incremental decoder's prompt, or a step past the last position).
     ContextOverflow {
@@ -121,6 +129,10 @@ impl fmt::Display for Error {
             Error::Malformed { what, offset } => {
                 write!(f, "malformed input at byte {offset}: {what}")
             }
+            Error::ChecksumMismatch { what, covered } => write!(
+                f,
+                "checksum mismatch over the whole {what} file (bytes 0..{covered}): the file is corrupted"
+            ),
             Error::ContextOverflow { context, tokens } => {
                 write!(f, "{tokens} tokens do not fit in the model's context of {context} positions")
             }

@@ -3,6 +3,9 @@
 //! side-by-side task runner, and the spread drawn in the SVG plots.
 #![cfg(feature = "std")]
 
+#[path = "../examples/support/cli.rs"]
+#[macro_use]
+mod cli;
 #[path = "../examples/support/experiment.rs"]
 mod experiment;
 #[path = "../examples/support/lm.rs"]

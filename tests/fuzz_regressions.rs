@@ -51,15 +51,15 @@ fn sd_head_without_routing_or_filtering_columns_averages_the_values() {
 /// overflowing products. Every call returns at once.
 #[test]
 fn empty_sequences_with_huge_widths_return() {
-    let head = SoftmaxAttention::<f32>::new(0, HUGE, HUGE, Causality::Bidirectional);
-    let ws_len = head.forward_workspace_len().max(head.backward_workspace_len());
+    let head = SoftmaxAttention::<f32>::new(HUGE, HUGE, Causality::Bidirectional);
+    let ws_len = head.forward_workspace_len(0).max(head.backward_workspace_len(0));
     let mut ws = vec![0.0f32; ws_len.min(1 << 16)];
     let (mut out, mut lse) = (vec![], vec![]);
-    let forward = head.forward(&[], &[], &[], None, &mut out, &mut lse, &mut ws);
+    let forward = head.forward(0, &[], &[], &[], None, &mut out, &mut lse, &mut ws);
     assert!(matches!(forward, Ok(()) | Err(Error::WorkspaceTooSmall { .. })), "{forward:?}");
     let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-    let backward = head.backward(&[], &[], &[], None, &[], &[], &[], grads, &mut ws);
+    let backward = head.backward(0, &[], &[], &[], None, &[], &[], &[], grads, &mut ws);
     assert!(matches!(backward, Ok(()) | Err(Error::WorkspaceTooSmall { .. })), "{backward:?}");
 
     let sd = AttentionHead::<f32>::routing_filtering(0, HUGE, HUGE, 0, Causality::Causal);
@@ -75,4 +75,18 @@ fn empty_sequences_with_huge_widths_return() {
 fn empty_mlp_rows_return_at_once() {
     let params = MlpParams::<f32> { w_1: &[], b_1: &[], w_2: &[], b_2: &[] };
     assert_eq!(mlp_forward(HUGE, 0, 0, params, &[], &mut [], &mut []), Ok(()));
+}
+
+/// The sinusoidal table of `usize::MAX / 3` positions of width 0 (fuzz input `ff 00 ff`, kept in
+/// fuzz/regressions/model_inputs/): it is empty, so the call returns at once. It looped over the
+/// empty rows; the fuzzer's optimized build removed the empty loop, so only the replay of the
+/// corpus under the test profile (tests/fuzz_replay.rs) saw it spin.
+#[test]
+fn empty_sinusoidal_table_with_huge_row_count_returns() {
+    let mut out: Vec<f32> = vec![];
+    assert_eq!(sd_attention::model::embedding::sinusoidal_positions(HUGE, 0, &mut out), Ok(()));
+    // A nonempty table is still the formula: row 1 of width 2 is (sin 1, cos 1).
+    let mut table = [0.0f64; 4];
+    sd_attention::model::embedding::sinusoidal_positions(2, 2, &mut table).unwrap();
+    assert_eq!(table, [0.0, 1.0, 1f64.sin(), 1f64.cos()]);
 }

@@ -87,6 +87,7 @@ fn kind_strategy(own_qk_width: bool) -> impl Strategy<Value = AttentionKind> {
     prop_oneof![
         Just(AttentionKind::Softmax),
         Just(AttentionKind::Linear),
+        (1usize..=4).prop_map(|w| AttentionKind::LinearQk { qk_width: w }),
         (1usize..=3, 0usize..=2).prop_map(|(r, q)| AttentionKind::Sd { routing_rank: r, filtering_rank: q }),
         (0usize..=max_width).prop_map(move |w| if w == 0 {
             AttentionKind::Linear
@@ -332,17 +333,23 @@ fn bounded_logits(
         let theta = slice(&off.attention);
         let mut o = vec![vec![Bounded::exact(0.0); hw]; n];
         match kind {
-            AttentionKind::Linear => {
-                let q: Vec<Vec<Bounded>> = a.iter().map(|r| matvec(r, &theta[..d * hw], hw)).collect();
-                let k: Vec<Vec<Bounded>> = a.iter().map(|r| matvec(r, &theta[d * hw..], hw)).collect();
+            kind if kind.is_linear() => {
+                let qw = match kind {
+                    AttentionKind::LinearQk { qk_width } => qk_width,
+                    _ => dh,
+                };
+                let q: Vec<Vec<Bounded>> =
+                    a.iter().map(|r| matvec(r, &theta[..d * h * qw], h * qw)).collect();
+                let k: Vec<Vec<Bounded>> =
+                    a.iter().map(|r| matvec(r, &theta[d * h * qw..], h * qw)).collect();
                 for t in 0..h {
                     for i in 0..n {
-                        let phi_q: Vec<Bounded> = (0..dh).map(|p| bounded_phi(q[i][t * dh + p])).collect();
+                        let phi_q: Vec<Bounded> = (0..qw).map(|p| bounded_phi(q[i][t * qw + p])).collect();
                         let terms = |c: Option<usize>| {
                             let mut all = Vec::new();
                             for j in 0..=i {
-                                for pp in 0..dh {
-                                    let w = phi_q[pp].mul(bounded_phi(k[j][t * dh + pp]));
+                                for pp in 0..qw {
+                                    let w = phi_q[pp].mul(bounded_phi(k[j][t * qw + pp]));
                                     all.push(match c {
                                         Some(c) => w.mul(v[j][t * dh + c]),
                                         None => w,
@@ -737,7 +744,15 @@ fn checkpoint_headers_claiming_too_much_are_rejected() {
     longer.push(0);
     assert!(malformed(&longer));
     let mut flipped = bytes.clone();
-    flipped[100] ^= 1;
+    flipped[100] ^= 1; // the buffer's stored element count
     assert!(malformed(&flipped));
+    // A changed parameter byte leaves the file well-formed: the checksum over the whole file differs.
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    let covered = bytes.len() - 4;
+    assert_eq!(
+        CheckpointView::new(&flipped).err(),
+        Some(Error::ChecksumMismatch { what: "checkpoint", covered })
+    );
     assert!(malformed(b"SDATCKPT"));
 }

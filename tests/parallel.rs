@@ -129,19 +129,18 @@ fn trainer_steps_do_not_depend_on_threads() {
 #[test]
 fn multihead_softmax_does_not_depend_on_threads() {
     let (n, h, d_k, d_v) = (160, 8, 24, 16);
-    let mh =
-        MultiHeadSoftmax { n_heads: h, head: SoftmaxAttention::<f64>::new(n, d_k, d_v, Causality::Causal) };
+    let mh = MultiHeadSoftmax { n_heads: h, head: SoftmaxAttention::<f64>::new(d_k, d_v, Causality::Causal) };
     let mut rng = SplitMix64::new(3);
     let mut fill = |len: usize| -> Vec<f64> { (0..len).map(|_| rng.normal::<f64>()).collect() };
     let (q, k, v, d_out) = (fill(n * h * d_k), fill(n * h * d_k), fill(n * h * d_v), fill(n * h * d_v));
     let run = || {
         let mut out = vec![0.0; n * h * d_v];
         let mut lse = vec![0.0; h * n];
-        let mut ws = vec![0.0; mh.forward_workspace_len().max(mh.backward_workspace_len())];
-        mh.forward(&q, &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
+        let mut ws = vec![0.0; mh.forward_workspace_len(n).max(mh.backward_workspace_len(n))];
+        mh.forward(n, &q, &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
         let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
         let grads = SoftmaxGrads { d_q: &mut d_q, d_k: &mut d_k, d_v: &mut d_v };
-        mh.backward(&q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
+        mh.backward(n, &q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
         [bits64(&out), bits64(&lse), bits64(&d_q), bits64(&d_k), bits64(&d_v)]
     };
     let one = in_pool(1, run);

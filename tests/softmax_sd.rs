@@ -25,14 +25,15 @@ fn causality(causal: bool) -> Causality {
 /// Runs the tiled forward in f64: `(out, lse)`.
 fn softmax_fwd(
     head: &SoftmaxAttention<f64>,
+    n: usize,
     q: &[f64],
     k: &[f64],
     v: &[f64],
     mask: Option<&[f64]>,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (mut out, mut lse) = (vec![0.0; head.n_tokens * head.d_v], vec![0.0; head.n_tokens]);
-    let mut ws = vec![0.0; head.forward_workspace_len()];
-    head.forward(q, k, v, mask, &mut out, &mut lse, &mut ws).unwrap();
+    let (mut out, mut lse) = (vec![0.0; n * head.d_v], vec![0.0; n]);
+    let mut ws = vec![0.0; head.forward_workspace_len(n)];
+    head.forward(n, q, k, v, mask, &mut out, &mut lse, &mut ws).unwrap();
     (out, lse)
 }
 
@@ -40,6 +41,7 @@ fn softmax_fwd(
 #[allow(clippy::too_many_arguments)]
 fn softmax_bwd(
     head: &SoftmaxAttention<f64>,
+    n: usize,
     q: &[f64],
     k: &[f64],
     v: &[f64],
@@ -48,11 +50,11 @@ fn softmax_bwd(
     lse: &[f64],
     d_out: &[f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (n, d_k, d_v) = (head.n_tokens, head.d_k, head.d_v);
+    let (d_k, d_v) = (head.d_k, head.d_v);
     let (mut dq, mut dk, mut dv) = (vec![0.0; n * d_k], vec![0.0; n * d_k], vec![0.0; n * d_v]);
-    let mut ws = vec![0.0; head.backward_workspace_len()];
+    let mut ws = vec![0.0; head.backward_workspace_len(n)];
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-    head.backward(q, k, v, mask, out, lse, d_out, grads, &mut ws).unwrap();
+    head.backward(n, q, k, v, mask, out, lse, d_out, grads, &mut ws).unwrap();
     (dq, dk, dv)
 }
 
@@ -86,13 +88,13 @@ fn check_softmax_inputs(
 ) -> Result<(), TestCaseError> {
     let (q, k, v) = (q.to_vec(), k.to_vec(), v.to_vec());
     let d_out = seeded_matrix(n * d_v, seed + 3);
-    let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal));
-    let (out, lse) = softmax_fwd(&head, &q, &k, &v, None);
+    let head = SoftmaxAttention::new(d_k, d_v, causality(causal));
+    let (out, lse) = softmax_fwd(&head, n, &q, &k, &v, None);
     let (out_ref, lse_ref, p) = naive_softmax_attention(n, d_k, d_v, &q, &k, &v, None, causal, head.scale);
     let bound = (d_k + n + 4) as f64 * 64.0 * f64::EPSILON;
     prop_assert!(rel_err(&out, &out_ref) <= bound, "out {} > {}", rel_err(&out, &out_ref), bound);
     prop_assert!(rel_err(&lse, &lse_ref) <= bound);
-    let (dq, dk, dv) = softmax_bwd(&head, &q, &k, &v, None, &out, &lse, &d_out);
+    let (dq, dk, dv) = softmax_bwd(&head, n, &q, &k, &v, None, &out, &lse, &d_out);
     let (dq_ref, dk_ref, dv_ref) = naive_softmax_backward(n, d_k, d_v, &q, &k, &v, &p, &d_out, head.scale);
     let (dq_mag, dk_mag, dv_mag) =
         naive_softmax_backward_magnitudes(n, d_k, d_v, &q, &k, &v, &p, &d_out, head.scale);
@@ -155,12 +157,12 @@ fn softmax_matches_naive_at_edge_sizes() {
 
 #[test]
 fn softmax_empty_and_zero_width() {
-    let head = SoftmaxAttention::<f64>::new(0, 4, 4, Causality::Causal);
-    let (out, lse) = softmax_fwd(&head, &[], &[], &[], None);
+    let head = SoftmaxAttention::<f64>::new(4, 4, Causality::Causal);
+    let (out, lse) = softmax_fwd(&head, 0, &[], &[], &[], None);
     assert!(out.is_empty() && lse.is_empty());
     // d_k = 0: all logits 0, uniform weights (causal: mean of the visible values).
-    let head = SoftmaxAttention::<f64>::new(3, 0, 1, Causality::Causal);
-    let (out, lse) = softmax_fwd(&head, &[], &[], &[3.0, 6.0, 9.0], None);
+    let head = SoftmaxAttention::<f64>::new(0, 1, Causality::Causal);
+    let (out, lse) = softmax_fwd(&head, 3, &[], &[], &[3.0, 6.0, 9.0], None);
     assert_eq!(out, [3.0, 4.5, 6.0]);
     assert_eq!(lse[2], 3f64.ln());
 }
@@ -174,27 +176,27 @@ fn workspace_is_small_for_short_sequences() {
     let (d_k, d_v) = (16usize, 16usize);
     for n in [0usize, 1, 2, 8, 13, TILE_Q - 1, TILE_Q] {
         for causal in [false, true] {
-            let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality(causal));
-            assert_eq!(head.forward_workspace_len(), n * n + 3 * n + 2 * n * d_k, "n = {n}");
-            assert_eq!(head.backward_workspace_len(), 2 * n * n + 3 * n + 2 * n * (d_k + d_v), "n = {n}");
-            assert!(head.backward_workspace_len() >= head.forward_workspace_len());
+            let head = SoftmaxAttention::<f32>::new(d_k, d_v, causality(causal));
+            assert_eq!(head.forward_workspace_len(n), n * n + 3 * n + 2 * n * d_k, "n = {n}");
+            assert_eq!(head.backward_workspace_len(n), 2 * n * n + 3 * n + 2 * n * (d_k + d_v), "n = {n}");
+            assert!(head.backward_workspace_len(n) >= head.forward_workspace_len(n));
         }
     }
     // n = 8, d = 16: 344 elements forward (1376 bytes in f32), 664 backward (2656 bytes).
-    let head = SoftmaxAttention::<f32>::new(8, d_k, d_v, Causality::Causal);
-    assert_eq!((head.forward_workspace_len(), head.backward_workspace_len()), (344, 664));
+    let head = SoftmaxAttention::<f32>::new(d_k, d_v, Causality::Causal);
+    assert_eq!((head.forward_workspace_len(8), head.backward_workspace_len(8)), (344, 664));
     // Between the tile sizes only the key tile grows with n.
     let n = 300;
-    let head = SoftmaxAttention::<f32>::new(n, d_k, d_v, Causality::Causal);
-    assert_eq!(head.forward_workspace_len(), TILE_Q * (n + 3 + d_k) + n * d_k);
+    let head = SoftmaxAttention::<f32>::new(d_k, d_v, Causality::Causal);
+    assert_eq!(head.forward_workspace_len(n), TILE_Q * (n + 3 + d_k) + n * d_k);
     for n in [TILE_K, 4096, 1 << 20] {
-        let head = SoftmaxAttention::<f32>::new(n, 64, 64, Causality::Bidirectional);
-        assert_eq!(head.forward_workspace_len(), TILE_Q * (TILE_K + 3 + 64) + n * 64);
-        assert_eq!(head.backward_workspace_len(), TILE_Q * (2 * TILE_K + 3 + 128) + n * 128);
+        let head = SoftmaxAttention::<f32>::new(64, 64, Causality::Bidirectional);
+        assert_eq!(head.forward_workspace_len(n), TILE_Q * (TILE_K + 3 + 64) + n * 64);
+        assert_eq!(head.backward_workspace_len(n), TILE_Q * (2 * TILE_K + 3 + 128) + n * 128);
     }
     // n = 4096, d = 64 (the README's figures): 1.57 MiB forward, 3.13 MiB backward in f32.
-    let head = SoftmaxAttention::<f32>::new(4096, 64, 64, Causality::Bidirectional);
-    assert_eq!((head.forward_workspace_len(), head.backward_workspace_len()), (410_368, 819_968));
+    let head = SoftmaxAttention::<f32>::new(64, 64, Causality::Bidirectional);
+    assert_eq!((head.forward_workspace_len(4096), head.backward_workspace_len(4096)), (410_368, 819_968));
     // S-D head, d_model = d_v = 16, r = q = 2 (w = 6), on 8 tokens: projections n (3w + d_v), the
     // backward twice that, plus the softmax tiles.
     let sd = AttentionHead::<f32>::routing_filtering(16, 2, 2, 16, Causality::Causal);
@@ -239,8 +241,8 @@ fn softmax_huge_logits_and_fully_masked_rows() {
         for j in 0..n {
             mask[(n - 1) * n + j] = if j == n - 2 { 0.0 } else { f64::NEG_INFINITY };
         }
-        let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal));
-        let (out, lse) = softmax_fwd(&head, &q, &k, &v, Some(&mask));
+        let head = SoftmaxAttention::new(d_k, d_v, causality(causal));
+        let (out, lse) = softmax_fwd(&head, n, &q, &k, &v, Some(&mask));
         let (out_ref, lse_ref, p) =
             naive_softmax_attention(n, d_k, d_v, &q, &k, &v, Some(&mask), causal, head.scale);
         assert!(out.iter().all(|x| x.is_finite()));
@@ -253,7 +255,7 @@ fn softmax_huge_logits_and_fully_masked_rows() {
         for (a, b) in lse.iter().zip(&lse_ref) {
             assert!(a == b || (a - b).abs() <= 1e-15 * b.abs().max(1.0), "{a} vs {b}");
         }
-        let (dq, dk, dv) = softmax_bwd(&head, &q, &k, &v, Some(&mask), &out, &lse, &d_out);
+        let (dq, dk, dv) = softmax_bwd(&head, n, &q, &k, &v, Some(&mask), &out, &lse, &d_out);
         let (dq_ref, dk_ref, dv_ref) =
             naive_softmax_backward(n, d_k, d_v, &q, &k, &v, &p, &d_out, head.scale);
         for (g, g_ref) in [(&dq, &dq_ref), (&dk, &dk_ref), (&dv, &dv_ref)] {
@@ -266,30 +268,30 @@ fn softmax_huge_logits_and_fully_masked_rows() {
 
 #[test]
 fn softmax_rejects_bad_input() {
-    let head = SoftmaxAttention::<f64>::new(3, 2, 2, Causality::Bidirectional);
+    let head = SoftmaxAttention::<f64>::new(2, 2, Causality::Bidirectional);
     let (q, v) = (vec![0.0; 6], vec![0.0; 6]);
     let (mut out, mut lse) = (vec![0.0; 6], vec![0.0; 3]);
-    let mut ws = vec![0.0; head.forward_workspace_len()];
+    let mut ws = vec![0.0; head.forward_workspace_len(3)];
     assert_eq!(
-        head.forward(&q[..5], &q, &v, None, &mut out, &mut lse, &mut ws),
+        head.forward(3, &q[..5], &q, &v, None, &mut out, &mut lse, &mut ws),
         Err(Error::ShapeMismatch { what: "q", expected: 6, got: 5 })
     );
     let mut mask = vec![0.0; 9];
     mask[4] = f64::NAN;
     assert!(matches!(
-        head.forward(&q, &q, &v, Some(&mask), &mut out, &mut lse, &mut ws),
+        head.forward(3, &q, &q, &v, Some(&mask), &mut out, &mut lse, &mut ws),
         Err(Error::InvalidValue { what: "mask", index: 4, .. })
     ));
     mask[4] = f64::INFINITY;
-    assert!(head.forward(&q, &q, &v, Some(&mask), &mut out, &mut lse, &mut ws).is_err());
-    let mut short = vec![0.0; head.forward_workspace_len() - 1];
+    assert!(head.forward(3, &q, &q, &v, Some(&mask), &mut out, &mut lse, &mut ws).is_err());
+    let mut short = vec![0.0; head.forward_workspace_len(3) - 1];
     assert!(matches!(
-        head.forward(&q, &q, &v, None, &mut out, &mut lse, &mut short),
+        head.forward(3, &q, &q, &v, None, &mut out, &mut lse, &mut short),
         Err(Error::WorkspaceTooSmall { .. })
     ));
     let bad_scale = head.with_scale(f64::NAN);
     assert!(matches!(
-        bad_scale.forward(&q, &q, &v, None, &mut out, &mut lse, &mut ws),
+        bad_scale.forward(3, &q, &q, &v, None, &mut out, &mut lse, &mut ws),
         Err(Error::InvalidParameter { what: "scale", .. })
     ));
 }
@@ -313,13 +315,13 @@ fn softmax_backward_matches_finite_differences() {
             m[..n].fill(f64::NEG_INFINITY); // a fully masked first row
             m
         });
-        let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal)).with_scale(0.7);
+        let head = SoftmaxAttention::new(d_k, d_v, causality(causal)).with_scale(0.7);
         let loss = |q: &[f64], k: &[f64], v: &[f64]| {
-            let (out, _) = softmax_fwd(&head, q, k, v, mask.as_deref());
+            let (out, _) = softmax_fwd(&head, n, q, k, v, mask.as_deref());
             out.iter().zip(&d_out).map(|(a, b)| a * b).sum::<f64>()
         };
-        let (out, lse) = softmax_fwd(&head, &q, &k, &v, mask.as_deref());
-        let (dq, dk, dv) = softmax_bwd(&head, &q, &k, &v, mask.as_deref(), &out, &lse, &d_out);
+        let (out, lse) = softmax_fwd(&head, n, &q, &k, &v, mask.as_deref());
+        let (dq, dk, dv) = softmax_bwd(&head, n, &q, &k, &v, mask.as_deref(), &out, &lse, &d_out);
         let h = 1e-5;
         let fd_q = central_differences(&q, h, |x| loss(x, &k, &v));
         let fd_k = central_differences(&k, h, |x| loss(&q, x, &v));
@@ -448,17 +450,17 @@ fn softmax_f32_matches_f64() {
         let k = widen(&narrow(&seeded_matrix(n * d_k, 42)));
         let v = widen(&narrow(&seeded_matrix(n * d_v, 43)));
         let d_out = widen(&narrow(&seeded_matrix(n * d_v, 44)));
-        let head = SoftmaxAttention::new(n, d_k, d_v, causality(causal));
-        let head32 = SoftmaxAttention::<f32>::new(n, d_k, d_v, causality(causal));
-        let (out, lse) = softmax_fwd(&head, &q, &k, &v, None);
-        let (dq, dk, dv) = softmax_bwd(&head, &q, &k, &v, None, &out, &lse, &d_out);
+        let head = SoftmaxAttention::new(d_k, d_v, causality(causal));
+        let head32 = SoftmaxAttention::<f32>::new(d_k, d_v, causality(causal));
+        let (out, lse) = softmax_fwd(&head, n, &q, &k, &v, None);
+        let (dq, dk, dv) = softmax_bwd(&head, n, &q, &k, &v, None, &out, &lse, &d_out);
         let (mut out32, mut lse32) = (vec![0f32; n * d_v], vec![0f32; n]);
-        let mut ws = vec![0f32; head32.backward_workspace_len()];
+        let mut ws = vec![0f32; head32.backward_workspace_len(n)];
         let (q32, k32, v32, do32) = (narrow(&q), narrow(&k), narrow(&v), narrow(&d_out));
-        head32.forward(&q32, &k32, &v32, None, &mut out32, &mut lse32, &mut ws).unwrap();
+        head32.forward(n, &q32, &k32, &v32, None, &mut out32, &mut lse32, &mut ws).unwrap();
         let (mut dq32, mut dk32, mut dv32) = (vec![0f32; n * d_k], vec![0f32; n * d_k], vec![0f32; n * d_v]);
         let grads = SoftmaxGrads { d_q: &mut dq32, d_k: &mut dk32, d_v: &mut dv32 };
-        head32.backward(&q32, &k32, &v32, None, &out32, &lse32, &do32, grads, &mut ws).unwrap();
+        head32.backward(n, &q32, &k32, &v32, None, &out32, &lse32, &do32, grads, &mut ws).unwrap();
         let l = head.scale * d_k as f64; // entries in [-1, 1]: sum_p |q k| <= d_k
         let fwd_bound = (2.0 * d_k as f64 * l + 2.0 * n as f64 + 8.0) * U32;
         let out_err = max_abs_diff(&widen(&out32), &out);
@@ -618,27 +620,27 @@ fn heads_reject_bad_input() {
 #[test]
 fn multihead_matches_single_heads() {
     let (n, h, d_k, d_v) = (TILE_Q + 6, 3usize, 5usize, 4usize);
-    let head = SoftmaxAttention::<f64>::new(n, d_k, d_v, Causality::Causal);
+    let head = SoftmaxAttention::<f64>::new(d_k, d_v, Causality::Causal);
     let multi = MultiHeadSoftmax { n_heads: h, head };
     let q = seeded_matrix(n * h * d_k, 61);
     let k = seeded_matrix(n * h * d_k, 62);
     let v = seeded_matrix(n * h * d_v, 63);
     let d_out = seeded_matrix(n * h * d_v, 64);
     let (mut out, mut lse) = (vec![0.0; n * h * d_v], vec![0.0; h * n]);
-    let mut ws = vec![0.0; multi.backward_workspace_len().max(multi.forward_workspace_len())];
-    multi.forward(&q, &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
+    let mut ws = vec![0.0; multi.backward_workspace_len(n).max(multi.forward_workspace_len(n))];
+    multi.forward(n, &q, &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-    multi.backward(&q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
+    multi.backward(n, &q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
     let cols = |m: &[f64], width: usize, t: usize| -> Vec<f64> {
         (0..n).flat_map(|i| m[i * h * width + t * width..i * h * width + (t + 1) * width].to_vec()).collect()
     };
     for t in 0..h {
         let (qt, kt, vt, dot) = (cols(&q, d_k, t), cols(&k, d_k, t), cols(&v, d_v, t), cols(&d_out, d_v, t));
-        let (o, l) = softmax_fwd(&head, &qt, &kt, &vt, None);
+        let (o, l) = softmax_fwd(&head, n, &qt, &kt, &vt, None);
         assert_eq!(cols(&out, d_v, t), o);
         assert_eq!(&lse[t * n..(t + 1) * n], &l[..]);
-        let (gq, gk, gv) = softmax_bwd(&head, &qt, &kt, &vt, None, &o, &l, &dot);
+        let (gq, gk, gv) = softmax_bwd(&head, n, &qt, &kt, &vt, None, &o, &l, &dot);
         assert_eq!(cols(&dq, d_k, t), gq);
         assert_eq!(cols(&dk, d_k, t), gk);
         assert_eq!(cols(&dv, d_v, t), gv);

@@ -60,17 +60,17 @@ fn softmax_matches_torch() {
     ] {
         let f = Fixture::parse(text);
         let (n, d_k, d_v) = (f.usize("n"), f.usize("d_k"), f.usize("d_v"));
-        let head = SoftmaxAttention::new(n, d_k, d_v, f.causality()).with_scale(f.get("scale")[0]);
+        let head = SoftmaxAttention::new(d_k, d_v, f.causality()).with_scale(f.get("scale")[0]);
         let mask = f.0.get("mask").map(|m| m.as_slice());
         let (q, k, v) = (f.get("q"), f.get("k"), f.get("v"));
         let (mut out, mut lse) = (vec![0.0; n * d_v], vec![0.0; n]);
-        let mut ws = vec![0.0; head.backward_workspace_len()];
-        head.forward(q, k, v, mask, &mut out, &mut lse, &mut ws).unwrap();
+        let mut ws = vec![0.0; head.backward_workspace_len(n)];
+        head.forward(n, q, k, v, mask, &mut out, &mut lse, &mut ws).unwrap();
         check("softmax out", &out, f.get("out"));
         check("softmax lse", &lse, f.get("lse"));
         let (mut dq, mut dk, mut dv) = (vec![0.0; n * d_k], vec![0.0; n * d_k], vec![0.0; n * d_v]);
         let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
-        head.backward(q, k, v, mask, &out, &lse, f.get("d_out"), grads, &mut ws).unwrap();
+        head.backward(n, q, k, v, mask, &out, &lse, f.get("d_out"), grads, &mut ws).unwrap();
         check("softmax dq", &dq, f.get("grad_q"));
         check("softmax dk", &dk, f.get("grad_k"));
         check("softmax dv", &dv, f.get("grad_v"));

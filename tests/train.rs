@@ -205,12 +205,28 @@ fn checkpoint_rejects_truncated_corrupted_and_foreign_input() {
         let (_, offset) = malformed_at(Checkpoint::decode(&good[..len]));
         assert!(offset <= len);
     }
-    // A single-bit flip at every byte (bit `i mod 8`): CRC-32 detects every single-bit error.
+    // A single-bit flip at every byte (bit `i mod 8`): CRC-32 detects every single-bit error. A flip
+    // that leaves the file well-formed is a checksum mismatch over the whole file.
+    let mut mismatches = 0;
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 1 << (i % 8);
-        malformed_at(Checkpoint::decode(&bad));
+        match Checkpoint::<f32>::decode(&bad) {
+            Err(Error::ChecksumMismatch { what: "checkpoint", covered }) => {
+                assert_eq!(covered, good.len() - 4);
+                mismatches += 1;
+            }
+            other => {
+                malformed_at(other);
+            }
+        }
     }
+    // Every parameter and optimizer value is covered by the checksum alone.
+    assert!(mismatches >= 3 * small_config().param_counts().unwrap().total, "{mismatches}");
+    assert_eq!(
+        Error::ChecksumMismatch { what: "checkpoint", covered: 120 }.to_string(),
+        "checksum mismatch over the whole checkpoint file (bytes 0..120): the file is corrupted"
+    );
     // Foreign files.
     assert_eq!(
         malformed_at(Checkpoint::decode(b"PK\x03\x04 a zip file, not a checkpoint")),

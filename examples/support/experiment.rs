@@ -4,7 +4,8 @@
 //! deviation, Spearman rank correlation).
 #![allow(dead_code)]
 
-use crate::lm::{clock, fail, train_with_progress, Flags, RunConfig};
+use crate::cli::{fail, usage_error};
+use crate::lm::{clock, train_with_progress, Flags, RunConfig};
 use sd_attention::model::config::{AttentionKind, ModelConfig, PositionKind};
 use sd_attention::model::norm::NormKind;
 use sd_attention::train::trainer::Trainer;
@@ -33,14 +34,22 @@ impl Shape {
     /// `--seq` (the defaults above).
     pub fn from_flags(f: &mut Flags) -> Self {
         Shape {
-            d_model: f.get("d-model", 64, "width of the residual stream"),
-            layers: f.get("layers", 8, "number of blocks"),
-            heads: f.get("heads", 4, "heads per layer"),
-            d_head: f.get("d-head", 16, "value width of a head (and softmax query/key width)"),
-            d_mlp: f.get("d-mlp", 256, "MLP hidden width"),
+            d_model: f.at_least("d-model", 64, 1, "width of the residual stream"),
+            layers: f.at_least("layers", 8, 1, "number of blocks"),
+            heads: f.at_least("heads", 4, 1, "heads per layer"),
+            d_head: f.at_least("d-head", 16, 1, "value width of a head (and softmax query/key width)"),
+            d_mlp: f.at_least("d-mlp", 256, 1, "MLP hidden width"),
             rank: f.get("rank", 8, "S-D routing rank r per head (rank S <= 2r)"),
             filter: f.get("filter", 8, "S-D filtering rank q per head (rank D <= q)"),
-            seq: f.get("seq", 128, "tokens per sequence (= context length)"),
+            seq: f.at_least("seq", 128, 1, "tokens per sequence (= context length)"),
+        }
+    }
+
+    /// Checks what the flags alone cannot: an S-D head needs a kernel (`r + q > 0`). Call after
+    /// [`Flags::finish`], before any work.
+    pub fn check(&self) {
+        if self.rank + self.filter == 0 {
+            usage_error("--rank and --filter cannot both be 0 (an S-D head would have no kernel)");
         }
     }
 
@@ -79,7 +88,7 @@ pub fn parse_norm(s: &str) -> NormKind {
         "none" => NormKind::None,
         "rms" => NormKind::Rms,
         "layer" => NormKind::Layer,
-        _ => fail(&format!("--baseline-norm: {s:?} is not none, rms or layer")),
+        _ => usage_error(&format!("--baseline-norm: {s:?} is not none, rms or layer")),
     }
 }
 
@@ -116,10 +125,10 @@ impl Seeds {
             jobs: f.get("jobs", 1, "trainings run at the same time, one thread each"),
         };
         if s.count == 0 {
-            fail("--seeds must be at least 1");
+            usage_error("--seeds must be at least 1, got 0");
         }
         if s.jobs == 0 {
-            fail("--jobs must be at least 1");
+            usage_error("--jobs must be at least 1, got 0");
         }
         s
     }

@@ -3,6 +3,7 @@
 //! attention kernels, and a hand-written SVG line plot.
 #![allow(dead_code)]
 
+use crate::cli::{fail, fail_on, usage_error};
 use sd_attention::model::attention::AttentionMixer;
 use sd_attention::model::config::{AttentionKind, ModelConfig};
 use sd_attention::model::sublayer::SublayerDims;
@@ -11,7 +12,7 @@ use sd_attention::spectral::spectrum::{head_spectrum, head_spectrum_workspace_le
 use sd_attention::train::adamw::AdamWConfig;
 use sd_attention::train::schedule::WarmupCosine;
 use sd_attention::train::trainer::{TrainConfig, Trainer};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 /// `--name value` flags over defaults; `--help` lists them.
@@ -29,14 +30,28 @@ impl Flags {
         self.help.push(format!("  --{name:<16} {what} (default {default})"));
         let key = format!("--{name}");
         match self.args.iter().position(|a| *a == key) {
-            Some(i) => self.args.get(i + 1).cloned().unwrap_or_else(|| fail(&format!("{key} needs a value"))),
+            Some(i) => {
+                self.args.get(i + 1).cloned().unwrap_or_else(|| usage_error(&format!("{key} needs a value")))
+            }
             None => default.to_string(),
         }
     }
 
-    pub fn get<T: std::str::FromStr + std::fmt::Display>(&mut self, name: &str, default: T, what: &str) -> T {
+    pub fn get<T: std::str::FromStr + std::fmt::Display>(&mut self, name: &str, default: T, what: &str) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
         let s = self.raw(name, &default.to_string(), what);
-        s.parse().unwrap_or_else(|_| fail(&format!("--{name}: cannot parse {s:?}")))
+        s.parse().unwrap_or_else(|e| usage_error(&format!("--{name}: cannot parse {s:?}: {e}")))
+    }
+
+    /// As [`Flags::get`] for a count that must be at least `min`.
+    pub fn at_least(&mut self, name: &str, default: usize, min: usize, what: &str) -> usize {
+        let v = self.get(name, default, what);
+        if v < min {
+            usage_error(&format!("--{name} must be at least {min}, got {v}"));
+        }
+        v
     }
 
     pub fn string(&mut self, name: &str, default: &str, what: &str) -> String {
@@ -48,17 +63,27 @@ impl Flags {
         self.args.iter().any(|a| *a == format!("--{name}"))
     }
 
-    /// Prints the help and exits if `--help` was given; rejects unknown flags.
+    /// Prints the help and exits if `--help` was given; rejects unknown flags and stray arguments.
+    /// Call it before any work, right after the last flag is read.
     pub fn finish(&self, about: &str) {
-        if self.args.iter().any(|a| a == "--help" || a == "-h") {
-            println!("{about}\n\nflags:\n{}", self.help.join("\n"));
+        if crate::cli::wants_help(&self.args) {
+            outln!("{about}\n\nflags:\n{}\n  -h, --help           this help", self.help.join("\n"));
             std::process::exit(0);
         }
-        for a in &self.args {
-            if a.starts_with("--") && !self.help.iter().any(|h| h.trim_start().starts_with(&format!("{a} ")))
-            {
-                fail(&format!("unknown flag {a} (try --help)"));
+        let known = |a: &str| self.help.iter().any(|h| h.trim_start().starts_with(&format!("{a} ")));
+        let mut i = 0;
+        while i < self.args.len() {
+            let a = &self.args[i];
+            if !a.starts_with("--") || !known(a) {
+                let what = if a.starts_with('-') { "unknown flag" } else { "unexpected argument" };
+                usage_error(&format!("{what} {a}"));
             }
+            // A flag with a value (its help line shows a default) takes the next argument.
+            let takes_value = self
+                .help
+                .iter()
+                .any(|h| h.trim_start().starts_with(&format!("{a} ")) && h.contains("(default "));
+            i += if takes_value { 2 } else { 1 };
         }
     }
 }
@@ -77,17 +102,14 @@ pub fn use_threads(threads: usize) {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
-            .unwrap_or_else(|e| fail(&format!("--threads {threads}: {e}")));
+            .unwrap_or_else(|e| usage_error(&format!("--threads {threads}: {e}")));
     }
     #[cfg(not(feature = "parallel"))]
     if threads > 1 {
-        fail(&format!("--threads {threads}: this build runs on one thread (build with --features parallel)"));
+        usage_error(&format!(
+            "--threads {threads}: this build runs on one thread (build with --features parallel)"
+        ));
     }
-}
-
-pub fn fail(message: &str) -> ! {
-    eprintln!("error: {message}");
-    std::process::exit(2)
 }
 
 /// Hyperparameters of a training run.
@@ -102,6 +124,20 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Checks the values no flag parser catches (a positive finite learning rate, a valid schedule),
+    /// so that a bad run stops before any work.
+    pub fn check(&self) {
+        self.check_named("--lr");
+    }
+
+    /// As [`RunConfig::check`], naming the learning rate's flag `lr_flag` in the error.
+    pub fn check_named(&self, lr_flag: &str) {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            usage_error(&format!("{lr_flag} must be a positive number, got {}", self.lr));
+        }
+        self.train_config();
+    }
+
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
             batch: self.batch,
@@ -120,6 +156,35 @@ impl RunConfig {
     }
 }
 
+/// One line describing a model: its widths, depth, heads, context, and the attention kind, norm and
+/// positions of its layers.
+pub fn describe(config: &ModelConfig) -> String {
+    let kind = |k: &AttentionKind| match *k {
+        AttentionKind::Sd { routing_rank, filtering_rank } => {
+            format!("S-D r {routing_rank} q {filtering_rank}")
+        }
+        AttentionKind::Softmax => "softmax".to_string(),
+        AttentionKind::Linear => "linear".to_string(),
+        AttentionKind::LinearQk { qk_width } => format!("linear q/k width {qk_width}"),
+    };
+    let kinds: Vec<String> = config.attention.iter().map(kind).collect();
+    let attention = match kinds.first() {
+        Some(first) if kinds.iter().all(|k| k == first) => first.clone(),
+        _ => kinds.join(", "),
+    };
+    format!(
+        "d_model {}, {} layers x {} heads, d_head {}, d_mlp {}, context {}, attention {attention}, norm {:?}, positions {:?}",
+        config.d_model,
+        config.n_layers,
+        config.n_heads,
+        config.d_head,
+        config.d_mlp,
+        config.context_len,
+        config.norm,
+        config.positions
+    )
+}
+
 /// `h m s` of a duration in seconds.
 pub fn clock(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -130,8 +195,10 @@ pub fn clock(seconds: f64) -> String {
     }
 }
 
-/// Trains `steps` steps with a progress bar on stderr (steps, loss, tokens/s, ETA). Returns the
-/// wall time in seconds and the mean loss of the last 50 steps.
+/// Trains `steps` steps and reports progress on stderr (steps, loss, tokens/s, ETA): as a bar
+/// redrawn in place four times a second when stderr is a terminal, otherwise (a log file, a pipe) as
+/// one line every `steps / 10` steps (at least 1) and at the last. Returns the wall time in seconds
+/// and the mean loss of the last 50 steps.
 pub fn train_with_progress(
     trainer: &mut Trainer<f32>,
     text: &[u8],
@@ -143,6 +210,8 @@ pub fn train_with_progress(
     let mut recent: Vec<f64> = Vec::new();
     let mut last_draw = 0.0f64;
     let width = 30;
+    let terminal = std::io::stderr().is_terminal();
+    let every = (run.steps / 10).max(1);
     for s in 0..run.steps {
         let stats = trainer.step(text).unwrap_or_else(|e| fail(&format!("step {s}: {e}")));
         recent.push(stats.loss);
@@ -151,25 +220,27 @@ pub fn train_with_progress(
         }
         let elapsed = start.elapsed().as_secs_f64();
         let done = s + 1;
-        if elapsed - last_draw >= 0.25 || done == run.steps {
+        let due = if terminal { elapsed - last_draw >= 0.25 } else { done % every == 0 };
+        if due || done == run.steps {
             last_draw = elapsed;
             let frac = done as f64 / run.steps as f64;
-            let filled = (frac * width as f64).round() as usize;
             let rate = done as f64 * tokens_per_step / elapsed.max(1e-9);
-            let eta = elapsed / frac - elapsed;
+            let eta = clock(elapsed / frac - elapsed);
             let mean = recent.iter().sum::<f64>() / recent.len() as f64;
-            eprint!(
-                "\r{label} [{}{}] step {done}/{} loss {mean:.3} {:.0} tok/s ETA {}   ",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                run.steps,
-                rate,
-                clock(eta)
-            );
-            let _ = std::io::stderr().flush();
+            let steps = run.steps;
+            if terminal {
+                let filled = (frac * width as f64).round() as usize;
+                let bar = format!("{}{}", "#".repeat(filled), " ".repeat(width - filled));
+                eprint!("\r{label} [{bar}] step {done}/{steps} loss {mean:.3} {rate:.0} tok/s ETA {eta}   ");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("{label}: step {done}/{steps} loss {mean:.3} {rate:.0} tok/s ETA {eta}");
+            }
         }
     }
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
     (start.elapsed().as_secs_f64(), mean)
 }
@@ -446,8 +517,8 @@ fn fmt_tick(v: f64, step: f64) -> String {
 pub fn write_file(path: &str, bytes: &[u8]) {
     if let Some(dir) = std::path::Path::new(path).parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| fail_on(dir.display(), e));
         }
     }
-    std::fs::write(path, bytes).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+    std::fs::write(path, bytes).unwrap_or_else(|e| fail_on(path, e));
 }

@@ -1,18 +1,11 @@
-//! Feeds arbitrary bytes to the checkpoint loader (as f32 and as f64) and asserts that it never
-//! panics, and that whatever it accepts re-encodes to exactly the same bytes.
+//! cargo-fuzz entry of the `checkpoint` harness (fuzz/harness/checkpoint.rs), which tests/fuzz_replay.rs also
+//! runs on every saved input under stable Rust.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use sd_attention::train::checkpoint::Checkpoint;
-use sd_attention::Error;
+#[path = "../harness/input.rs"]
+#[allow(dead_code)]
+mod input;
+#[path = "../harness/checkpoint.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    match Checkpoint::<f32>::decode(data) {
-        Ok(c) => assert_eq!(c.encode().expect("accepted checkpoint re-encodes"), data),
-        Err(e) => assert!(matches!(e, Error::Malformed { .. })),
-    }
-    match Checkpoint::<f64>::decode(data) {
-        Ok(c) => assert_eq!(c.encode().expect("accepted checkpoint re-encodes"), data),
-        Err(e) => assert!(matches!(e, Error::Malformed { .. })),
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,11 +1,10 @@
-//! Drives the zero-copy checkpoint view and the incremental decoder (`prefill`, `step`, sampling)
-//! with arbitrary bytes: see inference_harness.rs (replayed by tests/fuzz_inference.rs).
+//! cargo-fuzz entry of the `inference` harness (fuzz/harness/inference.rs), which tests/fuzz_replay.rs
+//! also runs on every saved input under stable Rust.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-#[path = "inference_harness.rs"]
-mod inference_harness;
+#[path = "../harness/inference.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    inference_harness::run(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::run(data);
 });

@@ -132,7 +132,8 @@ fn packed(what: &'static str, n_heads: usize, width: usize) -> Result<usize> {
 }
 
 /// `n_heads` softmax heads of one shape over packed `q, k` (`n x (h d_k)`) and `v` (`n x (h d_v)`),
-/// sharing the optional additive `n x n` mask; output `n x (h d_v)`, `lse` `h x n`.
+/// sharing the optional additive `n x n` mask; output `n x (h d_v)`, `lse` `h x n`. The number of
+/// positions `n` is given per call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MultiHeadSoftmax<T> {
     /// Number of heads `h`.
@@ -142,16 +143,16 @@ pub struct MultiHeadSoftmax<T> {
 }
 
 impl<T: Scalar> MultiHeadSoftmax<T> {
-    fn gathered_req(&self) -> Req {
+    fn gathered_req(&self, n_tokens: usize) -> Req {
         let h = &self.head;
-        Req::new(h.d_k).and(Req::new(h.d_v)).times(2).times(h.n_tokens)
+        Req::new(h.d_k).and(Req::new(h.d_v)).times(2).times(n_tokens)
     }
 
-    /// Workspace elements of [`forward`](Self::forward): `n (2 d_k + 2 d_v)` plus one head's.
-    /// With the `parallel` feature the heads run as separate tasks, each with its own scratch:
-    /// `n_heads` times that.
-    pub fn forward_workspace_len(&self) -> usize {
-        self.tasks().saturating_mul(self.forward_head_len())
+    /// Workspace elements of [`forward`](Self::forward) for `n = n_tokens`: `n (2 d_k + 2 d_v)`
+    /// plus one head's. With the `parallel` feature the heads run as separate tasks, each with its
+    /// own scratch: `n_heads` times that.
+    pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.tasks().saturating_mul(self.forward_head_len(n_tokens))
     }
 
     /// Heads whose scratch is live at once: all of them with `parallel`, else one.
@@ -163,29 +164,31 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         }
     }
 
-    fn forward_head_len(&self) -> usize {
-        self.gathered_req().and(Req::new(self.head.forward_workspace_len())).saturating()
+    fn forward_head_len(&self, n_tokens: usize) -> usize {
+        let head = Req::new(self.head.forward_workspace_len(n_tokens));
+        self.gathered_req(n_tokens).and(head).saturating()
     }
 
-    fn backward_head_len(&self) -> usize {
+    fn backward_head_len(&self, n_tokens: usize) -> usize {
         let h = &self.head;
-        let grads = Req::array(h.d_k, 2).and(Req::array(h.d_v, 3)).times(h.n_tokens);
-        Req::all_of([self.gathered_req(), grads, Req::new(h.backward_workspace_len())]).saturating()
+        let grads = Req::array(h.d_k, 2).and(Req::array(h.d_v, 3)).times(n_tokens);
+        let head = Req::new(h.backward_workspace_len(n_tokens));
+        Req::all_of([self.gathered_req(n_tokens), grads, head]).saturating()
     }
 
-    /// Workspace elements of [`backward`](Self::backward): `n (4 d_k + 5 d_v)` plus one head's.
-    /// With `parallel`, `n_heads` times that (one task per head).
-    pub fn backward_workspace_len(&self) -> usize {
-        self.tasks().saturating_mul(self.backward_head_len())
+    /// Workspace elements of [`backward`](Self::backward) for `n = n_tokens`: `n (4 d_k + 5 d_v)`
+    /// plus one head's. With `parallel`, `n_heads` times that (one task per head).
+    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.tasks().saturating_mul(self.backward_head_len(n_tokens))
     }
 
-    fn check(&self, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
+    fn check(&self, n_tokens: usize, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
         let h = &self.head;
         let qk_cols = packed("q", self.n_heads, h.d_k)?;
         let v_cols = packed("v", self.n_heads, h.d_v)?;
-        check_matrix("q", q.len(), h.n_tokens, qk_cols)?;
-        check_matrix("k", k.len(), h.n_tokens, qk_cols)?;
-        check_matrix("v", v.len(), h.n_tokens, v_cols)?;
+        check_matrix("q", q.len(), n_tokens, qk_cols)?;
+        check_matrix("k", k.len(), n_tokens, qk_cols)?;
+        check_matrix("v", v.len(), n_tokens, v_cols)?;
         Ok((qk_cols, v_cols))
     }
 
@@ -193,6 +196,7 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
+        n_tokens: usize,
         q: &[T],
         k: &[T],
         v: &[T],
@@ -201,12 +205,12 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         lse: &mut [T],
         workspace: &mut [T],
     ) -> Result<()> {
-        let (qk_cols, v_cols) = self.check(q, k, v)?;
+        let (qk_cols, v_cols) = self.check(n_tokens, q, k, v)?;
         let h = &self.head;
-        let n = h.n_tokens;
+        let n = n_tokens;
         check_matrix("out", out.len(), n, v_cols)?;
         check_matrix("lse", lse.len(), self.n_heads, n)?;
-        check_workspace(workspace.len(), self.forward_workspace_len())?;
+        check_workspace(workspace.len(), self.forward_workspace_len(n))?;
         if n == 0 {
             return Ok(()); // nothing to compute, whatever the number of heads
         }
@@ -219,12 +223,12 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
             gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
             gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
             gather(n, v_cols, t * h.d_v, h.d_v, v, v_h);
-            h.forward(q_h, k_h, v_h, mask, out_h, lse_t, rest)
+            h.forward(n, q_h, k_h, v_h, mask, out_h, lse_t, rest)
         };
         let out_at = 2 * n * h.d_k + n * h.d_v;
         if crate::parallel::ENABLED {
             // One task per head, each with its own scratch; outputs scattered afterwards.
-            let task = self.forward_head_len();
+            let task = self.forward_head_len(n);
             let ws = &mut workspace[..self.n_heads * task];
             crate::parallel::try_chunks2(&mut lse[..self.n_heads * n], n, ws, task, head)?;
             for (t, ws) in ws.chunks_exact(task).enumerate() {
@@ -243,6 +247,7 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
+        n_tokens: usize,
         q: &[T],
         k: &[T],
         v: &[T],
@@ -253,16 +258,16 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         grads: SoftmaxGrads<'_, T>,
         workspace: &mut [T],
     ) -> Result<()> {
-        let (qk_cols, v_cols) = self.check(q, k, v)?;
+        let (qk_cols, v_cols) = self.check(n_tokens, q, k, v)?;
         let h = &self.head;
-        let n = h.n_tokens;
+        let n = n_tokens;
         check_matrix("out", out.len(), n, v_cols)?;
         check_matrix("lse", lse.len(), self.n_heads, n)?;
         check_matrix("d_out", d_out.len(), n, v_cols)?;
         check_matrix("d_q", grads.d_q.len(), n, qk_cols)?;
         check_matrix("d_k", grads.d_k.len(), n, qk_cols)?;
         check_matrix("d_v", grads.d_v.len(), n, v_cols)?;
-        check_workspace(workspace.len(), self.backward_workspace_len())?;
+        check_workspace(workspace.len(), self.backward_workspace_len(n))?;
         if n == 0 {
             return Ok(());
         }
@@ -283,7 +288,7 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
             gather(n, v_cols, t * h.d_v, h.d_v, out, out_h);
             gather(n, v_cols, t * h.d_v, h.d_v, d_out, d_out_h);
             let head_grads = SoftmaxGrads { d_q: d_q_h, d_k: d_k_h, d_v: d_v_h };
-            h.backward(q_h, k_h, v_h, mask, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)
+            h.backward(n, q_h, k_h, v_h, mask, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)
         };
         let grads_at = 2 * n * h.d_k + 3 * n * h.d_v;
         let scatter_head = |t: usize, ws: &[T], grads: &mut SoftmaxGrads<'_, T>| {
@@ -296,7 +301,7 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         let mut grads = grads;
         if crate::parallel::ENABLED {
             // One task per head, each with its own scratch; gradients scattered afterwards.
-            let task = self.backward_head_len();
+            let task = self.backward_head_len(n);
             let ws = &mut workspace[..self.n_heads * task];
             crate::parallel::try_chunks(ws, task, |t, ws| head(t, ws))?;
             for (t, ws) in ws.chunks_exact(task).enumerate() {

@@ -12,7 +12,8 @@
 //!    rejected before anything else is read or allocated, here or by a caller);
 //! 4. each buffer's stored count equal to `P`, then the CRC-32 of every byte before the checksum.
 //!
-//! Every rejection is an [`Error::Malformed`] naming the byte offset.
+//! Every rejection is an [`Error::Malformed`] naming the byte offset, except a checksum that
+//! differs, an [`Error::ChecksumMismatch`]: the damage can be anywhere in the checksummed bytes.
 
 use super::view::{decode_kind, Layers, ModelShape, ModelView, LAYER_RECORD};
 use crate::model::kinds::PositionKind;
@@ -186,7 +187,7 @@ impl<'a> CheckpointView<'a> {
         }
         let crc_at = bytes.len() - 4;
         if crc32(&bytes[..crc_at]) != u32_le(bytes, crc_at, "truncated: checksum")? {
-            return Err(malformed("checksum mismatch (corrupted file)", crc_at));
+            return Err(Error::ChecksumMismatch { what: "checkpoint", covered: crc_at });
         }
         Ok(CheckpointView {
             bytes,

@@ -17,8 +17,9 @@
 //! ```
 //!
 //! These are the logits of the parallel forward at position `i` (the model is causal), up to the
-//! order of summation inside the attention read: projections, norms and MLP run through the same
-//! kernels row by row, so they round identically. Positions are learned absolute (or sinusoidal)
+//! order of summation inside the attention read and the tied unembedding (one token's products
+//! split their sums over vector lanes, `crate::linalg::vector`): projections, norms and MLP run
+//! through the same kernels row by row, so they round identically. Positions are learned absolute (or sinusoidal)
 //! with `context` rows: a prompt longer than the context, or a step at position `context`, is an
 //! [`Error::ContextOverflow`]; start again with [`Decoder::prefill`] (e.g. on the last part of the
 //! text) to continue past it.
@@ -36,6 +37,7 @@ use crate::attention::softmax::{default_scale, SoftmaxAttention};
 use crate::attention::Causality;
 use crate::linalg::dense::Update;
 use crate::linalg::microkernel::gemm_rows;
+use crate::linalg::vector::{combine_rows, dot_rows};
 use crate::model::embedding::{embed_forward, VOCAB};
 use crate::model::kinds::{AttentionKind, PositionKind};
 use crate::model::linear::product_rows;
@@ -113,7 +115,7 @@ pub fn prefill_workspace_len(shape: &ModelShape<'_>, n: usize) -> Result<usize> 
                 .with_heads(h)
                 .forward_workspace_len(n)
         }
-        _ => SoftmaxAttention::<T0>::new(n, qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(),
+        _ => SoftmaxAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n),
     });
     let hw = shape.d_heads();
     sum_of(&[
@@ -269,7 +271,9 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
         for block in self.view.blocks() {
             let cache = take(&mut state_rest, layer_state_len(&shape, block.kind));
             norm_forward(shape.norm, 1, d, block.norm1, x, a, stats)?;
-            product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
+            // The layer's weights are read in the order they lie in memory (`theta`, then `W_V`,
+            // `W_O`, the MLP): one token's products stream them, and a forward stream is what the
+            // processor's prefetcher follows.
             match block.kind {
                 kind @ (AttentionKind::Linear | AttentionKind::LinearQk { .. }) => {
                     // Queries and keys are `w = qk_width` wide per head (`d_head` for the plain
@@ -281,6 +285,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (w_q, w_k) = block.theta.split_at(d * hq);
                     product_rows(1, d, hq, a, w_q, q, Update::Overwrite);
                     product_rows(1, d, hq, a, w_k, k, Update::Overwrite);
+                    product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
                     let eps = T::of_f64(DEFAULT_EPS);
                     for (t, sz) in cache.chunks_exact_mut(w * (dh + 1)).enumerate() {
                         let (s, z) = sz.split_at_mut(w * dh);
@@ -300,6 +305,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (keys, values) = cache.split_at_mut(h * w * c);
                     let (query, rest) = proj.split_at_mut(w);
                     project_step(&shape, &block, a, &mut rest[..proj_width(&shape, kind)], keys, pos);
+                    product_rows(1, d, hw, a, block.w_v, v, Update::Overwrite);
                     let scale: T = default_scale(w);
                     for t in 0..h {
                         let value_cache = &mut values[t * c * dh..(t + 1) * c * dh];
@@ -315,19 +321,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                         let max = s.iter().fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
                         let total = T::exp_shifted_sum(s, max);
                         let out = &mut o[t * dh..(t + 1) * dh];
-                        gemm_rows(
-                            1,
-                            pos + 1,
-                            dh,
-                            T::one() / total,
-                            s,
-                            pos + 1,
-                            value_cache,
-                            dh,
-                            out,
-                            dh,
-                            false,
-                        );
+                        combine_rows(pos + 1, dh, T::one() / total, s, value_cache, dh, out);
                     }
                 }
             }
@@ -410,7 +404,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                     let (qh, kh) = (&mut qh[..n * h * w], &mut kh[..n * h * w]);
                     project_prefill(&shape, &block, n, a, proj, qh, kh);
                     let attention =
-                        SoftmaxAttention::new(n, w, dh, Causality::Causal).with_scale(default_scale(w));
+                        SoftmaxAttention::new(w, dh, Causality::Causal).with_scale(default_scale(w));
                     for t in 0..h {
                         let head = t * n * w..(t + 1) * n * w;
                         // Keys cached transposed: the softmax kind's keys, S-D's features (its queries).
@@ -428,6 +422,7 @@ impl<'m, 'b, T: Scalar> Decoder<'m, 'b, T> {
                         let value_cache = &mut values[t * c * dh..t * c * dh + n * dh];
                         gather(n, hw, t * dh, dh, v, value_cache);
                         attention.forward(
+                            n,
                             &qh[head.clone()],
                             &kh[head],
                             value_cache,
@@ -623,12 +618,12 @@ fn finish_block<T: Scalar>(
     Ok(())
 }
 
-/// `logits = f W_U` for one row: `W_U = E^T` (tied: each logit `sum_p E[v, p] f_p` in order, the
-/// model's `f E^T` product entry by entry) or the untied `d x 256` matrix.
+/// `logits = f W_U` for one row: `W_U = E^T` (tied: each logit the dot product `E[v] . f`, its sum
+/// split over vector lanes) or the untied `d x 256` matrix.
 fn unembed<T: Scalar>(shape: &ModelShape<'_>, embedding: &[T], unembedding: &[T], f: &[T], logits: &mut [T]) {
     let d = shape.d_model;
     if shape.tied_unembedding {
-        gemm_rows(VOCAB, d, 1, T::one(), embedding, d, f, 1, logits, 1, false);
+        dot_rows(VOCAB, d, T::one(), embedding, d, f, logits);
     } else {
         product_rows(1, d, VOCAB, f, unembedding, logits, Update::Overwrite);
     }

@@ -81,11 +81,15 @@ pub fn embed_backward<T: Scalar>(
 /// `w_k = 10000^(-2k/d)` (computed in f64, then rounded).
 pub fn sinusoidal_positions<T: Scalar>(n: usize, d: usize, out: &mut [T]) -> Result<()> {
     check_matrix("out", out.len(), n, d)?;
-    for p in 0..n {
-        for j in 0..d {
+    if d == 0 {
+        // An empty table: nothing to fill, however many (empty) rows it has.
+        return Ok(());
+    }
+    for (p, row) in out.chunks_exact_mut(d).enumerate() {
+        for (j, value) in row.iter_mut().enumerate() {
             let k2 = (j - j % 2) as f64;
             let angle = p as f64 * libm::pow(10_000.0, -k2 / d as f64);
-            out[p * d + j] = T::of_f64(if j % 2 == 0 { libm::sin(angle) } else { libm::cos(angle) });
+            *value = T::of_f64(if j % 2 == 0 { libm::sin(angle) } else { libm::cos(angle) });
         }
     }
     Ok(())

@@ -16,8 +16,14 @@ use crate::linalg::dense::Update;
 use crate::workspace::Req;
 use crate::{Result, Scalar};
 
-/// The `eps` inside the square root of both norms: `1e-5`.
+/// The `eps` inside the square root of both norms: `1e-5`, as an `f64`; [`norm_eps`] gives it in
+/// any scalar type.
 pub const NORM_EPS: f64 = 1e-5;
+
+/// [`NORM_EPS`] rounded to `T`.
+pub fn norm_eps<T: Scalar>() -> T {
+    T::of_f64(NORM_EPS)
+}
 
 /// Which normalization a layer applies before its attention and MLP sub-layers (pre-norm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +75,7 @@ pub fn norm_forward<T: Scalar>(
         return Ok(());
     }
     let inv_d = T::one() / T::of_usize(d);
-    let eps = T::of_f64(NORM_EPS);
+    let eps = norm_eps::<T>();
     let gain = &params[..d];
     for (i, (xr, yr)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
         let mu = if kind == NormKind::Layer { xr.iter().copied().sum::<T>() * inv_d } else { T::zero() };

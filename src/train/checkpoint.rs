@@ -20,8 +20,10 @@
 //!
 //! [`Checkpoint::decode`] never panics and never allocates more than the input could describe: it
 //! rejects truncated, foreign (wrong magic, version or scalar width), inconsistent (invalid config,
-//! wrong buffer length, trailing bytes) and corrupted (checksum) input with
-//! [`Error::Malformed`], naming the byte offset where the problem was found.
+//! wrong buffer length, trailing bytes) input with [`Error::Malformed`], naming the byte offset where
+//! the problem was found, and corrupted input (a well-formed file whose CRC-32 differs from the
+//! stored one) with [`Error::ChecksumMismatch`], which covers the whole file: a checksum says that
+//! the bytes changed, not where.
 
 use super::checksum::crc32;
 use crate::model::config::{AttentionKind, ModelConfig, PositionKind};
@@ -205,8 +207,9 @@ impl<T: Scalar> Checkpoint<T> {
         Ok(out)
     }
 
-    /// Parses bytes written by [`Self::encode`] for the same scalar type `T`. Never panics; every
-    /// rejection is an [`Error::Malformed`] with the offset of the offending field.
+    /// Parses bytes written by [`Self::encode`] for the same scalar type `T`. Never panics; a
+    /// rejection is an [`Error::Malformed`] with the offset of the offending field, or an
+    /// [`Error::ChecksumMismatch`] for a well-formed file whose bytes changed.
     ///
     /// ```
     /// use sd_attention::train::checkpoint::Checkpoint;
@@ -311,7 +314,7 @@ impl<T: Scalar> Checkpoint<T> {
             return Err(Error::Malformed { what: "trailing bytes after the checksum", offset: r.offset });
         }
         if crc32(&bytes[..at]) != stored {
-            return Err(Error::Malformed { what: "checksum mismatch (corrupted file)", offset: at });
+            return Err(Error::ChecksumMismatch { what: "checkpoint", covered: at });
         }
         Ok(Checkpoint { config, params, optimizer })
     }

@@ -53,8 +53,24 @@ use crate::attention::Causality;
 use crate::error::{check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
 
-/// The default `eps` added to the normalizer `phi(q_i)^T z_i`.
+/// The default `eps` added to the normalizer `phi(q_i)^T z_i`, as an `f64`; [`default_eps`] gives
+/// it in any scalar type.
 pub const DEFAULT_EPS: f64 = 1e-6;
+
+/// [`DEFAULT_EPS`] (`1e-6`) rounded to `T`, for calls generic over the scalar type:
+///
+/// ```
+/// use sd_attention::attention::linear::{default_eps, State};
+/// let (mut s, mut z) = ([0.0f32; 2], [0.0f32; 2]);
+/// let mut state = State::new(2, 1, &mut s, &mut z)?;
+/// let mut out = [0.0f32];
+/// state.step(&[0.5, -1.0], &[1.0, 0.0], &[3.0], default_eps(), &mut out)?;
+/// assert!((out[0] - 3.0).abs() < 1e-5); // one token: its own value
+/// # Ok::<(), sd_attention::Error>(())
+/// ```
+pub fn default_eps<T: Scalar>() -> T {
+    T::of_f64(DEFAULT_EPS)
+}
 /// The default chunk length of the chunked kernels.
 pub const DEFAULT_CHUNK: usize = 64;
 
@@ -125,14 +141,14 @@ pub struct LinearAttention<T> {
     /// Tokens per chunk of the chunked kernels (`>= 1`); the result does not depend on it beyond
     /// rounding. Default [`DEFAULT_CHUNK`].
     pub chunk: usize,
-    /// Added to the normalizer `phi(q_i)^T z_i` (finite, `>= 0`). Default [`DEFAULT_EPS`].
+    /// Added to the normalizer `phi(q_i)^T z_i` (finite, `>= 0`). Default [`default_eps`].
     pub eps: T,
 }
 
 impl<T: Scalar> LinearAttention<T> {
     /// One head of the given dimensions, with `chunk = 64` and `eps = 1e-6`.
     pub fn new(d_k: usize, d_v: usize, causality: Causality) -> Self {
-        LinearAttention { d_k, d_v, n_heads: 1, causality, chunk: DEFAULT_CHUNK, eps: T::of_f64(DEFAULT_EPS) }
+        LinearAttention { d_k, d_v, n_heads: 1, causality, chunk: DEFAULT_CHUNK, eps: default_eps() }
     }
 
     /// The same with `n_heads` heads packed per row.

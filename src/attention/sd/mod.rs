@@ -181,14 +181,8 @@ impl<T: Scalar> AttentionHead<T> {
         self.param_cols().and_then(|cols| cols.checked_mul(self.d_model)).unwrap_or(usize::MAX)
     }
 
-    fn softmax(&self, n_tokens: usize) -> SoftmaxAttention<T> {
-        SoftmaxAttention {
-            n_tokens,
-            d_k: self.qk_width(),
-            d_v: self.d_v,
-            causality: self.causality,
-            scale: self.scale,
-        }
+    fn softmax(&self) -> SoftmaxAttention<T> {
+        SoftmaxAttention { d_k: self.qk_width(), d_v: self.d_v, causality: self.causality, scale: self.scale }
     }
 
     fn check(&self, n_tokens: usize, x: &[T], params: &[T]) -> Result<()> {
@@ -228,14 +222,14 @@ impl<T: Scalar> AttentionHead<T> {
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `n (2w + d_v [+ w for S-D])` plus the softmax forward's tile workspace.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        let softmax = Req::new(self.softmax(n_tokens).forward_workspace_len());
+        let softmax = Req::new(self.softmax().forward_workspace_len(n_tokens));
         self.projection_req(n_tokens).and(softmax).saturating()
     }
 
     /// Workspace elements [`backward`](Self::backward) needs: twice the projections (values and
     /// their gradients) plus the softmax backward's tile workspace.
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        let softmax = Req::new(self.softmax(n_tokens).backward_workspace_len());
+        let softmax = Req::new(self.softmax().backward_workspace_len(n_tokens));
         self.projection_req(n_tokens).times(2).and(softmax).saturating()
     }
 
@@ -325,7 +319,7 @@ impl<T: Scalar> AttentionHead<T> {
         workspace: &mut [T],
     ) -> Result<()> {
         self.check(n_tokens, x, params)?;
-        let attn = self.softmax(n_tokens);
+        let attn = self.softmax();
         check_matrix("out", out.len(), n_tokens, self.d_v)?;
         crate::error::check_len("lse", lse.len(), n_tokens)?;
         check_workspace(workspace.len(), self.forward_workspace_len(n_tokens))?;
@@ -333,7 +327,7 @@ impl<T: Scalar> AttentionHead<T> {
         let ([qh, kh, vp, proj], rest) =
             carve(workspace, [n * w, n * w, n * self.d_v, self.packed_projection_len(n)])?;
         self.project(n, x, params, qh, kh, vp, proj)?;
-        attn.forward(qh, kh, vp, None, out, lse, rest)
+        attn.forward(n, qh, kh, vp, None, out, lse, rest)
     }
 
     /// Gradients with respect to `x` and every parameter, given `d_out = dL/dout` and the forward's
@@ -355,7 +349,7 @@ impl<T: Scalar> AttentionHead<T> {
         workspace: &mut [T],
     ) -> Result<()> {
         self.check(n_tokens, x, params)?;
-        let attn = self.softmax(n_tokens);
+        let attn = self.softmax();
         check_matrix("out", out.len(), n_tokens, self.d_v)?;
         crate::error::check_len("lse", lse.len(), n_tokens)?;
         check_matrix("d_out", d_out.len(), n_tokens, self.d_v)?;
@@ -368,6 +362,7 @@ impl<T: Scalar> AttentionHead<T> {
             carve(workspace, [n * w, n * w, n * d_v, packed, n * w, n * w, n * d_v, packed])?;
         self.project(n, x, params, qh, kh, vp, proj)?;
         attn.backward(
+            n,
             qh,
             kh,
             vp,

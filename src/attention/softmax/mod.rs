@@ -41,16 +41,15 @@ pub const TILE_Q: usize = 256;
 /// Key columns per tile at most (a head uses `min(TILE_K, n_tokens)`).
 pub const TILE_K: usize = 512;
 /// Query rows per block of a causal head at most: the blocks on and below the diagonal are
-/// computed, the hidden ones above it skipped (see `SoftmaxAttention::block_q`).
+/// computed, the hidden ones above it skipped (see the tile loop's `block_q`).
 pub const CAUSAL_BLOCK_Q: usize = 32;
 
-/// Shape and options of one softmax attention head: `Q, K` are `n_tokens x d_k`, `V` and the output
-/// `n_tokens x d_v`, all row-major; the logit of query `i` and key `j` is
-/// `A_ij = scale * q_i . k_j (+ mask_ij)`, with `A_ij = -inf` for `j > i` when causal.
+/// Shape and options of one softmax attention head: `Q, K` are `n x d_k`, `V` and the output
+/// `n x d_v`, all row-major, with the number of positions `n` given per call (as for every attention
+/// kernel of the crate); the logit of query `i` and key `j` is `A_ij = scale * q_i . k_j (+ mask_ij)`,
+/// with `A_ij = -inf` for `j > i` when causal.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftmaxAttention<T> {
-    /// Number of positions `n` (queries and keys).
-    pub n_tokens: usize,
     /// Width of queries and keys.
     pub d_k: usize,
     /// Width of values and of the output.
@@ -59,6 +58,16 @@ pub struct SoftmaxAttention<T> {
     pub causality: Causality,
     /// Multiplies `q_i . k_j`; [`default_scale`] of `d_k` unless set.
     pub scale: T,
+}
+
+/// A head over one sequence length: what the tile loops run on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shaped<T> {
+    n_tokens: usize,
+    d_k: usize,
+    d_v: usize,
+    causality: Causality,
+    scale: T,
 }
 
 /// `1 / sqrt(d_k)` (`docs/math.md` section 4), and `1` for `d_k = 0` (whose logits are all zero).
@@ -83,8 +92,8 @@ pub struct SoftmaxGrads<'a, T> {
 
 impl<T: Scalar> SoftmaxAttention<T> {
     /// A head with the default scale `1/sqrt(d_k)`.
-    pub fn new(n_tokens: usize, d_k: usize, d_v: usize, causality: Causality) -> Self {
-        SoftmaxAttention { n_tokens, d_k, d_v, causality, scale: default_scale(d_k) }
+    pub fn new(d_k: usize, d_v: usize, causality: Causality) -> Self {
+        SoftmaxAttention { d_k, d_v, causality, scale: default_scale(d_k) }
     }
 
     /// The same head with another scale.
@@ -92,8 +101,101 @@ impl<T: Scalar> SoftmaxAttention<T> {
         SoftmaxAttention { scale, ..self }
     }
 
+    fn at(&self, n_tokens: usize) -> Shaped<T> {
+        let SoftmaxAttention { d_k, d_v, causality, scale } = *self;
+        Shaped { n_tokens, d_k, d_v, causality, scale }
+    }
+
+    /// Query rows per tile for `n_tokens` positions: `min(TILE_Q, n_tokens)`.
+    pub fn tile_q(&self, n_tokens: usize) -> usize {
+        self.at(n_tokens).tile_q()
+    }
+
+    /// Key columns per tile for `n_tokens` positions: `min(TILE_K, n_tokens)`.
+    pub fn tile_k(&self, n_tokens: usize) -> usize {
+        self.at(n_tokens).tile_k()
+    }
+
+    /// Workspace elements [`forward`](Self::forward) needs for `n = n_tokens`: one logit tile,
+    /// three row statistics per query of a tile, the keys transposed once per call (`n d_k`) and
+    /// one transposed query block (`tile_q d_k`): `tile_q (tile_k + 3 + d_k) + n d_k`, i.e.
+    /// `O(n d_k + TILE_Q TILE_K)` (`n^2 + n (3 + 2 d_k)` for `n <= TILE_Q`); saturates at
+    /// `usize::MAX`.
+    pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.at(n_tokens).forward_workspace_len()
+    }
+
+    /// Workspace elements [`backward`](Self::backward) needs for `n = n_tokens`: two tiles and one
+    /// row statistic per query of a tile (plus two spare, so that a buffer of this length also
+    /// serves [`forward`](Self::forward)), keys and values transposed once per call
+    /// (`n (d_k + d_v)`) and one transposed block of queries and of `dO` (`tile_q (d_k + d_v)`):
+    /// `tile_q (2 tile_k + 3 + d_k + d_v) + n (d_k + d_v)`, i.e. `O(n d + TILE_Q TILE_K)`.
+    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.at(n_tokens).backward_workspace_len()
+    }
+
+    /// `out = softmax_row(Q K^T scale + mask) V` and `lse_i = ln sum_j exp(A_ij)` over
+    /// `n = n_tokens` positions, tile by tile.
+    ///
+    /// `q, k`: `n x d_k`; `v`, `out`: `n x d_v`; `lse`: `n`; `mask`: optional additive `n x n`
+    /// (row `i` = query), finite or `-inf`. A row whose logits are all `-inf` (fully masked) gets
+    /// `out_i = 0` and `lse_i = -inf`; rows with huge logits (`1e4`) are exact, since each exponent
+    /// is taken relative to the row's running maximum. NaN in `q, k, v` propagates to the affected
+    /// rows. Errors: wrong lengths, a non-finite `scale`, NaN or `+inf` in `mask`, a short workspace.
+    ///
+    /// ```
+    /// use sd_attention::attention::{softmax::SoftmaxAttention, Causality};
+    /// let head = SoftmaxAttention::<f64>::new(1, 1, Causality::Causal);
+    /// let (q, k, v) = ([1.0, 1.0], [0.0, 0.0], [1.0, 3.0]);
+    /// let (mut out, mut lse) = ([0.0; 2], [0.0; 2]);
+    /// let mut workspace = vec![0.0; head.forward_workspace_len(2)];
+    /// head.forward(2, &q, &k, &v, None, &mut out, &mut lse, &mut workspace)?;
+    /// assert_eq!(out, [1.0, 2.0]); // equal logits: query 1 averages values 0 and 1
+    /// assert!((lse[1] - 2f64.ln()).abs() < 1e-15);
+    /// # Ok::<(), sd_attention::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        n_tokens: usize,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &mut [T],
+        lse: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.at(n_tokens).forward(q, k, v, mask, out, lse, workspace)
+    }
+
+    /// Gradients of `L` with respect to `q, k, v` given `d_out = dL/dO`, the forward's `out` and
+    /// `lse`, recomputing each probability tile as `P_ij = exp(A_ij - lse_i)` (`docs/math.md`
+    /// section 4).
+    ///
+    /// Shapes as in [`forward`](Self::forward); `d_out` is `n x d_v`. Fully masked rows
+    /// (`lse_i = -inf`) contribute nothing. The mask gets no gradient (it is a constant).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        n_tokens: usize,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+        out: &[T],
+        lse: &[T],
+        d_out: &[T],
+        grads: SoftmaxGrads<'_, T>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.at(n_tokens).backward(q, k, v, mask, out, lse, d_out, grads, workspace)
+    }
+}
+
+impl<T: Scalar> Shaped<T> {
     /// Query rows per tile: `min(TILE_Q, n_tokens)`.
-    pub fn tile_q(&self) -> usize {
+    fn tile_q(&self) -> usize {
         TILE_Q.min(self.n_tokens)
     }
 
@@ -110,7 +212,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
     }
 
     /// Key columns per tile: `min(TILE_K, n_tokens)`.
-    pub fn tile_k(&self) -> usize {
+    fn tile_k(&self) -> usize {
         TILE_K.min(self.n_tokens)
     }
 
@@ -118,7 +220,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// query of a tile, the keys transposed once per call (`n d_k`) and one transposed query block
     /// (`tile_q d_k`): `tile_q (tile_k + 3 + d_k) + n d_k`, i.e. `O(n d_k + TILE_Q TILE_K)`
     /// (`n^2 + n (3 + 2 d_k)` for `n <= TILE_Q`).
-    pub fn forward_workspace_len(&self) -> usize {
+    fn forward_workspace_len(&self) -> usize {
         let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
         let per_query = Req::all_of([Req::new(tk), Req::new(3), Req::new(self.d_k)]);
         per_query.times(tq).and(Req::array(n, self.d_k)).saturating()
@@ -129,7 +231,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// [`forward`](Self::forward)), keys and values transposed once per call (`n (d_k + d_v)`) and
     /// one transposed block of queries and of `dO` (`tile_q (d_k + d_v)`):
     /// `tile_q (2 tile_k + 3 + d_k + d_v) + n (d_k + d_v)`, i.e. `O(n d + TILE_Q TILE_K)`.
-    pub fn backward_workspace_len(&self) -> usize {
+    fn backward_workspace_len(&self) -> usize {
         let (tq, tk, n) = (self.tile_q(), self.tile_k(), self.n_tokens);
         let widths = Req::new(self.d_k).and(Req::new(self.d_v));
         let per_query = Req::all_of([Req::array(tk, 2), Req::new(3), widths]);
@@ -159,20 +261,8 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// `out_i = 0` and `lse_i = -inf`; rows with huge logits (`1e4`) are exact, since each exponent
     /// is taken relative to the row's running maximum. NaN in `q, k, v` propagates to the affected
     /// rows. Errors: wrong lengths, a non-finite `scale`, NaN or `+inf` in `mask`, a short workspace.
-    ///
-    /// ```
-    /// use sd_attention::attention::{softmax::SoftmaxAttention, Causality};
-    /// let head = SoftmaxAttention::<f64>::new(2, 1, 1, Causality::Causal);
-    /// let (q, k, v) = ([1.0, 1.0], [0.0, 0.0], [1.0, 3.0]);
-    /// let (mut out, mut lse) = ([0.0; 2], [0.0; 2]);
-    /// let mut workspace = vec![0.0; head.forward_workspace_len()];
-    /// head.forward(&q, &k, &v, None, &mut out, &mut lse, &mut workspace)?;
-    /// assert_eq!(out, [1.0, 2.0]); // equal logits: query 1 averages values 0 and 1
-    /// assert!((lse[1] - 2f64.ln()).abs() < 1e-15);
-    /// # Ok::<(), sd_attention::Error>(())
-    /// ```
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(
+    fn forward(
         &self,
         q: &[T],
         k: &[T],
@@ -196,7 +286,7 @@ impl<T: Scalar> SoftmaxAttention<T> {
     /// Shapes as in [`forward`](Self::forward); `d_out` is `n x d_v`. Fully masked rows
     /// (`lse_i = -inf`) contribute nothing. The mask gets no gradient (it is a constant).
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(
+    fn backward(
         &self,
         q: &[T],
         k: &[T],
@@ -259,7 +349,7 @@ fn key_end(causality: Causality, n: usize, i1: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn logit_tile<T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q_t: &[T],
     k: &[T],
     k_t: &[T],
@@ -337,7 +427,7 @@ fn key_operand<'a, T: Scalar>(
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn logit_tile_transposed<T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q_t: &[T],
     k: &[T],
     k_t: &[T],
@@ -371,7 +461,7 @@ fn logit_tile_transposed<T: Scalar>(
 /// The head's shapes and `f32` inputs for the fused kernels, or `None` when `T` is not `f32`.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 fn fused_problem<'a, T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q: &'a [T],
     k: &'a [T],
     v: &'a [T],
@@ -400,7 +490,7 @@ fn fused_problem<'a, T: Scalar>(
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 fn fused_forward<T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -424,7 +514,7 @@ fn fused_forward<T: Scalar>(
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 fn fused_backward<'g, T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -465,7 +555,7 @@ fn fused_backward<'g, T: Scalar>(
 
 #[allow(clippy::too_many_arguments)]
 fn forward_unchecked<T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -569,7 +659,7 @@ fn exp_shifted<T: Scalar>(row: &mut [T], shift: T) -> T {
 
 #[allow(clippy::too_many_arguments)]
 fn backward_unchecked<T: Scalar>(
-    head: &SoftmaxAttention<T>,
+    head: &Shaped<T>,
     q: &[T],
     k: &[T],
     v: &[T],

@@ -136,9 +136,8 @@ impl AttentionMixer {
     }
 
     /// One head's causal softmax (all heads share it).
-    fn softmax<T: Scalar>(&self, n: usize) -> SoftmaxAttention<T> {
-        SoftmaxAttention::new(n, self.qk_width(), self.dims.d_head, Causality::Causal)
-            .with_scale(self.scale())
+    fn softmax<T: Scalar>(&self) -> SoftmaxAttention<T> {
+        SoftmaxAttention::new(self.qk_width(), self.dims.d_head, Causality::Causal).with_scale(self.scale())
     }
 
     fn linear<T: Scalar>(&self) -> LinearAttention<T> {
@@ -407,11 +406,11 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
                 (Req::new(l.forward_workspace_len(n)), Req::new(l.backward_workspace_len(n)))
             }
             _ => {
-                let s = self.softmax::<T>(n);
+                let s = self.softmax::<T>();
                 let v_heads = Req::array(n, self.heads_width());
                 (
-                    v_heads.and(Req::new(s.forward_workspace_len())),
-                    self.head_scratch(n).and(Req::new(s.backward_workspace_len())),
+                    v_heads.and(Req::new(s.forward_workspace_len(n))),
+                    self.head_scratch(n).and(Req::new(s.backward_workspace_len(n))),
                 )
             }
         };

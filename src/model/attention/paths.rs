@@ -10,13 +10,13 @@ impl AttentionMixer {
     /// gradients of all rows (`batch n w_h`) and the larger of one sequence's head scratch (plus the
     /// softmax backward's workspace) and [`Self::weight_t_len`].
     pub(super) fn sd_workspace_len<T: Scalar>(&self, batch: usize, n: usize) -> usize {
-        let s = self.softmax::<T>(n);
+        let s = self.softmax::<T>();
         let (d, wide) = (self.dims.d_model, self.packed_qk());
         let all_rows = Req::array(batch, n).times(wide);
-        let heads = self.head_scratch(n).and(Req::new(s.backward_workspace_len()));
+        let heads = self.head_scratch(n).and(Req::new(s.backward_workspace_len(n)));
         if crate::parallel::ENABLED {
             // One task per sequence, each with its own head scratch (see `sd_forward`).
-            let task = Req::array(n, self.heads_width()).and(Req::new(s.forward_workspace_len()));
+            let task = Req::array(n, self.heads_width()).and(Req::new(s.forward_workspace_len(n)));
             let forward = Req::all_of([Req::array(d, wide), all_rows, task.times(batch)]);
             let backward = all_rows.and(heads.times(batch).or(self.weight_t_len()));
             return forward.or(backward).saturating();
@@ -25,7 +25,7 @@ impl AttentionMixer {
             Req::array(d, wide),
             all_rows,
             Req::array(n, self.heads_width()),
-            Req::new(s.forward_workspace_len()),
+            Req::new(s.forward_workspace_len(n)),
         ]);
         let backward = all_rows.and(heads.or(self.weight_t_len()));
         forward.or(backward).saturating()
@@ -74,7 +74,7 @@ impl AttentionMixer {
         let (cache, out) = (&mut cache[..batch * cl], &mut out[..batch * n * hw]);
         if crate::parallel::ENABLED {
             // One task per sequence, each with its own scratch (`sd_workspace_len`).
-            let task = n * hw + self.softmax::<T>(n).forward_workspace_len();
+            let task = n * hw + self.softmax::<T>().forward_workspace_len(n);
             let rest = &mut rest[..batch * task];
             return crate::parallel::try_chunks3(cache, cl, out, n * hw, rest, task, sequence);
         }
@@ -127,7 +127,7 @@ impl AttentionMixer {
             // One task per sequence, each with its own scratch (`sd_workspace_len`).
             let task = self
                 .head_scratch(n)
-                .and(Req::new(self.softmax::<T>(n).backward_workspace_len()))
+                .and(Req::new(self.softmax::<T>().backward_workspace_len(n)))
                 .saturating();
             let tasks = &mut scratch[..batch * task];
             crate::parallel::try_chunks3(d_all, n * wide, d_values, n * hw, tasks, task, sequence)?;
@@ -156,12 +156,13 @@ impl AttentionMixer {
         workspace: &mut [T],
     ) -> Result<()> {
         let (h, w, dh, hw) = (self.dims.n_heads, self.qk_width(), self.dims.d_head, self.heads_width());
-        let attention = self.softmax(n);
+        let attention = self.softmax();
         let ([v_heads], rest) = carve(workspace, [Req::array(n, hw).saturating()])?;
         split_heads(n, h, dh, values, v_heads);
         for t in 0..h {
             let (qk, o) = (t * n * w..(t + 1) * n * w, t * n * dh..(t + 1) * n * dh);
             attention.forward(
+                n,
                 &q[qk.clone()],
                 &k[qk],
                 &v_heads[o.clone()],
@@ -191,7 +192,7 @@ impl AttentionMixer {
     ) -> Result<()> {
         let (h, w, dh) = (self.dims.n_heads, self.qk_width(), self.dims.d_head);
         let (cols, _) = self.blocks();
-        let attention = self.softmax(n);
+        let attention = self.softmax();
         let parts = self.head_parts(n).map(Req::saturating);
         let ([d_q_t, d_k_t, v_heads, d_out_heads, d_v_heads], rest) = carve(workspace, parts)?;
         split_heads(n, h, dh, values, v_heads);
@@ -201,6 +202,7 @@ impl AttentionMixer {
             let d_v_t = &mut d_v_heads[o.clone()];
             let grads = SoftmaxGrads { d_q: &mut *d_q_t, d_k: &mut *d_k_t, d_v: d_v_t };
             attention.backward(
+                n,
                 &q[qk.clone()],
                 &k[qk],
                 &v_heads[o.clone()],

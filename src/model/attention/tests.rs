@@ -26,18 +26,18 @@ fn lengths_are_their_closed_forms() {
                 _ => d.saturating_mul(cols[0].max(cols[1]).max(cols[2])),
             };
             for n in lengths {
-                let s = mixer.softmax::<f64>(n);
+                let s = mixer.softmax::<f64>();
                 let heads = n.saturating_mul(w.saturating_mul(2).saturating_add(hw.saturating_mul(3)));
                 let sd_len = |batch: usize| {
                     let all_rows = batch.saturating_mul(n).saturating_mul(wide);
                     if crate::parallel::ENABLED {
                         // One task per sequence, each with its own head scratch.
-                        let task = n.saturating_mul(hw).saturating_add(s.forward_workspace_len());
+                        let task = n.saturating_mul(hw).saturating_add(s.forward_workspace_len(n));
                         let forward = d
                             .saturating_mul(wide)
                             .saturating_add(all_rows)
                             .saturating_add(batch.saturating_mul(task));
-                        let heads = heads.saturating_add(s.backward_workspace_len());
+                        let heads = heads.saturating_add(s.backward_workspace_len(n));
                         return forward
                             .max(all_rows.saturating_add(batch.saturating_mul(heads).max(weight_t)));
                     }
@@ -45,8 +45,8 @@ fn lengths_are_their_closed_forms() {
                         .saturating_mul(wide)
                         .saturating_add(all_rows)
                         .saturating_add(n.saturating_mul(hw))
-                        .saturating_add(s.forward_workspace_len());
-                    let heads = heads.saturating_add(s.backward_workspace_len());
+                        .saturating_add(s.forward_workspace_len(n));
+                    let heads = heads.saturating_add(s.backward_workspace_len(n));
                     forward.max(all_rows.saturating_add(heads.max(weight_t)))
                 };
                 let qk = n.saturating_mul(wide);
@@ -67,8 +67,8 @@ fn lengths_are_their_closed_forms() {
                             (l.forward_workspace_len(n), l.backward_workspace_len(n))
                         } else {
                             (
-                                n.saturating_mul(hw).saturating_add(s.forward_workspace_len()),
-                                heads.saturating_add(s.backward_workspace_len()),
+                                n.saturating_mul(hw).saturating_add(s.forward_workspace_len(n)),
+                                heads.saturating_add(s.backward_workspace_len(n)),
                             )
                         };
                         let grads = n.saturating_mul(cols[0] + cols[1] + cols[2]);
