@@ -136,8 +136,9 @@ fn thread_cpu_seconds() -> f64 {
     ts.sec as f64 + ts.nsec as f64 * 1e-9
 }
 
-/// Median wall and thread-CPU seconds of `reps` calls (after two warm-up calls).
-fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
+/// Median wall and thread-CPU seconds of `reps` calls (after two warm-up calls), and the least
+/// thread-CPU seconds (the call least disturbed by other processes on a shared machine).
+fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64, f64) {
     run();
     run();
     let (mut wall, mut cpu) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
@@ -151,7 +152,7 @@ fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
         x.sort_by(f64::total_cmp);
         x[x.len() / 2]
     };
-    (median(&mut wall), median(&mut cpu))
+    (median(&mut wall), median(&mut cpu), cpu[0])
 }
 
 /// Flops the chunked causal kernels execute for `n` tokens with chunk `c`, `d = d_k = d_v`, row
@@ -161,7 +162,7 @@ fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
 /// `V R^T`, `B R`, `A^T g`, less the ones against a zero state: `A S` and `dO S^T` in the first
 /// chunk, `V R^T` and `B R` in the last) and masked products (`2 d` per entry of the areas that
 /// `lower_*`/`upper_*` of the kernels cover: forward `P`, `P V`; backward `P`, `M = dO V^T`,
-/// `G B` lower and `G^T`, `G^T A`, `P^T`, `P^T g` upper).
+/// `G B` lower and `G^T A` (over `G` transposed), `P^T`, `P^T g` upper).
 fn executed_flops(n: usize, c: usize, rows: usize, width: usize, backward: bool) -> f64 {
     let d = D as f64;
     let mut flops = 0.0;
@@ -186,7 +187,7 @@ fn executed_flops(n: usize, c: usize, rows: usize, width: usize, backward: bool)
         let (first, last) = (index == 0, index + 1 == chunks);
         flops += if backward {
             let skipped = if first { 1.0 } else { 0.0 } + if last { 2.0 } else { 0.0 };
-            (5.0 - skipped) * state + 2.0 * d * (2.0 * lower_scores + lower + 2.0 * (upper_scores + upper))
+            (5.0 - skipped) * state + 2.0 * d * (2.0 * lower_scores + lower + upper_scores + 2.0 * upper)
         } else {
             (if first { 1.0 } else { 2.0 }) * state + 2.0 * d * (lower_scores + lower)
         };
@@ -200,25 +201,31 @@ fn times(reps: usize) {
     for &n in &[512usize, 2048, 4096] {
         let mut case = Case::new(n);
         let chunk = case.att.chunk;
-        let (fwd_wall, fwd_cpu) = time(reps, || case.forward());
-        let (both_wall, both_cpu) = time(reps, || case.forward_backward());
+        let (fwd_wall, fwd_cpu, fwd_cpu_min) = time(reps, || case.forward());
+        let (both_wall, both_cpu, both_cpu_min) = time(reps, || case.forward_backward());
         let executed_fwd = executed_flops(n, chunk, rows, width, false);
         let executed_both = executed_fwd + executed_flops(n, chunk, rows, width, true);
         println!(
             "{{\"n\": {n}, \"fwd_wall\": {fwd_wall:e}, \"fwd_cpu\": {fwd_cpu:e}, \"both_wall\": {both_wall:e}, \
-             \"both_cpu\": {both_cpu:e}, \"executed_fwd\": {executed_fwd:e}, \"executed_both\": {executed_both:e}}}"
+             \"both_cpu\": {both_cpu:e}, \"fwd_cpu_min\": {fwd_cpu_min:e}, \"both_cpu_min\": {both_cpu_min:e}, \
+             \"executed_fwd\": {executed_fwd:e}, \"executed_both\": {executed_both:e}}}"
         );
     }
     let (q, k, v) = (inputs(D, 5), inputs(D, 6), inputs(D, 7));
     let (mut s, mut z) = (vec![0.0f32; D * D], vec![0.0f32; D]);
     let mut state = State::new(D, D, &mut s, &mut z).unwrap();
     let mut out = vec![0.0f32; D];
-    let (wall, cpu) = time(reps.max(20), || {
+    let (wall, cpu, cpu_min) = time(reps.max(20), || {
         for _ in 0..1000 {
             state.step(black_box(&q), black_box(&k), black_box(&v), 1e-6, &mut out).unwrap();
         }
     });
-    println!("{{\"step_wall\": {:e}, \"step_cpu\": {:e}}}", wall / 1000.0, cpu / 1000.0);
+    println!(
+        "{{\"step_wall\": {:e}, \"step_cpu\": {:e}, \"step_cpu_min\": {:e}}}",
+        wall / 1000.0,
+        cpu / 1000.0,
+        cpu_min / 1000.0
+    );
 }
 
 /// `--fma-peak`: f32 flop/s of a loop of independent FMAs on 12 (AVX2) or 24 (AVX-512) vector
@@ -253,6 +260,8 @@ fn fma_peak() {
         }
         /// # Safety
         /// The CPU must have AVX-512F.
+        #[cfg(sda_avx512)]
+        #[allow(clippy::incompatible_msrv)] // Rust >= 1.89 only (build.rs)
         #[target_feature(enable = "avx512f")]
         unsafe fn avx512(iterations: u64, x: f32) -> f32 {
             let (a, b) = (_mm512_set1_ps(x), _mm512_set1_ps(0.999_999));
@@ -268,22 +277,22 @@ fn fma_peak() {
             }
             _mm512_reduce_add_ps(sum)
         }
-        let wide = std::is_x86_feature_detected!("avx512f");
+        let wide = cfg!(sda_avx512) && std::is_x86_feature_detected!("avx512f");
         let (flops_per_iteration, name) =
             if wide { (24.0 * 16.0 * 2.0, "avx512") } else { (12.0 * 8.0 * 2.0, "avx2") };
         let iterations = 10_000_000u64;
         let run = || {
-            // SAFETY: the features were just detected.
-            let r = unsafe {
-                if wide {
-                    avx512(iterations, black_box(1e-3))
-                } else {
-                    avx2(iterations, black_box(1e-3))
-                }
-            };
-            black_box(r);
+            #[cfg(sda_avx512)]
+            if wide {
+                // SAFETY: AVX-512F was just detected.
+                black_box(unsafe { avx512(iterations, black_box(1e-3)) });
+                return;
+            }
+            // SAFETY: the machines this bench runs on have AVX2 and FMA (checked below).
+            black_box(unsafe { avx2(iterations, black_box(1e-3)) });
         };
-        let (wall, cpu) = time(21, run);
+        assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"), "no AVX2/FMA");
+        let (wall, cpu, _) = time(21, run);
         let flops = flops_per_iteration * iterations as f64;
         println!(
             "{{\"fma_peak_isa\": \"{name}\", \"fma_peak_wall\": {:e}, \"fma_peak_cpu\": {:e}}}",

@@ -14,7 +14,8 @@ cross-check (on a shared machine the wall time includes time the thread was not 
     python3 benches/torch_linear.py --rounds 5
 
 GF/s use the recurrent-form counts (forward 4 n d^2, forward+backward 12 n d^2, step 4 d^2);
-'exec' is ours in the flops the chunked kernels execute (see `executed_flops` in the bench).
+'exec' is ours in the flops the chunked kernels execute (see `executed_flops` in the bench) per thread-CPU
+second, 'min' ours in the least thread-CPU time of the repeated calls, 'cpu' the ratio of thread-CPU medians.
 
 A Python with torch (numpy, safetensors) runs it; make one with
 `python3 -m venv .venv && .venv/bin/pip install -r benches/requirements.txt` and call it as
@@ -134,15 +135,16 @@ def main() -> None:
     print(f"{model}; torch {torch.__version__}, threads {torch.get_num_threads()}, float32, d_k = d_v = {D}")
     print(f"{rounds} rounds, each: ours (cargo bench --times), then torch; times are medians of repeated calls")
     print("(wall ms; thread-CPU ms in brackets). GF/s in the recurrent-form count (fwd 4 n d^2, fwd+bwd 12 n d^2);")
-    print("'exec' is ours in the flops the chunked kernels execute.")
+    print("'min' is ours in the least thread-CPU ms of the repeated calls; 'exec' is ours in the flops the chunked")
+    print("kernels execute per thread-CPU second; 'cpu' is the ratio of thread-CPU medians.")
     all_rounds = []
     for index in range(rounds):
         ours, step = ours_times()
         theirs = torch_times()
         all_rounds.append((ours, theirs))
         print(f"\nround {index + 1}")
-        header = (f"{'bench':>8} {'n':>5} | {'ours ms':>15} {'GF/s':>6} {'exec':>6} | {'chunked ms':>15} {'ratio':>6} |"
-                  f" {'cumsum ms':>15} {'ratio':>6}")
+        header = (f"{'bench':>8} {'n':>5} | {'ours ms':>15} {'min':>6} {'GF/s':>6} {'exec':>6} | {'chunked ms':>15}"
+                  f" {'ratio':>6} {'cpu':>6} | {'cumsum ms':>15} {'ratio':>6}")
         print(header)
         print("-" * len(header))
         for label, key, factor in (("fwd", "fwd", 4), ("fwd+bwd", "both", 12)):
@@ -150,9 +152,11 @@ def main() -> None:
                 wall, cpu = ours[n][f"{key}_wall"], ours[n][f"{key}_cpu"]
                 executed = ours[n][f"executed_{key}"]
                 chunked, cumsum = theirs[(n, label, "chunked")], theirs[(n, label, "cumsum")]
-                print(f"{label:>8} {n:>5} | {wall * 1e3:7.3f} [{cpu * 1e3:6.3f}] {factor * n * D * D / wall * 1e-9:6.1f}"
-                      f" {executed / wall * 1e-9:6.1f} | {chunked[0] * 1e3:7.3f} [{chunked[1] * 1e3:6.3f}]"
-                      f" {chunked[0] / wall:5.2f}x | {cumsum[0] * 1e3:7.3f} [{cumsum[1] * 1e3:6.3f}] {cumsum[0] / wall:5.2f}x")
+                least = ours[n][f"{key}_cpu_min"]
+                print(f"{label:>8} {n:>5} | {wall * 1e3:7.3f} [{cpu * 1e3:6.3f}] {least * 1e3:6.3f}"
+                      f" {factor * n * D * D / wall * 1e-9:6.1f} {executed / cpu * 1e-9:6.1f} |"
+                      f" {chunked[0] * 1e3:7.3f} [{chunked[1] * 1e3:6.3f}] {chunked[0] / wall:5.2f}x {chunked[1] / cpu:5.2f}x |"
+                      f" {cumsum[0] * 1e3:7.3f} [{cumsum[1] * 1e3:6.3f}] {cumsum[0] / wall:5.2f}x")
         theirs_step = torch_step()
         print(f"{'step':>8} {'1':>5} | {step['step_wall'] * 1e6:7.3f}us [{step['step_cpu'] * 1e6:.3f}us] |"
               f" torch {theirs_step[0] * 1e6:7.3f}us [{theirs_step[1] * 1e6:.3f}us]")

@@ -184,8 +184,9 @@ fn step_body<T: Scalar, const FUSED: bool>(
         let rows = &mut s[p0 * d_v..(p0 + len) * d_v];
         let mut c0 = 0;
         while c0 + COLUMNS <= d_v {
-            let mut acc: [T; COLUMNS] = core::array::from_fn(|j| out[c0 + j]);
-            let values: [T; COLUMNS] = core::array::from_fn(|j| v[c0 + j]);
+            // Copies, not `core::array::from_fn`, which is not always inlined into the variants.
+            let mut acc: [T; COLUMNS] = out[c0..c0 + COLUMNS].try_into().expect("COLUMNS wide");
+            let values: [T; COLUMNS] = v[c0..c0 + COLUMNS].try_into().expect("COLUMNS wide");
             for (row, (&weight_q, &weight_k)) in rows.chunks_exact_mut(d_v).zip(wq.iter().zip(wk.iter())) {
                 let row: &mut [T; COLUMNS] = (&mut row[c0..c0 + COLUMNS]).try_into().expect("COLUMNS wide");
                 for j in 0..COLUMNS {
