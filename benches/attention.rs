@@ -88,5 +88,32 @@ fn bench_sd(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_softmax, bench_sd);
+/// Causal multi-head softmax attention, forward + backward, 8 heads of 64 at n = 2048 (packed
+/// `n x 512` layouts). With the `parallel` feature the heads run on rayon's pool: set
+/// `RAYON_NUM_THREADS` for the thread count (`benches/torch_scaling.py` runs PyTorch's
+/// `scaled_dot_product_attention` on the same shapes and thread counts).
+fn bench_multihead(c: &mut Criterion) {
+    use sd_attention::attention::multihead::MultiHeadSoftmax;
+    let (n, h) = (2048, 8);
+    let mut group = c.benchmark_group("multihead_softmax_causal_f32");
+    group.sample_size(10);
+    let mh = MultiHeadSoftmax { n_heads: h, head: SoftmaxAttention::<f32>::new(D, D, Causality::Causal) };
+    let len = n * h * D;
+    let (q, k, v, d_out) = (f32_matrix(len, 1), f32_matrix(len, 2), f32_matrix(len, 3), f32_matrix(len, 4));
+    let (mut out, mut lse) = (vec![0f32; len], vec![0f32; h * n]);
+    let mut ws = vec![0f32; mh.backward_workspace_len(n).max(mh.forward_workspace_len(n))];
+    let (mut dq, mut dk, mut dv) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+    let flops = forward_flops(n, D, D, Causality::Causal) + backward_flops(n, D, D, Causality::Causal);
+    group.throughput(Throughput::Elements(flops * h as u64));
+    group.bench_with_input(BenchmarkId::new("fwd_bwd_8x64", n), &n, |b, _| {
+        b.iter(|| {
+            mh.forward(n, black_box(&q), &k, &v, None, &mut out, &mut lse, &mut ws).unwrap();
+            let grads = SoftmaxGrads { d_q: &mut dq, d_k: &mut dk, d_v: &mut dv };
+            mh.backward(n, &q, &k, &v, None, &out, &lse, &d_out, grads, &mut ws).unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_softmax, bench_sd, bench_multihead);
 criterion_main!(benches);

@@ -302,6 +302,30 @@ fn fma_peak() {
     }
 }
 
+/// Causal multi-head ELU+1 linear attention, forward + backward, 8 heads of 64 at n = 2048
+/// (packed `n x 512` layouts). With the `parallel` feature the heads run on rayon's pool
+/// (`RAYON_NUM_THREADS`); `benches/torch_scaling.py` runs the same shapes in PyTorch.
+fn multihead(c: &mut Criterion) {
+    let (n, h) = (2048, 8);
+    let att = LinearAttention::<f32>::new(D, D, Causality::Causal).with_heads(h);
+    let mut group = c.benchmark_group("linear_multihead_causal_f32");
+    group.sample_size(10);
+    let len = n * h * D;
+    let (q, k, v, d_out) = (inputs(len, 1), inputs(len, 2), inputs(len, 3), inputs(len, 4));
+    let mut out = vec![0.0f32; len];
+    let (mut d_q, mut d_k, mut d_v) = (out.clone(), out.clone(), out.clone());
+    let mut workspace = vec![0.0f32; att.forward_workspace_len(n).max(att.backward_workspace_len(n))];
+    group.throughput(Throughput::Elements((12 * n * D * D * h) as u64));
+    group.bench_with_input(BenchmarkId::new("fwd_bwd_8x64", n), &n, |bench, &n| {
+        bench.iter(|| {
+            att.forward(n, black_box(&q), black_box(&k), black_box(&v), &mut out, &mut workspace).unwrap();
+            att.backward(n, &q, &k, &v, black_box(&d_out), &mut d_q, &mut d_k, &mut d_v, &mut workspace)
+                .unwrap();
+        })
+    });
+    group.finish();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--times") {
@@ -314,5 +338,6 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     causal(&mut criterion);
     recurrent(&mut criterion);
+    multihead(&mut criterion);
     criterion.final_summary();
 }

@@ -68,7 +68,9 @@ fn main() {
     let eval_windows: usize = f.get("eval-windows", 1000, "validation windows (0 = all)");
     let svg = f.string("svg", "target/allocate.svg", "SVG plot output");
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
+    let threads = threads_flag(&mut f);
     f.finish("allocate: per-layer routing rank from the measured cascade vs the uniform model");
+    use_threads(threads);
 
     // The schedule of the flags (the step count comes from each checkpoint when --steps is 0).
     RunConfig { steps: steps.max(1), batch, seq: 1, lr, warmup, seed: 1 }.check();

@@ -65,9 +65,11 @@ fn main() {
         f.string("checkpoint", "target/cascade.ckpt", "checkpoint output (seed N > 1: -seedN added)");
     let load = f.string("load", "", "skip training: load this checkpoint (seed N > 1: -seedN added)");
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
+    let threads = threads_flag(&mut f);
     f.finish("cascade: train a small S-D model without norm on Shakespeare and measure the spectral cascade");
     shape.check();
     run.check();
+    use_threads(threads);
 
     // Everything the run needs is read and checked before any work: the checkpoints (one per seed)
     // or the model of the flags, and the corpus.

@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 
 const USAGE: &str = "census: routing/filtering census of every attention head of a safetensors checkpoint
 
-usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg]
+usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.csv] [--svg OUT.svg] [--threads N]
 
   MODEL.safetensors  BERT-style (layer.N.attention.self.{query,key}.weight) or GPT-2-style
                      (h.N.attn.c_attn.weight) weights, F32 or F64
@@ -39,6 +39,8 @@ usage: census MODEL.safetensors [--heads N] [--method exact|lanczos] [--csv OUT.
   --method M         exact (QR of the factors plus small eigenproblems, default) or lanczos
   --csv PATH         per-head table (default target/census.csv)
   --svg PATH         rho and erank of S and D per head by layer (default target/census.svg)
+  --threads N        threads for the heads (0: RAYON_NUM_THREADS or one per core; needs the
+                     `parallel` feature)
   -h, --help         this help";
 
 /// Creates the parent folder of `path` and writes `text` to it.
@@ -62,11 +64,13 @@ fn main() {
     let (mut heads, mut csv_path, mut svg_path) =
         (12usize, String::from("target/census.csv"), String::from("target/census.svg"));
     let mut method = Method::Exact;
+    let mut threads = 0usize;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--heads" => heads = parse_value("--heads", args.next()),
             "--csv" => csv_path = parse_value("--csv", args.next()),
             "--svg" => svg_path = parse_value("--svg", args.next()),
+            "--threads" => threads = parse_value("--threads", args.next()),
             "--method" => {
                 method = match parse_value::<String>("--method", args.next()).as_str() {
                     "exact" => Method::Exact,
@@ -84,6 +88,19 @@ fn main() {
     };
     if heads == 0 {
         usage_error("--heads must be at least 1");
+    }
+    // Heads run in parallel with the `parallel` feature: on rayon's global pool, of `--threads`
+    // threads (0: RAYON_NUM_THREADS or one per core).
+    #[cfg(feature = "parallel")]
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .unwrap_or_else(|e| usage_error(&format!("--threads: {e}")));
+    }
+    #[cfg(not(feature = "parallel"))]
+    if threads > 1 {
+        usage_error("--threads above 1 needs the `parallel` feature");
     }
     // Only the header and the attention projections are read from the file (see
     // `read_census_bytes`); the phases are timed apart.

@@ -120,10 +120,12 @@ fn main() {
         "the trained baselines (seed N > 1: -seedN added)",
     );
     let corpus_dir = f.string("corpus", DEFAULT_DIR, "corpus directory");
+    let threads = threads_flag(&mut f);
     f.finish("linearize: replace the first k attention layers by ELU+1 linear attention, S-D vs softmax");
     shape.check();
     run.check();
     RunConfig { lr: lr_baseline, ..run }.check_named("--lr-baseline");
+    use_threads(threads);
     let corpus = Corpus::load(&corpus_dir).unwrap_or_else(|e| fail_on(&corpus_dir, e));
     let windows = if eval_windows == 0 { usize::MAX } else { eval_windows };
     let baseline_name = format!("softmax+{}", norm_name(baseline_norm));

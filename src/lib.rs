@@ -40,6 +40,15 @@
 //! * `alloc`: matrix products through `matrixmultiply`'s packed, cache-blocked kernels. They
 //!   allocate their packing buffers on every call, so this needs a global allocator.
 //!
+//! * `parallel` (implies `std`): runs independent work as tasks on rayon's *current* pool (the
+//!   global one, sized by `RAYON_NUM_THREADS`, or one the application `install`s; the crate never
+//!   builds a pool): sequences and heads of the attention sub-layers and multi-head kernels, row
+//!   blocks of the products and of the MLP, tiles of the weight-gradient products, chunks of
+//!   AdamW. The splits depend on the problem's sizes only and partial sums are added in a fixed
+//!   order, so results are bit-identical whatever the number of threads. Scratch is still the
+//!   caller's: the `*_workspace_len` functions then count one block of scratch per task (a
+//!   function of the sizes, not of the thread count).
+//!
 //! On x86-64 with `std`, the hot loops (fused softmax tiles, `exp`, GELU, the register-blocked
 //! product, AdamW, the S-D assembly) run in an AVX-512, AVX2/FMA or portable variant, chosen once
 //! from what the CPU has. The environment variable `SD_ATTENTION_ISA=portable|avx2|avx512` lowers
@@ -88,6 +97,7 @@ mod error;
 pub mod inference;
 pub mod linalg;
 pub mod model;
+mod parallel;
 pub mod rng;
 mod scalar;
 pub mod spectral;

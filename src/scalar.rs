@@ -98,6 +98,23 @@ pub trait Scalar:
     #[doc(hidden)]
     fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize);
 
+    /// As [`Scalar::product_rows`] with `A` stored transposed (`k x m`, row `p` at `a[p lda..]`):
+    /// `C = alpha A^T B (+ C)` (crate-internal `microkernel::gemm_rows_tn`).
+    #[allow(clippy::too_many_arguments)]
+    fn product_rows_tn(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        lda: usize,
+        b: &[Self],
+        ldb: usize,
+        c: &mut [Self],
+        ldc: usize,
+        accumulate: bool,
+    );
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -127,7 +144,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $reflect:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $reflect:path, $product_tn:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -194,6 +211,22 @@ macro_rules! impl_scalar {
             fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize) {
                 $reflect(tau, v, a, lda, count)
             }
+            #[inline]
+            fn product_rows_tn(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: &[Self],
+                lda: usize,
+                b: &[Self],
+                ldb: usize,
+                c: &mut [Self],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                $product_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            }
 
             #[cfg(feature = "alloc")]
             #[inline]
@@ -242,6 +275,7 @@ impl_scalar!(
     crate::linalg::exp::tanh_in_place_f32,
     crate::linalg::microkernel::product_f32,
     crate::linalg::qr::reflect_columns_f32,
+    crate::linalg::microkernel::product_tn_f32,
     is_f32,
     "f32"
 );
@@ -253,6 +287,7 @@ impl_scalar!(
     crate::linalg::exp::tanh_in_place_f64,
     crate::linalg::microkernel::product_f64,
     crate::linalg::qr::reflect_columns_f64,
+    crate::linalg::microkernel::product_tn_f64,
     not_f32,
     "f64"
 );

@@ -198,7 +198,15 @@ fn mlp_blocks_match_unblocked_layers() {
     mlp_forward(n, d, f, params, &x, &mut y, &mut cache).unwrap();
     let mut g = [vec![0.0; d * f], vec![0.0; f], vec![0.0; f * d], vec![0.0; d]];
     let (mut dx, mut ws) = (vec![0.0; n * d], vec![0.0; mlp_workspace_len(n, d, f)]);
-    assert_eq!(ws.len(), ROW_BLOCK * f + 2 * d * f);
+    // One block of dG and the two transposed weights; with `parallel`, dG of all rows and each
+    // block's partial weight gradients and bias row (one task per block).
+    let blocks = n.div_ceil(ROW_BLOCK);
+    let expected = if cfg!(feature = "parallel") {
+        n * f + 2 * d * f + blocks * (2 * d * f + f)
+    } else {
+        ROW_BLOCK * f + 2 * d * f
+    };
+    assert_eq!(ws.len(), expected);
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { w_1: g0, b_1: g1, w_2: g2, b_2: g3 };
     mlp_backward(n, d, f, params, &x, &cache, &r, &mut dx, Update::Overwrite, grads, &mut ws).unwrap();

@@ -253,8 +253,10 @@ pub fn census_layers(layers: &[LayerQk], heads: usize, method: Method) -> Result
             Method::Exact => head_spectrum_workspace_len(layer.d_model, d_head),
             Method::Lanczos => head_spectrum_lanczos_workspace_len(layer.d_model, d_head),
         };
-        let mut workspace = vec![0.0; len];
-        for head in 0..heads {
+        // One head, with its own workspace (the heads are independent: with the `parallel`
+        // feature they run as rayon tasks, and the rows come back in head order).
+        let one = |head: usize| -> Result<HeadRow, String> {
+            let mut workspace = vec![0.0; len];
             let (w_q, w_k) = head_factors(layer, heads, head);
             let kernel = FactoredKernel::new(layer.d_model, d_head, &w_q, &w_k).map_err(|e| e.to_string())?;
             let spectrum = match method {
@@ -262,8 +264,16 @@ pub fn census_layers(layers: &[LayerQk], heads: usize, method: Method) -> Result
                 Method::Lanczos => head_spectrum_lanczos(&kernel, &mut workspace),
             }
             .map_err(|e| format!("layer {} head {head}: {e}", layer.layer))?;
-            rows.push(HeadRow { layer: layer.layer, head, d_model: layer.d_model, d_head, spectrum });
-        }
+            Ok(HeadRow { layer: layer.layer, head, d_model: layer.d_model, d_head, spectrum })
+        };
+        #[cfg(feature = "parallel")]
+        let layer_rows: Result<Vec<HeadRow>, String> = {
+            use rayon::prelude::*;
+            (0..heads).into_par_iter().map(one).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let layer_rows: Result<Vec<HeadRow>, String> = (0..heads).map(one).collect();
+        rows.extend(layer_rows?);
     }
     Ok(rows)
 }

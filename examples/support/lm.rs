@@ -88,6 +88,30 @@ impl Flags {
     }
 }
 
+/// `--threads N`: with the `parallel` feature, the size of rayon's global pool, which the crate
+/// runs on (0: rayon's default, `RAYON_NUM_THREADS` or one thread per core); without it only one
+/// thread is possible. Read before [`Flags::finish`]; the pool is built by [`use_threads`].
+pub fn threads_flag(f: &mut Flags) -> usize {
+    f.get("threads", 0, "worker threads (0: RAYON_NUM_THREADS or one per core; needs the `parallel` feature)")
+}
+
+/// Builds rayon's global pool of `threads` threads (0: leave rayon's default).
+pub fn use_threads(threads: usize) {
+    #[cfg(feature = "parallel")]
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .unwrap_or_else(|e| usage_error(&format!("--threads {threads}: {e}")));
+    }
+    #[cfg(not(feature = "parallel"))]
+    if threads > 1 {
+        usage_error(&format!(
+            "--threads {threads}: this build runs on one thread (build with --features parallel)"
+        ));
+    }
+}
+
 /// Hyperparameters of a training run.
 #[derive(Clone, Copy, Debug)]
 pub struct RunConfig {

@@ -149,19 +149,37 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
     }
 
     /// Workspace elements of [`forward`](Self::forward) for `n = n_tokens`: `n (2 d_k + 2 d_v)`
-    /// plus one head's.
+    /// plus one head's. With the `parallel` feature the heads run as separate tasks, each with its
+    /// own scratch: `n_heads` times that.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.tasks().saturating_mul(self.forward_head_len(n_tokens))
+    }
+
+    /// Heads whose scratch is live at once: all of them with `parallel`, else one.
+    fn tasks(&self) -> usize {
+        if crate::parallel::ENABLED {
+            self.n_heads.max(1)
+        } else {
+            1
+        }
+    }
+
+    fn forward_head_len(&self, n_tokens: usize) -> usize {
         let head = Req::new(self.head.forward_workspace_len(n_tokens));
         self.gathered_req(n_tokens).and(head).saturating()
     }
 
-    /// Workspace elements of [`backward`](Self::backward) for `n = n_tokens`: `n (4 d_k + 5 d_v)`
-    /// plus one head's.
-    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+    fn backward_head_len(&self, n_tokens: usize) -> usize {
         let h = &self.head;
         let grads = Req::array(h.d_k, 2).and(Req::array(h.d_v, 3)).times(n_tokens);
         let head = Req::new(h.backward_workspace_len(n_tokens));
         Req::all_of([self.gathered_req(n_tokens), grads, head]).saturating()
+    }
+
+    /// Workspace elements of [`backward`](Self::backward) for `n = n_tokens`: `n (4 d_k + 5 d_v)`
+    /// plus one head's. With `parallel`, `n_heads` times that (one task per head).
+    pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
+        self.tasks().saturating_mul(self.backward_head_len(n_tokens))
     }
 
     fn check(&self, n_tokens: usize, q: &[T], k: &[T], v: &[T]) -> Result<(usize, usize)> {
@@ -196,14 +214,31 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         if n == 0 {
             return Ok(()); // nothing to compute, whatever the number of heads
         }
-        let (qk, vo) = (n * h.d_k, n * h.d_v);
-        let ([q_h, k_h, v_h, out_h], rest) = carve(workspace, [qk, qk, vo, vo])?;
-        for t in 0..self.n_heads {
+        // One head: gathered into its scratch, its output left at `out_h` there.
+        let head = |t: usize, lse_t: &mut [T], ws: &mut [T]| {
+            let (q_h, rest) = ws.split_at_mut(n * h.d_k);
+            let (k_h, rest) = rest.split_at_mut(n * h.d_k);
+            let (v_h, rest) = rest.split_at_mut(n * h.d_v);
+            let (out_h, rest) = rest.split_at_mut(n * h.d_v);
             gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
             gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
             gather(n, v_cols, t * h.d_v, h.d_v, v, v_h);
-            h.forward(n, q_h, k_h, v_h, mask, out_h, &mut lse[t * n..(t + 1) * n], rest)?;
-            scatter(n, v_cols, t * h.d_v, h.d_v, out_h, out);
+            h.forward(n, q_h, k_h, v_h, mask, out_h, lse_t, rest)
+        };
+        let out_at = 2 * n * h.d_k + n * h.d_v;
+        if crate::parallel::ENABLED {
+            // One task per head, each with its own scratch; outputs scattered afterwards.
+            let task = self.forward_head_len(n);
+            let ws = &mut workspace[..self.n_heads * task];
+            crate::parallel::try_chunks2(&mut lse[..self.n_heads * n], n, ws, task, head)?;
+            for (t, ws) in ws.chunks_exact(task).enumerate() {
+                scatter(n, v_cols, t * h.d_v, h.d_v, &ws[out_at..out_at + n * h.d_v], out);
+            }
+            return Ok(());
+        }
+        for t in 0..self.n_heads {
+            head(t, &mut lse[t * n..(t + 1) * n], &mut *workspace)?;
+            scatter(n, v_cols, t * h.d_v, h.d_v, &workspace[out_at..out_at + n * h.d_v], out);
         }
         Ok(())
     }
@@ -236,20 +271,47 @@ impl<T: Scalar> MultiHeadSoftmax<T> {
         if n == 0 {
             return Ok(());
         }
-        let (qk, vo) = (n * h.d_k, n * h.d_v);
-        let ([q_h, k_h, v_h, out_h, d_out_h, d_q_h, d_k_h, d_v_h], rest) =
-            carve(workspace, [qk, qk, vo, vo, vo, qk, qk, vo])?;
-        for t in 0..self.n_heads {
+        // One head: gathered into its scratch, its gradients left at `grads_at` there
+        // (`dQ_t, dK_t, dV_t`).
+        let head = |t: usize, ws: &mut [T]| {
+            let (q_h, rest) = ws.split_at_mut(n * h.d_k);
+            let (k_h, rest) = rest.split_at_mut(n * h.d_k);
+            let (v_h, rest) = rest.split_at_mut(n * h.d_v);
+            let (out_h, rest) = rest.split_at_mut(n * h.d_v);
+            let (d_out_h, rest) = rest.split_at_mut(n * h.d_v);
+            let (d_q_h, rest) = rest.split_at_mut(n * h.d_k);
+            let (d_k_h, rest) = rest.split_at_mut(n * h.d_k);
+            let (d_v_h, rest) = rest.split_at_mut(n * h.d_v);
             gather(n, qk_cols, t * h.d_k, h.d_k, q, q_h);
             gather(n, qk_cols, t * h.d_k, h.d_k, k, k_h);
             gather(n, v_cols, t * h.d_v, h.d_v, v, v_h);
             gather(n, v_cols, t * h.d_v, h.d_v, out, out_h);
             gather(n, v_cols, t * h.d_v, h.d_v, d_out, d_out_h);
-            let head_grads = SoftmaxGrads { d_q: &mut *d_q_h, d_k: &mut *d_k_h, d_v: &mut *d_v_h };
-            h.backward(n, q_h, k_h, v_h, mask, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)?;
+            let head_grads = SoftmaxGrads { d_q: d_q_h, d_k: d_k_h, d_v: d_v_h };
+            h.backward(n, q_h, k_h, v_h, mask, out_h, &lse[t * n..(t + 1) * n], d_out_h, head_grads, rest)
+        };
+        let grads_at = 2 * n * h.d_k + 3 * n * h.d_v;
+        let scatter_head = |t: usize, ws: &[T], grads: &mut SoftmaxGrads<'_, T>| {
+            let (d_q_h, rest) = ws[grads_at..].split_at(n * h.d_k);
+            let (d_k_h, rest) = rest.split_at(n * h.d_k);
             scatter(n, qk_cols, t * h.d_k, h.d_k, d_q_h, grads.d_q);
             scatter(n, qk_cols, t * h.d_k, h.d_k, d_k_h, grads.d_k);
-            scatter(n, v_cols, t * h.d_v, h.d_v, d_v_h, grads.d_v);
+            scatter(n, v_cols, t * h.d_v, h.d_v, &rest[..n * h.d_v], grads.d_v);
+        };
+        let mut grads = grads;
+        if crate::parallel::ENABLED {
+            // One task per head, each with its own scratch; gradients scattered afterwards.
+            let task = self.backward_head_len(n);
+            let ws = &mut workspace[..self.n_heads * task];
+            crate::parallel::try_chunks(ws, task, |t, ws| head(t, ws))?;
+            for (t, ws) in ws.chunks_exact(task).enumerate() {
+                scatter_head(t, ws, &mut grads);
+            }
+            return Ok(());
+        }
+        for t in 0..self.n_heads {
+            head(t, &mut *workspace)?;
+            scatter_head(t, &*workspace, &mut grads);
         }
         Ok(())
     }

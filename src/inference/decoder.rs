@@ -110,7 +110,10 @@ pub fn prefill_workspace_len(shape: &ModelShape<'_>, n: usize) -> Result<usize> 
     let proj = max_over_layers(shape, |k| proj_width(shape, k));
     let kernel = max_over_layers(shape, |k| match k {
         AttentionKind::Linear | AttentionKind::LinearQk { .. } => {
-            LinearAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n)
+            // With all heads, as the prefill calls it (with `parallel` each head's task needs its own).
+            LinearAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal)
+                .with_heads(h)
+                .forward_workspace_len(n)
         }
         _ => SoftmaxAttention::<T0>::new(qk_width(k, dh), dh, Causality::Causal).forward_workspace_len(n),
     });

@@ -188,6 +188,10 @@ pub(crate) fn gemm<T: Scalar>(
         }
         return;
     }
+    #[cfg(feature = "parallel")]
+    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS && (m > TILE || n > TILE) {
+        return gemm_tiles(m, k, n, alpha, a, op_a, b, op_b, beta, c);
+    }
     #[cfg(feature = "alloc")]
     gemm_matrixmultiply(m, k, n, alpha, a, op_a, b, op_b, beta, c);
     #[cfg(not(feature = "alloc"))]
@@ -243,6 +247,88 @@ fn gemm_matrixmultiply<T: Scalar>(
             1,
         );
     }
+}
+
+/// Products of at least this many multiply-adds are split into tiles (`parallel` only).
+#[cfg(feature = "parallel")]
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// Rows and columns of the tiles of `C` that [`gemm_tiles`] hands to separate tasks.
+#[cfg(feature = "parallel")]
+const TILE: usize = 32;
+
+/// A raw pointer that may cross threads: the tiles of `C` written through it are disjoint.
+#[cfg(feature = "parallel")]
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only `gemm_tiles` makes one, from a `&mut [T]` it holds for the whole parallel region,
+// and each task writes a tile of `C` no other task touches (see there).
+#[cfg(feature = "parallel")]
+unsafe impl<T: Send> Send for SharedMut<T> {}
+#[cfg(feature = "parallel")]
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+/// [`gemm`] with `C` cut into `TILE x TILE` tiles computed as separate rayon tasks, each the full
+/// `k`-long product for its rows and columns. The tiling depends on `m` and `n` only. Each entry
+/// of `C` is computed by the same kernel over the same `k` in the same order as by one whole call
+/// (the packed kernels keep one accumulator per entry and add the `k` blocks in order), so the
+/// result does not depend on the tiling either: it equals the untiled product's.
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_tiles<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    op_a: Transpose,
+    b: &[T],
+    op_b: Transpose,
+    beta: T,
+    c: &mut [T],
+) {
+    use rayon::prelude::*;
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    let (rsa, csa) = match op_a {
+        Transpose::No => (k, 1),
+        Transpose::Yes => (1, m),
+    };
+    let (rsb, csb) = match op_b {
+        Transpose::No => (n, 1),
+        Transpose::Yes => (1, k),
+    };
+    let (tiles_m, tiles_n) = (m.div_ceil(TILE), n.div_ceil(TILE));
+    let c_ptr = SharedMut(c.as_mut_ptr());
+    (0..tiles_m * tiles_n).into_par_iter().for_each(move |t| {
+        let c_ptr = c_ptr;
+        let (i0, j0) = ((t / tiles_n) * TILE, (t % tiles_n) * TILE);
+        let (mt, nt) = (TILE.min(m - i0), TILE.min(n - j0));
+        // SAFETY: the tile reads rows i0..i0+mt of op(A), i.e. offsets i0*rsa + p*csa for
+        // p < k, at most (m-1)*rsa + (k-1)*csa = m*k - 1 (as in `gemm_matrixmultiply`); likewise
+        // B's columns j0..j0+nt at most k*n - 1; and C's entries (i, j) with i0 <= i < i0+mt,
+        // j0 <= j < j0+nt at offset i*n + j <= m*n - 1: all inside the slices (asserted above).
+        // Tiles partition C, so no two tasks write the same entry, and `c` stays mutably borrowed
+        // by this function until every task has finished (`for_each` joins them); `a` and `b` are
+        // only read. Strides are at most a slice length, so they fit in isize.
+        unsafe {
+            T::gemm_strided(
+                mt,
+                k,
+                nt,
+                alpha,
+                a.as_ptr().add(i0 * rsa),
+                rsa as isize,
+                csa as isize,
+                b.as_ptr().add(j0 * csb),
+                rsb as isize,
+                csb as isize,
+                beta,
+                c_ptr.0.add(i0 * n + j0),
+                n as isize,
+                1,
+            );
+        }
+    });
 }
 
 /// The allocation-free path (without the `alloc` feature): row-oriented loops over slices.

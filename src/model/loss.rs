@@ -42,16 +42,68 @@ pub fn cross_entropy<T: Scalar>(vocab: usize, logits: &[T], targets: &[u8], d_lo
     let inv_n = T::one() / T::of_usize(n);
     let mut total = T::zero();
     for ((zr, dr), &t) in logits.chunks_exact(vocab).zip(d_logits.chunks_exact_mut(vocab)).zip(targets) {
-        // NaN is skipped by the maximum but reaches the sum through `exp` (NaN loss and row).
-        let m = row_max(zr);
-        dr.copy_from_slice(zr);
-        let sum = T::exp_shifted_sum(dr, m); // vectorized for f32 (crate::linalg::exp)
-        total += sum.ln() - (zr[t as usize] - m);
-        let scale = inv_n / sum;
-        for g in dr.iter_mut() {
-            *g *= scale;
-        }
-        dr[t as usize] -= inv_n;
+        total += row(zr, dr, t, inv_n);
+    }
+    Ok(total * inv_n)
+}
+
+/// One row of [`cross_entropy`]: writes its gradient into `dr`, returns its loss term
+/// `ln sum_j exp(z_j - m) - (z_t - m)`.
+#[inline]
+fn row<T: Scalar>(zr: &[T], dr: &mut [T], t: u8, inv_n: T) -> T {
+    // NaN is skipped by the maximum but reaches the sum through `exp` (NaN loss and row).
+    let m = row_max(zr);
+    dr.copy_from_slice(zr);
+    let sum = T::exp_shifted_sum(dr, m); // vectorized for f32 (crate::linalg::exp)
+    let term = sum.ln() - (zr[t as usize] - m);
+    let scale = inv_n / sum;
+    for g in dr.iter_mut() {
+        *g *= scale;
+    }
+    dr[t as usize] -= inv_n;
+    term
+}
+
+/// [`cross_entropy`] with the rows in blocks as separate tasks (the `parallel` feature): each
+/// row's loss term goes into `row_loss` (`n` elements), and the terms are then added in row order,
+/// so the result is [`cross_entropy`]'s, bit for bit.
+#[cfg(feature = "parallel")]
+pub(crate) fn cross_entropy_rows<T: Scalar>(
+    vocab: usize,
+    logits: &[T],
+    targets: &[u8],
+    d_logits: &mut [T],
+    row_loss: &mut [T],
+) -> Result<T> {
+    let n = targets.len();
+    if n == 0 || vocab == 0 || row_loss.len() != n {
+        return cross_entropy(vocab, logits, targets, d_logits);
+    }
+    check_matrix("logits", logits.len(), n, vocab)?;
+    check_matrix("d_logits", d_logits.len(), n, vocab)?;
+    if let Some(index) = targets.iter().position(|&t| t as usize >= vocab) {
+        return Err(Error::InvalidValue { what: "targets", index, expected: "< vocab" });
+    }
+    const ROWS: usize = 64;
+    let inv_n = T::one() / T::of_usize(n);
+    crate::parallel::try_chunks2::<_, _, (), _>(
+        d_logits,
+        ROWS * vocab,
+        row_loss,
+        ROWS,
+        |i, d_blk, loss_blk| {
+            let r0 = i * ROWS;
+            let rows = logits[r0 * vocab..].chunks_exact(vocab).zip(d_blk.chunks_exact_mut(vocab));
+            for (((zr, dr), &t), l) in rows.zip(&targets[r0..]).zip(loss_blk.iter_mut()) {
+                *l = row(zr, dr, t, inv_n);
+            }
+            Ok(())
+        },
+    )
+    .ok();
+    let mut total = T::zero();
+    for &l in row_loss.iter() {
+        total += l;
     }
     Ok(total * inv_n)
 }

@@ -67,7 +67,7 @@ pub fn norm_forward<T: Scalar>(
     check_matrix("y", y.len(), n, d)?;
     check_len("params", params.len(), kind.param_len(d))?;
     if kind == NormKind::None {
-        y.copy_from_slice(x);
+        crate::parallel::zip_each(y, x, |a, &b| *a = b);
         return Ok(());
     }
     check_workspace(stats.len(), norm_stats_len(n))?;
@@ -117,8 +117,8 @@ pub fn norm_backward<T: Scalar>(
     check_len("d_params", d_params.len(), kind.param_len(d))?;
     if kind == NormKind::None {
         match dx_update {
-            Update::Overwrite => dx.copy_from_slice(dy),
-            Update::Accumulate => dx.iter_mut().zip(dy).for_each(|(a, &b)| *a += b),
+            Update::Overwrite => crate::parallel::zip_each(dx, dy, |a, &b| *a = b),
+            Update::Accumulate => crate::parallel::zip_each(dx, dy, |a, &b| *a += b),
         }
         return Ok(());
     }

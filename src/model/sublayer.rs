@@ -55,7 +55,10 @@ pub struct SublayerDims {
 /// * lengths: `input` `n x d_model`, `values`, `out`, `d_out`, `d_values` `n x n_heads d_head`,
 ///   `params`, `d_params` `param_len()`, `cache` `>= cache_len(n)`, `workspace >= workspace_len(n)`;
 ///   wrong lengths are an `Err`, never a panic.
-pub trait AttentionSublayer<T: Scalar> {
+///
+/// Implementations are `Send + Sync` (shared, read-only, by the tasks of the `parallel` feature,
+/// and moved with the model onto a worker thread for a whole training step).
+pub trait AttentionSublayer<T: Scalar>: Send + Sync {
     /// The dimensions this sub-layer was built for.
     fn dims(&self) -> SublayerDims;
     /// Number of parameters `theta` (not counting `W_V`, `W_O`).

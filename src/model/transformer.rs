@@ -23,13 +23,14 @@
 use super::config::{ModelConfig, ParamCounts, PositionKind};
 use super::embedding::{embed_backward, embed_forward, sinusoidal_positions, VOCAB};
 use super::layout::ParamLayout;
-use super::linear::{linear_backward, linear_forward, product_rows};
+use super::linear::{linear_backward, linear_forward, product_rows, product_tn};
+#[cfg(not(feature = "parallel"))]
 use super::loss::cross_entropy;
 use super::mlp::{mlp_backward, mlp_cache_len, mlp_forward, mlp_workspace_len, MlpGrads, MlpParams};
 use super::norm::{norm_backward, norm_forward, norm_stats_len, NormKind};
 use super::sublayer::{AttentionSublayer, SublayerDims};
 use crate::error::check_len;
-use crate::linalg::dense::{matmul_tn, Update};
+use crate::linalg::dense::Update;
 use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::workspace::Req;
@@ -83,6 +84,9 @@ pub struct Activations<T> {
     final_stats: Vec<T>,
     logits: Vec<T>,
     d_logits: Vec<T>,
+    /// Each row's loss term, summed in row order (`parallel` only).
+    #[cfg(feature = "parallel")]
+    row_loss: Vec<T>,
     // Scratch.
     row_tmp: Vec<T>,
     d_resid: Vec<T>,
@@ -251,6 +255,8 @@ impl<T: Scalar> Model<T> {
             final_stats: zeros(norm_stats_len(rows)),
             logits: zeros(size(rows, VOCAB, 1)?),
             d_logits: zeros(size(rows, VOCAB, 1)?),
+            #[cfg(feature = "parallel")]
+            row_loss: zeros(rows),
             row_tmp: zeros(rd),
             d_resid: zeros(rd),
             d_tmp: zeros(rd),
@@ -335,7 +341,7 @@ impl<T: Scalar> Model<T> {
             )?;
             // m = x_l + o W_O: the residual copied in, the product accumulated onto it.
             let m = &mut state.mid[l * rd..(l + 1) * rd];
-            m.copy_from_slice(x_l);
+            crate::parallel::zip_each(m, x_l, |a, &b| *a = b);
             product_rows(rows, dh, d, o, &params[off.w_o.clone()], m, Update::Accumulate);
             let m = &state.mid[l * rd..(l + 1) * rd];
             let h: &[T] = if skip_norm {
@@ -368,9 +374,13 @@ impl<T: Scalar> Model<T> {
                 &mut state.row_tmp,
                 &mut state.mlp_cache[l * mlp_cl..(l + 1) * mlp_cl],
             )?;
-            for ((xo, &mi), &yi) in x_next.iter_mut().zip(m.iter()).zip(&state.row_tmp) {
-                *xo = mi + yi;
-            }
+            let y = &state.row_tmp;
+            crate::parallel::chunks(x_next, crate::parallel::ELEMENT_CHUNK, |i, xo| {
+                let at = i * crate::parallel::ELEMENT_CHUNK;
+                for ((xo, &mi), &yi) in xo.iter_mut().zip(&m[at..]).zip(&y[at..]) {
+                    *xo = mi + yi;
+                }
+            });
         }
         let x_last = &state.resid[c.n_layers * rd..];
         norm_forward(
@@ -398,6 +408,15 @@ impl<T: Scalar> Model<T> {
                 &mut state.logits,
             )?;
         }
+        #[cfg(feature = "parallel")]
+        return super::loss::cross_entropy_rows(
+            VOCAB,
+            &state.logits,
+            targets,
+            &mut state.d_logits,
+            &mut state.row_loss,
+        );
+        #[cfg(not(feature = "parallel"))]
         cross_entropy(VOCAB, &state.logits, targets, &mut state.d_logits)
     }
 
@@ -415,12 +434,12 @@ impl<T: Scalar> Model<T> {
                 expected: "made by this model's activations()",
             });
         }
-        grads.fill(T::zero());
+        crate::parallel::chunks(grads, crate::parallel::ELEMENT_CHUNK, |_, g| g.fill(T::zero()));
         let (rd, rh, rs) = (rows * d, rows * dh, norm_stats_len(rows));
         let emb = self.layout.embedding.clone();
         // Unembedding.
         if c.tied_unembedding {
-            matmul_tn(
+            product_tn(
                 VOCAB,
                 rows,
                 d,
@@ -428,7 +447,7 @@ impl<T: Scalar> Model<T> {
                 &state.final_out,
                 &mut grads[emb.clone()],
                 Update::Accumulate,
-            )?;
+            );
             product_rows(
                 rows,
                 VOCAB,
@@ -538,7 +557,9 @@ impl<T: Scalar> Model<T> {
             let cache = &state.mixer_cache[l];
             let cl = sub.cache_len(n);
             let theta = &params[off.attention.clone()];
-            state.d_tmp.fill(T::zero());
+            crate::parallel::chunks(&mut state.d_tmp, crate::parallel::ELEMENT_CHUNK, |_, g| {
+                g.fill(T::zero())
+            });
             sub.backward_batch(
                 batch,
                 n,

@@ -272,6 +272,32 @@ mod state {
             check_len("m", self.m.len(), layout.total)?;
             check_len("v", self.v.len(), layout.total)?;
             self.step += 1;
+            if crate::parallel::ENABLED {
+                // Fixed chunks of the flat buffer as separate tasks, each updating the parts of the
+                // tensors it overlaps with their own decay flags: elementwise, so the same result.
+                let (config, step, c) = (&self.config, self.step, crate::parallel::PARTIAL_CHUNK);
+                return crate::parallel::try_chunks3(
+                    params,
+                    c,
+                    &mut self.m,
+                    c,
+                    &mut self.v,
+                    c,
+                    |i, p, m, v| {
+                        let (start, end) = (i * c, i * c + p.len());
+                        for t in &layout.tensors {
+                            let (lo, hi) = (t.range.start.max(start), t.range.end.min(end));
+                            if lo >= hi {
+                                continue;
+                            }
+                            let r = lo - start..hi - start;
+                            let (m, v) = (&mut m[r.clone()], &mut v[r.clone()]);
+                            adamw_update(config, step, lr, t.decay, &mut p[r], &grads[lo..hi], m, v)?;
+                        }
+                        Ok(())
+                    },
+                );
+            }
             for t in &layout.tensors {
                 let r = t.range.clone();
                 adamw_update(

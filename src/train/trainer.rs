@@ -121,6 +121,12 @@ impl<T: Scalar> Trainer<T> {
     /// One step on a batch drawn from `text` (see the module docs for which batch). If the
     /// gradient holds NaN or infinity the step is not applied and [`Error::NonFinite`] is returned.
     pub fn step(&mut self, text: &[u8]) -> Result<StepStats> {
+        // The whole step on one worker of the pool (with `parallel`), so that its parallel regions
+        // are forked from inside the pool (see `parallel::on_pool`).
+        crate::parallel::on_pool(|| self.step_here(text))
+    }
+
+    fn step_here(&mut self, text: &[u8]) -> Result<StepStats> {
         let step = self.optimizer.step;
         let lr = self.config.schedule.lr(step);
         BatchSampler::new(step_seed(self.config.seed, step)).fill(
@@ -139,6 +145,11 @@ impl<T: Scalar> Trainer<T> {
     /// Mean cross-entropy (nats per byte) over the first `max_windows` consecutive windows of
     /// `seq` bytes of `text` (all of them if fewer); perplexity is its `exp`. Errors if no window fits.
     pub fn evaluate(&mut self, text: &[u8], max_windows: usize) -> Result<f64> {
+        // On one worker of the pool, as `step`.
+        crate::parallel::on_pool(|| self.evaluate_here(text, max_windows))
+    }
+
+    fn evaluate_here(&mut self, text: &[u8], max_windows: usize) -> Result<f64> {
         let (mut total, mut count) = (0.0, 0usize);
         for (tokens, targets) in eval_windows(text, self.config.seq).take(max_windows) {
             total += self.model.forward(&self.params, tokens, targets, &mut self.eval_state)?.as_f64();

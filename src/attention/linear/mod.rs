@@ -26,7 +26,8 @@
 //! `n_heads = 1`.
 //!
 //! Scratch comes from the caller: [`LinearAttention::forward_workspace_len`] and
-//! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`). The kernels do
+//! [`LinearAttention::backward_workspace_len`] (independent of `n` once `n >= chunk`, except with the
+//! `parallel` feature and several heads, where each head's task also holds copies of its columns). The kernels do
 //! not allocate: every block product runs on the crate's register-blocked kernel over operands read
 //! where they lie (no packing), and `phi` is a vectorized exponential for `f32`. With `std` on
 //! x86-64 the chunk loops are compiled for AVX-512, for AVX2 with FMA and portably, and the widest
@@ -47,6 +48,7 @@ mod tests;
 
 pub use recurrent::State;
 
+use crate::attention::multihead::{gather, scatter};
 use crate::attention::Causality;
 use crate::error::{check_matrix, check_workspace};
 use crate::{Error, Result, Scalar};
@@ -172,15 +174,40 @@ impl<T: Scalar> LinearAttention<T> {
     /// Workspace elements [`forward`](Self::forward) needs for `n_tokens` tokens:
     /// `d_k d_v + d_k + c (3 d_k + c + 1)` with `c = min(chunk, n_tokens)`, whatever the
     /// number of heads (they run one after the other). Saturates instead of overflowing.
+    ///
+    /// With the `parallel` feature and more than one head, the heads run as separate tasks on
+    /// copies of their columns: `n_heads (n (2 d_k + 2 d_v) + that)`.
     pub fn forward_workspace_len(&self, n_tokens: usize) -> usize {
-        chunked::forward_workspace_len(self.d_k, self.d_v, self.effective_chunk(n_tokens))
+        let one = chunked::forward_workspace_len(self.d_k, self.d_v, self.effective_chunk(n_tokens));
+        if self.head_tasks() {
+            let copies = self.d_k.saturating_add(self.d_v).saturating_mul(2).saturating_mul(n_tokens);
+            return self.n_heads.saturating_mul(one.saturating_add(copies));
+        }
+        one
+    }
+
+    /// Whether the heads run as separate tasks (`parallel`, more than one head).
+    fn head_tasks(&self) -> bool {
+        crate::parallel::ENABLED && self.n_heads > 1
     }
 
     /// Workspace elements [`backward`](Self::backward) needs for `n_tokens` tokens:
     /// `3 d_k d_v + 2 d_k + c (4 d_k + 3 d_v + 2 c + 2)` with `c = min(chunk, n_tokens)`.
     /// Saturates instead of overflowing.
+    ///
+    /// With `parallel` and more than one head: `n_heads (n (4 d_k + 3 d_v) + that)` (one task
+    /// per head, on copies of its columns).
     pub fn backward_workspace_len(&self, n_tokens: usize) -> usize {
-        chunked::backward_workspace_len(self.d_k, self.d_v, self.effective_chunk(n_tokens))
+        let one = chunked::backward_workspace_len(self.d_k, self.d_v, self.effective_chunk(n_tokens));
+        if self.head_tasks() {
+            let copies = self
+                .d_k
+                .saturating_mul(4)
+                .saturating_add(self.d_v.saturating_mul(3))
+                .saturating_mul(n_tokens);
+            return self.n_heads.saturating_mul(one.saturating_add(copies));
+        }
+        one
     }
 
     /// Checks the parameters and the lengths of `q`, `k` (`n x (n_heads d_k)`) and `v`
@@ -198,6 +225,87 @@ impl<T: Scalar> LinearAttention<T> {
         check_matrix("k", k.len(), n_tokens, width_k)?;
         check_matrix("v", v.len(), n_tokens, width_v)?;
         Ok((width_k, width_v))
+    }
+
+    /// The heads of [`forward`](Self::forward) as separate tasks (validated, non-empty
+    /// features): each copies its columns into its own scratch, runs as a one-head problem there
+    /// (the same arithmetic), and the outputs are copied back after all have finished.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_tasks(
+        &self,
+        n: usize,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
+        let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
+        let isa = crate::arch::isa();
+        let task = self.forward_workspace_len(n) / h;
+        let ws = &mut workspace[..h * task];
+        crate::parallel::try_chunks(ws, task, |t, ws| {
+            let (q_t, rest) = ws.split_at_mut(n * dk);
+            let (k_t, rest) = rest.split_at_mut(n * dk);
+            let (v_t, rest) = rest.split_at_mut(n * dv);
+            let (out_t, rest) = rest.split_at_mut(n * dv);
+            gather(n, h * dk, t * dk, dk, q, q_t);
+            gather(n, h * dk, t * dk, dk, k, k_t);
+            gather(n, h * dv, t * dv, dv, v, v_t);
+            let pass = chunked::Pass { geometry: &geometry, head: 0, causality: self.causality };
+            chunked::forward_head(isa, &pass, self.eps, q_t, k_t, v_t, out_t, rest)
+        })?;
+        let at = n * (2 * dk + dv);
+        for (t, ws) in ws.chunks_exact(task).enumerate() {
+            scatter(n, h * dv, t * dv, dv, &ws[at..at + n * dv], out);
+        }
+        Ok(())
+    }
+
+    /// The heads of [`backward`](Self::backward) as separate tasks (see
+    /// [`forward_tasks`](Self::forward_tasks)).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_tasks(
+        &self,
+        n: usize,
+        x: chunked::Inputs<'_, T>,
+        d_q: &mut [T],
+        d_k: &mut [T],
+        d_v: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let (h, dk, dv) = (self.n_heads, self.d_k, self.d_v);
+        let geometry = chunked::Geometry { n_heads: 1, ..self.geometry(n) };
+        let isa = crate::arch::isa();
+        let task = self.backward_workspace_len(n) / h;
+        let ws = &mut workspace[..h * task];
+        crate::parallel::try_chunks(ws, task, |t, ws| {
+            let (q_t, rest) = ws.split_at_mut(n * dk);
+            let (k_t, rest) = rest.split_at_mut(n * dk);
+            let (v_t, rest) = rest.split_at_mut(n * dv);
+            let (d_out_t, rest) = rest.split_at_mut(n * dv);
+            let (d_q_t, rest) = rest.split_at_mut(n * dk);
+            let (d_k_t, rest) = rest.split_at_mut(n * dk);
+            let (d_v_t, rest) = rest.split_at_mut(n * dv);
+            gather(n, h * dk, t * dk, dk, x.q, q_t);
+            gather(n, h * dk, t * dk, dk, x.k, k_t);
+            gather(n, h * dv, t * dv, dv, x.v, v_t);
+            gather(n, h * dv, t * dv, dv, x.d_out, d_out_t);
+            let inputs = chunked::Inputs { q: q_t, k: k_t, v: v_t, d_out: d_out_t };
+            let mut grads = chunked::Grads { d_q: d_q_t, d_k: d_k_t, d_v: d_v_t };
+            let pass = chunked::Pass { geometry: &geometry, head: 0, causality: self.causality };
+            chunked::backward_head(isa, &pass, self.eps, &inputs, &mut grads, rest)
+        })?;
+        let at = n * (2 * dk + 2 * dv);
+        for (t, ws) in ws.chunks_exact(task).enumerate() {
+            let (g_q, rest) = ws[at..].split_at(n * dk);
+            let (g_k, rest) = rest.split_at(n * dk);
+            scatter(n, h * dk, t * dk, dk, g_q, d_q);
+            scatter(n, h * dk, t * dk, dk, g_k, d_k);
+            scatter(n, h * dv, t * dv, dv, &rest[..n * dv], d_v);
+        }
+        Ok(())
     }
 
     fn geometry(&self, n_tokens: usize) -> chunked::Geometry {
@@ -235,6 +343,9 @@ impl<T: Scalar> LinearAttention<T> {
             // keeps the work bounded by the slice lengths when `n_tokens` is huge and the slices empty.
             out.fill(T::zero() / self.eps);
             return Ok(());
+        }
+        if self.head_tasks() {
+            return self.forward_tasks(n_tokens, q, k, v, out, workspace);
         }
         let geometry = self.geometry(n_tokens);
         for head in 0..self.n_heads {
@@ -280,6 +391,16 @@ impl<T: Scalar> LinearAttention<T> {
             d_k.fill(T::zero());
             d_v.fill(T::zero());
             return Ok(());
+        }
+        if self.head_tasks() {
+            return self.backward_tasks(
+                n_tokens,
+                chunked::Inputs { q, k, v, d_out },
+                d_q,
+                d_k,
+                d_v,
+                workspace,
+            );
         }
         let geometry = self.geometry(n_tokens);
         let inputs = chunked::Inputs { q, k, v, d_out };

@@ -37,7 +37,7 @@
 //! matrix-free spectra of [`crate::spectral::spectrum`].
 
 use super::config::AttentionKind;
-use super::linear::product_rows;
+use super::linear::{product_rows, product_tn};
 use super::sublayer::{backward_each, forward_each, AttentionSublayer, SublayerDims};
 use crate::attention::linear::LinearAttention;
 use crate::attention::multihead::{gather, merge_heads, scatter, split_heads};
@@ -46,7 +46,7 @@ use crate::attention::softmax::{SoftmaxAttention, SoftmaxGrads};
 use crate::attention::Causality;
 use crate::error::{check_len, check_matrix, check_workspace};
 use crate::linalg::dense::Update;
-use crate::linalg::kernel::{self, Transpose};
+use crate::linalg::kernel;
 use crate::rng::SplitMix64;
 use crate::workspace::{carve, Req};
 use crate::{Error, Result, Scalar};
@@ -268,7 +268,7 @@ impl AttentionMixer {
             let wide = self.packed_qk();
             let part = Req::array(d, wide).saturating();
             let ([d_wide, w_wide_t], _) = carve(scratch, [part, part])?;
-            gemm_into(d, n, wide, input, Transpose::Yes, d_blocks, Transpose::No, T::zero(), d_wide);
+            product_tn(d, n, wide, input, d_blocks, d_wide, Update::Overwrite);
             let (mut offset, mut col) = (0, 0);
             for &cb in &cols {
                 if cb == 0 {
@@ -297,7 +297,7 @@ impl AttentionMixer {
             let g = &d_blocks[poff..poff + n * cb];
             let weight = &params[offset..offset + d * cb];
             let d_weight = &mut d_params[offset..offset + d * cb];
-            gemm_into(d, n, cb, input, Transpose::Yes, g, Transpose::No, T::one(), d_weight);
+            product_tn(d, n, cb, input, g, d_weight, Update::Accumulate);
             let ([weight_t], _) = carve(&mut *scratch, [Req::array(d, cb).saturating()])?;
             kernel::transpose(d, cb, weight, weight_t);
             product_rows(n, cb, d, g, weight_t, d_input, Update::Accumulate);
@@ -374,22 +374,6 @@ impl AttentionMixer {
             _ => [qk, qk, Req::array(n, self.heads_width()), Req::array(n, self.dims.n_heads)],
         }
     }
-}
-
-/// `c = op(a) op(b) + beta c` (validated callers only).
-#[allow(clippy::too_many_arguments)]
-fn gemm_into<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[T],
-    op_a: Transpose,
-    b: &[T],
-    op_b: Transpose,
-    beta: T,
-    c: &mut [T],
-) {
-    kernel::gemm(m, k, n, T::one(), a, op_a, b, op_b, beta, c);
 }
 
 impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
@@ -510,9 +494,13 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         self.project_backward(n, params, input, d_blocks, d_input, d_params, scratch)
     }
 
+    /// With the `parallel` feature, the softmax and linear kinds run one task per sequence, each
+    /// with one sequence's scratch and its own partial parameter gradient (added to `d_params` in
+    /// sequence order afterwards): `batch (workspace_len(n) + param_len)`.
     fn batch_workspace_len(&self, batch: usize, n_tokens: usize) -> usize {
         match self.kind {
             AttentionKind::Sd { .. } => self.sd_workspace_len::<T>(batch, n_tokens),
+            _ if crate::parallel::ENABLED => batch.saturating_mul(self.sequence_task_len::<T>(n_tokens)),
             _ => AttentionSublayer::<T>::workspace_len(self, n_tokens),
         }
     }
@@ -532,6 +520,9 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         workspace: &mut [T],
     ) -> Result<()> {
         if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            if crate::parallel::ENABLED {
+                return self.forward_sequences(batch, n_tokens, params, input, values, out, cache, workspace);
+            }
             return forward_each(self, batch, n_tokens, params, input, values, out, cache, workspace);
         }
         let n = n_tokens;
@@ -565,6 +556,12 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         workspace: &mut [T],
     ) -> Result<()> {
         if !matches!(self.kind, AttentionKind::Sd { .. }) {
+            if crate::parallel::ENABLED {
+                return self.backward_sequences(
+                    batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
+                    workspace,
+                );
+            }
             return backward_each(
                 self, batch, n_tokens, params, input, values, cache, d_out, d_input, d_values, d_params,
                 workspace,
@@ -589,6 +586,118 @@ impl<T: Scalar> AttentionSublayer<T> for AttentionMixer {
         self.sd_backward(
             batch, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
         )
+    }
+}
+
+impl AttentionMixer {
+    /// One task's scratch in [`Self::forward_sequences`] / [`Self::backward_sequences`]: one
+    /// sequence's workspace and a partial parameter gradient.
+    fn sequence_task_len<T: Scalar>(&self, n: usize) -> usize {
+        AttentionSublayer::<T>::workspace_len(self, n).saturating_add(self.param_len_checked())
+    }
+
+    /// The softmax and linear kinds' batched forward with one task per sequence (`parallel`).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_sequences<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        out: &mut [T],
+        cache: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        let (d, hw) = (self.dims.d_model, self.heads_width());
+        check_matrix("out", out.len(), rows, hw)?;
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        check_workspace(
+            cache.len(),
+            cl.checked_mul(batch).ok_or(Error::DimensionOverflow { what: "cache" })?,
+        )?;
+        let task = self.sequence_task_len::<T>(n);
+        check_workspace(workspace.len(), AttentionSublayer::<T>::batch_workspace_len(self, batch, n))?;
+        if rows == 0 || hw == 0 || cl == 0 {
+            return forward_each(self, batch, n, params, input, values, out, cache, workspace);
+        }
+        let (out, cache, workspace) =
+            (&mut out[..rows * hw], &mut cache[..batch * cl], &mut workspace[..batch * task]);
+        crate::parallel::try_chunks3(out, n * hw, cache, cl, workspace, task, |b, out_b, cache_b, ws| {
+            let (x, v) = (&input[b * n * d..(b + 1) * n * d], &values[b * n * hw..(b + 1) * n * hw]);
+            AttentionSublayer::<T>::forward(self, n, params, x, v, out_b, cache_b, ws)
+        })
+    }
+
+    /// The softmax and linear kinds' batched backward with one task per sequence (`parallel`):
+    /// each writes its rows of `d_input`, `d_values` and its own partial `dL/dtheta`; the partials
+    /// are then added to `d_params` in sequence order.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sequences<T: Scalar>(
+        &self,
+        batch: usize,
+        n: usize,
+        params: &[T],
+        input: &[T],
+        values: &[T],
+        cache: &[T],
+        d_out: &[T],
+        d_input: &mut [T],
+        d_values: &mut [T],
+        d_params: &mut [T],
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let rows = batch.checked_mul(n).ok_or(Error::DimensionOverflow { what: "batch" })?;
+        self.check(rows, params, input, values)?;
+        let (d, hw) = (self.dims.d_model, self.heads_width());
+        check_matrix("d_out", d_out.len(), rows, hw)?;
+        check_matrix("d_input", d_input.len(), rows, d)?;
+        check_matrix("d_values", d_values.len(), rows, hw)?;
+        check_len("d_params", d_params.len(), params.len())?;
+        let cl = AttentionSublayer::<T>::cache_len(self, n);
+        check_workspace(
+            cache.len(),
+            cl.checked_mul(batch).ok_or(Error::DimensionOverflow { what: "cache" })?,
+        )?;
+        check_workspace(workspace.len(), AttentionSublayer::<T>::batch_workspace_len(self, batch, n))?;
+        let task = self.sequence_task_len::<T>(n);
+        let p = params.len();
+        if rows == 0 || d == 0 || hw == 0 {
+            return backward_each(
+                self, batch, n, params, input, values, cache, d_out, d_input, d_values, d_params, workspace,
+            );
+        }
+        let (d_input, d_values, workspace) =
+            (&mut d_input[..rows * d], &mut d_values[..rows * hw], &mut workspace[..batch * task]);
+        crate::parallel::try_chunks3(
+            d_input,
+            n * d,
+            d_values,
+            n * hw,
+            workspace,
+            task,
+            |b, d_in, d_v, ws| {
+                let (partial, ws) = ws.split_at_mut(p);
+                partial.fill(T::zero());
+                let (x, v) = (&input[b * n * d..(b + 1) * n * d], &values[b * n * hw..(b + 1) * n * hw]);
+                let (c, g) = (&cache[b * cl..(b + 1) * cl], &d_out[b * n * hw..(b + 1) * n * hw]);
+                AttentionSublayer::<T>::backward(self, n, params, x, v, c, g, d_in, d_v, partial, ws)
+            },
+        )?;
+        // d_params += partial_b, b in order, for every element (elements split across tasks).
+        let workspace = &*workspace;
+        crate::parallel::chunks(d_params, crate::parallel::PARTIAL_CHUNK, |i, dst| {
+            let start = i * crate::parallel::PARTIAL_CHUNK;
+            for task_ws in workspace.chunks_exact(task) {
+                let len = dst.len();
+                for (x, &y) in dst.iter_mut().zip(&task_ws[start..start + len]) {
+                    *x += y;
+                }
+            }
+        });
+        Ok(())
     }
 }
 

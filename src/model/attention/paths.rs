@@ -13,13 +13,20 @@ impl AttentionMixer {
         let s = self.softmax::<T>();
         let (d, wide) = (self.dims.d_model, self.packed_qk());
         let all_rows = Req::array(batch, n).times(wide);
+        let heads = self.head_scratch(n).and(Req::new(s.backward_workspace_len(n)));
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own head scratch (see `sd_forward`).
+            let task = Req::array(n, self.heads_width()).and(Req::new(s.forward_workspace_len(n)));
+            let forward = Req::all_of([Req::array(d, wide), all_rows, task.times(batch)]);
+            let backward = all_rows.and(heads.times(batch).or(self.weight_t_len()));
+            return forward.or(backward).saturating();
+        }
         let forward = Req::all_of([
             Req::array(d, wide),
             all_rows,
             Req::array(n, self.heads_width()),
             Req::new(s.forward_workspace_len(n)),
         ]);
-        let heads = self.head_scratch(n).and(Req::new(s.backward_workspace_len(n)));
         let backward = all_rows.and(heads.or(self.weight_t_len()));
         forward.or(backward).saturating()
     }
@@ -50,8 +57,10 @@ impl AttentionMixer {
         let ([w_wide, proj], rest) = carve(workspace, lens)?;
         self.side_by_side(params, w_wide);
         product_rows(batch * n, d, wide, input, w_wide, proj, Update::Overwrite);
-        for b in 0..batch {
-            let ([q, k, out_cache, lse], _) = carve(&mut cache[b * cl..(b + 1) * cl], cache_parts)?;
+        let proj = &*proj;
+        // One sequence: its heads' queries and keys assembled into its cache, then its heads.
+        let sequence = |b: usize, cache_b: &mut [T], out_b: &mut [T], scratch: &mut [T]| {
+            let ([q, k, out_cache, lse], _) = carve(cache_b, cache_parts)?;
             let proj_b = &proj[b * n * wide..(b + 1) * n * wide];
             for t in 0..self.dims.n_heads {
                 let (a, bb) = ((proj_b, Cols::of(wide, t * r)), (proj_b, Cols::of(wide, cols[0] + t * r)));
@@ -60,7 +69,18 @@ impl AttentionMixer {
                 sd_assemble(n, r, f, a, bb, c, &mut q[head.clone()], &mut k[head]);
             }
             let rows = b * n * hw..(b + 1) * n * hw;
-            self.heads_forward(n, q, k, &values[rows.clone()], &mut out[rows], out_cache, lse, rest)?;
+            self.heads_forward(n, q, k, &values[rows], out_b, out_cache, lse, scratch)
+        };
+        let (cache, out) = (&mut cache[..batch * cl], &mut out[..batch * n * hw]);
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own scratch (`sd_workspace_len`).
+            let task = n * hw + self.softmax::<T>().forward_workspace_len(n);
+            let rest = &mut rest[..batch * task];
+            return crate::parallel::try_chunks3(cache, cl, out, n * hw, rest, task, sequence);
+        }
+        for (b, (cache_b, out_b)) in cache.chunks_exact_mut(cl).zip(out.chunks_exact_mut(n * hw)).enumerate()
+        {
+            sequence(b, cache_b, out_b, rest)?;
         }
         Ok(())
     }
@@ -85,22 +105,37 @@ impl AttentionMixer {
         let cl = AttentionSublayer::<T>::cache_len(self, n);
         let [lq, lk, lo, ll] = self.cache_parts(n).map(Req::saturating);
         let ([d_all], scratch) = carve(workspace, [Req::array(batch, n).times(wide).saturating()])?;
-        for b in 0..batch {
+        // One sequence's heads, into its rows of the projection gradients and of `d_values`.
+        let sequence = |b: usize, d_blocks: &mut [T], d_values_b: &mut [T], scratch: &mut [T]| {
             let (q, rest_c) = cache[b * cl..(b + 1) * cl].split_at(lq);
             let (k, rest_c) = rest_c.split_at(lk);
             let (out, rest_c) = rest_c.split_at(lo);
             let lse = &rest_c[..ll];
             let rows = b * n * hw..(b + 1) * n * hw;
-            let d_blocks = &mut d_all[b * n * wide..(b + 1) * n * wide];
             self.heads_backward(
                 n,
                 (q, k, out, lse),
                 &values[rows.clone()],
-                &d_out[rows.clone()],
-                &mut d_values[rows],
+                &d_out[rows],
+                d_values_b,
                 d_blocks,
                 scratch,
-            )?;
+            )
+        };
+        let d_values = &mut d_values[..batch * n * hw];
+        if crate::parallel::ENABLED {
+            // One task per sequence, each with its own scratch (`sd_workspace_len`).
+            let task = self
+                .head_scratch(n)
+                .and(Req::new(self.softmax::<T>().backward_workspace_len(n)))
+                .saturating();
+            let tasks = &mut scratch[..batch * task];
+            crate::parallel::try_chunks3(d_all, n * wide, d_values, n * hw, tasks, task, sequence)?;
+        } else {
+            let blocks = d_all.chunks_exact_mut(n * wide).zip(d_values.chunks_exact_mut(n * hw));
+            for (b, (d_blocks, d_values_b)) in blocks.enumerate() {
+                sequence(b, d_blocks, d_values_b, &mut *scratch)?;
+            }
         }
         self.project_backward(batch * n, params, input, d_all, d_input, d_params, scratch)
     }

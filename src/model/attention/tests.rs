@@ -30,6 +30,17 @@ fn lengths_are_their_closed_forms() {
                 let heads = n.saturating_mul(w.saturating_mul(2).saturating_add(hw.saturating_mul(3)));
                 let sd_len = |batch: usize| {
                     let all_rows = batch.saturating_mul(n).saturating_mul(wide);
+                    if crate::parallel::ENABLED {
+                        // One task per sequence, each with its own head scratch.
+                        let task = n.saturating_mul(hw).saturating_add(s.forward_workspace_len(n));
+                        let forward = d
+                            .saturating_mul(wide)
+                            .saturating_add(all_rows)
+                            .saturating_add(batch.saturating_mul(task));
+                        let heads = heads.saturating_add(s.backward_workspace_len(n));
+                        return forward
+                            .max(all_rows.saturating_add(batch.saturating_mul(heads).max(weight_t)));
+                    }
                     let forward = d
                         .saturating_mul(wide)
                         .saturating_add(all_rows)
@@ -72,6 +83,10 @@ fn lengths_are_their_closed_forms() {
                 for batch in [1, 3, 1 << 30, usize::MAX] {
                     let expected = match kind {
                         AttentionKind::Sd { .. } => sd_len(batch),
+                        // With `parallel`, one sequence's scratch and a partial gradient per task.
+                        _ if crate::parallel::ENABLED => {
+                            batch.saturating_mul(workspace.saturating_add(mixer.param_len_checked()))
+                        }
                         _ => workspace,
                     };
                     let got = AttentionSublayer::<f64>::batch_workspace_len(&mixer, batch, n);
