@@ -1,7 +1,10 @@
 """LAPACK (through numpy, float64, one thread) beside the crate's exact and Lanczos spectra of one
 attention head, d_model 768, d_head 64 by default: values and times side by side.
 
-numpy's routes, each timed as the minimum and median of repeated runs:
+numpy's routes, each timed as the minimum and median wall time of repeated runs, and as the
+thread's CPU time per run over the whole series (which leaves out waits for a core on a shared
+machine; the crate's side reads it from /proc/thread-self/schedstat, which the kernel updates at
+scheduler ticks, so only series are timed that way):
   * form S = (W_Q W_K^T - W_K W_Q^T)/2, dense SVD (gesdd), values only;
   * the same plus D = (W_Q W_K^T + W_K W_Q^T)/2 and eigvalsh(D) (syevd): S and D together;
   * eigvalsh(S^T S) (the squares of the singular values of S);
@@ -49,14 +52,17 @@ except ImportError:  # the environment variables above already ask for one threa
 
 
 def timed(reps, f):
+    """(wall minimum, wall median, thread CPU time per run over the series) in milliseconds."""
     f()
-    samples = []
+    wall = []
+    cpu_start = time.thread_time()
     for _ in range(reps):
         start = time.perf_counter()
         f()
-        samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-    return samples[0], samples[len(samples) // 2]
+        wall.append((time.perf_counter() - start) * 1e3)
+    cpu_mean = (time.thread_time() - cpu_start) * 1e3 / reps
+    wall.sort()
+    return wall[0], wall[len(wall) // 2], cpu_mean
 
 
 def erank(sigma):
@@ -141,7 +147,7 @@ def main():
     for line in out.splitlines():
         fields = line.split()
         if fields and fields[0] == "time":
-            ours[fields[1]] = (float(fields[3]), float(fields[5]))
+            ours[fields[1]] = tuple(float(fields[i]) for i in (3, 5, 7))
     labels = {
         "exact_s_and_d": "ours: exact, S and D (QR + two cores + eranks)",
         "qr_only": "ours: thin QR of [W_Q W_K] alone",
@@ -155,16 +161,18 @@ def main():
     print(f"CPU: {cpu}; numpy {np.__version__}; BLAS: {blas}")
     print(f"head d_model {d_model}, d_head {d_head}, float64, one thread; numpy {reps} runs, ours {4 * reps}")
     print()
-    print(f"| {'method':<50} | {'min ms':>8} | {'median ms':>9} |")
-    print(f"|{'-' * 52}|{'-' * 10}|{'-' * 11}|")
-    for label, (low, median) in times.items():
-        print(f"| {label:<50} | {low:8.3f} | {median:9.3f} |")
+    print(f"| {'method':<50} | {'min ms':>8} | {'median ms':>9} | {'CPU ms':>8} |")
+    print(f"|{'-' * 52}|{'-' * 10}|{'-' * 11}|{'-' * 10}|")
+    for label, (low, median, cpu_mean) in times.items():
+        print(f"| {label:<50} | {low:8.3f} | {median:9.3f} | {cpu_mean:8.3f} |")
     exact = times[labels["exact_s_and_d"]]
     print()
+    print("ratios peer / ours exact (wall min, wall median, thread CPU per run):")
     for peer in ("numpy: form S, dense SVD", "numpy: form S and D, SVD(S) + eigvalsh(D)",
                  "numpy: QR of [W_Q W_K] + SVD of the core (S)", "numpy: QR + SVD(S core) + eigvalsh(D core)",
                  labels["lanczos_s_and_d"]):
-        print(f"{peer} / ours exact: {times[peer][0] / exact[0]:.1f}x (min), {times[peer][1] / exact[1]:.1f}x (median)")
+        t = times[peer]
+        print(f"  {peer}: {t[0] / exact[0]:.1f}x, {t[1] / exact[1]:.1f}x, {t[2] / exact[2]:.1f}x")
     print()
     scale_s, scale_d = sigma_ref[0], np.abs(lambda_ref).max()
     print("values against LAPACK's dense SVD / eigvalsh, relative to the largest:")

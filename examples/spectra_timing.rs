@@ -2,7 +2,8 @@
 //! (`spectral::exact`, QR plus cores) for `S` and `D` together, the thin QR alone, and the
 //! Lanczos path (`spectral::spectrum::head_spectrum_lanczos`, and the routing erank alone). Prints
 //! the minimum and median wall time of each over `--reps` runs (the minimum is the least disturbed
-//! by other work on a shared machine) and the effective ranks, and can write the exact values for
+//! by other work on a shared machine), the thread's CPU time per run (Linux), and the effective
+//! ranks, and can write the exact values for
 //! a comparison with LAPACK (`benches/numpy_spectra.py` runs this and numpy side by side).
 //!
 //! ```text
@@ -58,18 +59,33 @@ fn parse() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-/// Minimum and median of `reps` timed runs of `f`, in milliseconds.
-fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+/// The calling thread's CPU time in nanoseconds, from `/proc/thread-self/schedstat` (Linux; its
+/// first field), or `None` where that file cannot be read. On a machine shared with other jobs it
+/// leaves out the time the thread waited for a core, which wall time includes. The kernel updates
+/// it at scheduler ticks (a few milliseconds), so it is read around a whole series of calls only.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Times `reps` runs of `f`, in milliseconds: the minimum and median wall time of one run, and the
+/// thread's CPU time per run over the whole series (NaN where it is not readable).
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
     f(); // warm caches and pages
-    let mut samples: Vec<f64> = (0..reps)
+    let cpu_start = thread_cpu_ns();
+    let mut wall: Vec<f64> = (0..reps)
         .map(|_| {
             let start = Instant::now();
             f();
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (samples[0], samples[samples.len() / 2])
+    let cpu_mean = match (cpu_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 * 1e-6 / reps as f64,
+        _ => f64::NAN,
+    };
+    wall.sort_by(|a, b| a.total_cmp(b));
+    (wall[0], wall[wall.len() / 2], cpu_mean)
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -137,13 +153,13 @@ fn run(args: Args) -> Result<(), String> {
     );
     println!("erank exact   S {:.12} D {:.12}", report.routing.entropy, report.filtering.entropy);
     println!("erank lanczos S {:.12} D {:.12}", lanczos.routing.entropy, lanczos.filtering.entropy);
-    for (name, (min, median)) in [
+    for (name, (min, median, cpu_mean)) in [
         ("exact_s_and_d", exact_time),
         ("qr_only", qr_time),
         ("lanczos_s_and_d", lanczos_time),
         ("lanczos_s", lanczos_s_time),
     ] {
-        println!("time {name} min_ms {min:.4} median_ms {median:.4}");
+        println!("time {name} min_ms {min:.4} median_ms {median:.4} cpu_mean_ms {cpu_mean:.4}");
     }
     if let Some(path) = &args.values {
         let (mut routing, mut filtering) = (vec![0.0; k], vec![0.0; k]);

@@ -109,6 +109,12 @@ pub trait Scalar:
         accumulate: bool,
     );
 
+    /// `x -= (tau v^T x) v` for each of the `count` columns `x = a[c lda..c lda + v.len()]`: one
+    /// Householder reflection applied column by column (crate-internal `linalg::qr`, which checks
+    /// the lengths), in the instruction-set variant `crate::arch` chooses.
+    #[doc(hidden)]
+    fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize);
+
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
     /// matrix with row stride `rs` and column stride `cs` lives at `ptr + i * rs + j * cs`.
@@ -138,7 +144,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $product_tn:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $product_tn:path, $reflect:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -217,6 +223,10 @@ macro_rules! impl_scalar {
             ) {
                 $product_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             }
+            #[inline]
+            fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize) {
+                $reflect(tau, v, a, lda, count)
+            }
 
             #[cfg(feature = "alloc")]
             #[inline]
@@ -265,6 +275,7 @@ impl_scalar!(
     crate::linalg::exp::tanh_in_place_f32,
     crate::linalg::microkernel::product_f32,
     crate::linalg::microkernel::product_tn_f32,
+    crate::linalg::qr::reflect_columns_f32,
     is_f32,
     "f32"
 );
@@ -276,6 +287,7 @@ impl_scalar!(
     crate::linalg::exp::tanh_in_place_f64,
     crate::linalg::microkernel::product_f64,
     crate::linalg::microkernel::product_tn_f64,
+    crate::linalg::qr::reflect_columns_f64,
     not_f32,
     "f64"
 );

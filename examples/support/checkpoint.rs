@@ -75,10 +75,57 @@ fn layer_index(head: &str, marker: &str) -> Option<usize> {
     head[start + marker.len()..].parse().ok()
 }
 
+/// Suffix of a BERT-style query projection (the key's is the same with `key`).
+const BERT_Q: &str = ".attention.self.query.weight";
+/// Suffix of the key projection that goes with [`BERT_Q`].
+const BERT_K: &str = ".attention.self.key.weight";
+/// Suffix of a GPT-2-style fused query/key/value projection.
+const GPT2: &str = ".attn.c_attn.weight";
+
+/// Whether the census reads the tensor `name` (a query, key or fused attention projection).
+fn census_reads(name: &str) -> bool {
+    name.ends_with(BERT_Q) || name.ends_with(BERT_K) || name.ends_with(GPT2)
+}
+
+/// The bytes of the safetensors file at `path` as the census needs them: the header and the
+/// attention projections are read from the file, every other tensor's bytes are left zero (in a
+/// zero-filled buffer whose pages the system maps lazily, so that the rest of a large checkpoint
+/// is neither read nor touched). The result parses with [`SafeTensors::deserialize`] and gives
+/// [`read_layers`] the same projections as the whole file would.
+pub fn read_census_bytes(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let len = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit in memory"))?;
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let header_end = usize::try_from(u64::from_le_bytes(prefix))
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= len)
+        .ok_or_else(|| format!("not a safetensors file: header length beyond the {len} bytes of the file"))?;
+    let mut bytes = vec![0u8; len];
+    bytes[..8].copy_from_slice(&prefix);
+    file.read_exact(&mut bytes[8..header_end]).map_err(|e| e.to_string())?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    // The projections in file order, so that the reads move forward through the file.
+    let mut ranges: Vec<(usize, usize)> = metadata
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| census_reads(name))
+        .map(|(_, info)| (header_end + info.data_offsets.0, header_end + info.data_offsets.1))
+        .collect();
+    ranges.sort_unstable();
+    for (start, end) in ranges {
+        file.seek(SeekFrom::Start(start as u64)).map_err(|e| e.to_string())?;
+        file.read_exact(&mut bytes[start..end]).map_err(|e| e.to_string())?;
+    }
+    Ok(bytes)
+}
+
 /// Finds the layout and reads every layer's query and key projections, in layer order.
 pub fn read_layers(tensors: &SafeTensors) -> Result<(Layout, Vec<LayerQk>), String> {
-    const BERT_Q: &str = ".attention.self.query.weight";
-    const GPT2: &str = ".attn.c_attn.weight";
     let mut bert: Vec<(usize, String)> = Vec::new();
     let mut gpt2: Vec<(usize, String)> = Vec::new();
     for name in tensors.names() {
@@ -97,7 +144,7 @@ pub fn read_layers(tensors: &SafeTensors) -> Result<(Layout, Vec<LayerQk>), Stri
     let mut layers = Vec::new();
     if !bert.is_empty() {
         for (layer, query_name) in bert {
-            let key_name = query_name.replace(".query.weight", ".key.weight");
+            let key_name = format!("{}{BERT_K}", &query_name[..query_name.len() - BERT_Q.len()]);
             let (out, d_model, query) = read_matrix(tensors, &query_name)?;
             let (key_out, key_in, key) = read_matrix(tensors, &key_name)?;
             if (key_out, key_in) != (out, d_model) {
@@ -181,10 +228,20 @@ pub fn census(bytes: &[u8], heads: usize) -> Result<(Layout, Vec<HeadRow>), Stri
 
 /// [`census`] by the chosen method.
 pub fn census_with(bytes: &[u8], heads: usize, method: Method) -> Result<(Layout, Vec<HeadRow>), String> {
+    let (layout, layers) = parse_layers(bytes)?;
+    Ok((layout, census_layers(&layers, heads, method)?))
+}
+
+/// Parses a safetensors file and reads its layers' query and key projections ([`read_layers`]).
+pub fn parse_layers(bytes: &[u8]) -> Result<(Layout, Vec<LayerQk>), String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let (layout, layers) = read_layers(&tensors)?;
+    read_layers(&tensors)
+}
+
+/// The census of layers already read: every head of every layer by the chosen method.
+pub fn census_layers(layers: &[LayerQk], heads: usize, method: Method) -> Result<Vec<HeadRow>, String> {
     let mut rows = Vec::new();
-    for layer in &layers {
+    for layer in layers {
         if heads == 0 || layer.width % heads != 0 {
             return Err(format!(
                 "layer {}: {} features do not split into {heads} heads",
@@ -218,7 +275,7 @@ pub fn census_with(bytes: &[u8], heads: usize, method: Method) -> Result<(Layout
         let layer_rows: Result<Vec<HeadRow>, String> = (0..heads).map(one).collect();
         rows.extend(layer_rows?);
     }
-    Ok((layout, rows))
+    Ok(rows)
 }
 
 /// Means over the heads of one layer.

@@ -38,9 +38,9 @@
 //! ## Which path pays
 //! * **This module** whenever the operator has a factor form of small width: `O(d_model d_head^2)`
 //!   for the QR plus `O(d_head^3)` for the cores, the whole spectrum, deterministic. At
-//!   `d_model 768, d_head 64` it gives `S` and `D` together 14x faster than Lanczos gives `S`
-//!   alone (26x against Lanczos for both), and 1.6x faster than LAPACK (through numpy) gives `S`
-//!   alone on the same QR-plus-core route (`docs/performance.md`; `benches/spectra.rs`,
+//!   `d_model 768, d_head 64` it gives `S` and `D` together in about a sixth of the CPU time
+//!   Lanczos takes for `S` alone (11x against Lanczos for both), and about twice as fast as LAPACK
+//!   (through numpy) on the same QR-plus-cores route (`docs/performance.md`; `benches/spectra.rs`,
 //!   `benches/numpy_spectra.py`).
 //! * **Lanczos** ([`crate::spectral::spectrum::head_spectrum_lanczos`], [`crate::spectral::lanczos`]) for operators known
 //!   only through products `x -> A x` (no factor form), or when a few extreme values suffice.
@@ -194,18 +194,23 @@ fn tridiagonalize<T: Scalar>(
             let (beta, tau) = reflector(v);
             offdiag[j] = beta;
             if tau == T::zero() {
-                continue; // H = I: this step's V and Y columns stay zero
+                // H = I: this step's V and Y columns are zero.
+                for vy_row in vy[(j + 1) * 2 * PANEL..].chunks_exact_mut(2 * PANEL) {
+                    vy_row[i] = T::zero();
+                    vy_row[PANEL + i] = T::zero();
+                }
+                continue;
             }
-            // q = K v = K_0 v + V (Y^T v) + s Y (V^T v), the first as a row: K_0^T = -+K_0.
+            // q = K v = K_0 v + V (Y^T v) + s Y (V^T v), the first as a row: K_0^T = -+K_0. The
+            // inner products Y^T v and V^T v are row-vector products with the columns of `vy`.
             let q = &mut q[..m];
             let sign = if skew { -T::one() } else { T::one() };
             gemm_rows(1, m, m, sign, v, m, &k[(j + 1) * n + j + 1..], n, q, m, false);
             if i > 0 {
                 let (t1, t2) = dots.split_at_mut(PANEL);
-                for l in 0..i {
-                    t1[l] = kernel::dot(&yt[l * n + j + 1..(l + 1) * n], v);
-                    t2[l] = kernel::dot(&vt[l * n + j + 1..(l + 1) * n], v);
-                }
+                let below = &vy[(j + 1) * 2 * PANEL..];
+                gemm_rows(1, m, i, T::one(), v, m, &below[PANEL..], 2 * PANEL, t1, i, false);
+                gemm_rows(1, m, i, T::one(), v, m, below, 2 * PANEL, t2, i, false);
                 gemm_rows(1, i, m, T::one(), &t1[..i], i, &vt[j + 1..], n, q, m, true);
                 gemm_rows(1, i, m, s, &t2[..i], i, &yt[j + 1..], n, q, m, true);
             }
@@ -222,18 +227,18 @@ fn tridiagonalize<T: Scalar>(
                 }
             }
             vt[i * n + j + 1..(i + 1) * n].copy_from_slice(v);
+            for (r, vy_row) in vy[(j + 1) * 2 * PANEL..].chunks_exact_mut(2 * PANEL).enumerate() {
+                vy_row[i] = v[r];
+                vy_row[PANEL + i] = yt[i * n + j + 1 + r];
+            }
         }
-        // Trailing block: K_0 += [V Y] [Y^T; s V^T] on rows and columns panel_end...
+        // Trailing block: K_0 += [V Y] [Y^T; s V^T] on rows and columns panel_end... (a full
+        // panel: only the last one can be shorter, and nothing trails it).
         let (t, ip) = (panel_end, panel_end - panel_start);
         if t < n {
+            debug_assert_eq!(ip, PANEL);
             let rest_len = n - t;
             let width = 2 * ip;
-            for r in 0..rest_len {
-                for l in 0..ip {
-                    vy[r * width + l] = vt[l * n + t + r];
-                    vy[r * width + ip + l] = yt[l * n + t + r];
-                }
-            }
             for l in 0..ip {
                 yvt[l * rest_len..(l + 1) * rest_len].copy_from_slice(&yt[l * n + t..(l + 1) * n]);
                 for (out, &x) in yvt[(ip + l) * rest_len..(ip + l + 1) * rest_len]
@@ -243,7 +248,7 @@ fn tridiagonalize<T: Scalar>(
                     *out = s * x;
                 }
             }
-            let (a, b) = (&vy[..rest_len * width], &yvt[..width * rest_len]);
+            let (a, b) = (&vy[t * width..n * width], &yvt[..width * rest_len]);
             gemm_rows(
                 rest_len,
                 width,

@@ -286,14 +286,23 @@ pub(crate) fn eigenvalues_root_free<T: Scalar>(d: &mut [T], e: &mut [T]) -> Resu
                         e[i + 1] = s * r;
                     }
                     let old_c = c;
+                    // gamma^2 / c = gamma^2 r / p: 1 / p is computed beside 1 / r, so that the
+                    // step's chain of dependent operations holds one division instead of two.
                     let inverse = r.recip();
+                    let p_inverse = p.recip();
                     c = p * inverse;
                     s = bb * inverse;
                     let old_gamma = gamma;
                     let alpha = d[i];
                     gamma = c * (alpha - sigma) - s * old_gamma;
                     d[i + 1] = old_gamma + (alpha - gamma);
-                    p = if c != T::zero() { (gamma * gamma) / c } else { old_c * bb };
+                    p = if c == T::zero() {
+                        old_c * bb
+                    } else if p_inverse.is_finite() {
+                        (gamma * gamma) * (r * p_inverse)
+                    } else {
+                        (gamma * gamma) / c
+                    };
                 }
                 e[l] = s * p;
                 d[l] = sigma + gamma;
@@ -349,14 +358,23 @@ pub(crate) fn eigenvalues_root_free<T: Scalar>(d: &mut [T], e: &mut [T]) -> Resu
                         e[i - 1] = s * r;
                     }
                     let old_c = c;
+                    // gamma^2 / c = gamma^2 r / p: 1 / p is computed beside 1 / r, so that the
+                    // step's chain of dependent operations holds one division instead of two.
                     let inverse = r.recip();
+                    let p_inverse = p.recip();
                     c = p * inverse;
                     s = bb * inverse;
                     let old_gamma = gamma;
                     let alpha = d[i + 1];
                     gamma = c * (alpha - sigma) - s * old_gamma;
                     d[i] = old_gamma + (alpha - gamma);
-                    p = if c != T::zero() { (gamma * gamma) / c } else { old_c * bb };
+                    p = if c == T::zero() {
+                        old_c * bb
+                    } else if p_inverse.is_finite() {
+                        (gamma * gamma) * (r * p_inverse)
+                    } else {
+                        (gamma * gamma) / c
+                    };
                 }
                 e[l - 1] = s * p;
                 d[l] = sigma + gamma;
