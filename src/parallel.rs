@@ -105,6 +105,7 @@ where
 /// hundreds of regions of a training step. From inside the pool, the thread that reaches a region
 /// starts on it at once and the other workers steal from it; the serial parts between regions run on
 /// that worker. Calls from a worker thread run `f` directly.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // used by the trainer (alloc)
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "parallel")]
     {

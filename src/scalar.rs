@@ -92,12 +92,6 @@ pub trait Scalar:
         accumulate: bool,
     );
 
-    /// `x -= (tau v^T x) v` for each of the `count` columns `x = a[c lda..c lda + v.len()]`: one
-    /// Householder reflection applied column by column (crate-internal `linalg::qr`, which checks
-    /// the lengths), in the instruction-set variant `crate::arch` chooses.
-    #[doc(hidden)]
-    fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize);
-
     /// As [`Scalar::product_rows`] with `A` stored transposed (`k x m`, row `p` at `a[p lda..]`):
     /// `C = alpha A^T B (+ C)` (crate-internal `microkernel::gemm_rows_tn`).
     #[allow(clippy::too_many_arguments)]
@@ -114,6 +108,12 @@ pub trait Scalar:
         ldc: usize,
         accumulate: bool,
     );
+
+    /// `x -= (tau v^T x) v` for each of the `count` columns `x = a[c lda..c lda + v.len()]`: one
+    /// Householder reflection applied column by column (crate-internal `linalg::qr`, which checks
+    /// the lengths), in the instruction-set variant `crate::arch` chooses.
+    #[doc(hidden)]
+    fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize);
 
     /// `C = alpha * op(A) op(B) + beta * C` on strided storage (only with the `alloc` feature), dispatched to `matrixmultiply`'s
     /// `sgemm`/`dgemm`. `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; element `(i, j)` of a
@@ -144,7 +144,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $reflect:path, $product_tn:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $product_tn:path, $reflect:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -208,10 +208,6 @@ macro_rules! impl_scalar {
                 $product(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             }
             #[inline]
-            fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize) {
-                $reflect(tau, v, a, lda, count)
-            }
-            #[inline]
             fn product_rows_tn(
                 m: usize,
                 k: usize,
@@ -226,6 +222,10 @@ macro_rules! impl_scalar {
                 accumulate: bool,
             ) {
                 $product_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+            }
+            #[inline]
+            fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize) {
+                $reflect(tau, v, a, lda, count)
             }
 
             #[cfg(feature = "alloc")]
@@ -274,8 +274,8 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f32,
     crate::linalg::exp::tanh_in_place_f32,
     crate::linalg::microkernel::product_f32,
-    crate::linalg::qr::reflect_columns_f32,
     crate::linalg::microkernel::product_tn_f32,
+    crate::linalg::qr::reflect_columns_f32,
     is_f32,
     "f32"
 );
@@ -286,8 +286,8 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f64,
     crate::linalg::exp::tanh_in_place_f64,
     crate::linalg::microkernel::product_f64,
-    crate::linalg::qr::reflect_columns_f64,
     crate::linalg::microkernel::product_tn_f64,
+    crate::linalg::qr::reflect_columns_f64,
     not_f32,
     "f64"
 );

@@ -272,7 +272,7 @@ impl<T: Scalar> Model<T> {
     /// `tokens[..=i]` within each sequence. `tokens`, `targets` hold `batch seq` bytes (sequence `b`
     /// at `b seq .. (b + 1) seq`); `state` keeps what [`Self::backward`] needs. A NaN loss means
     /// the parameters or activations hold non-finite values (not rejected, see
-    /// [`cross_entropy`]).
+    /// [`cross_entropy`](super::loss::cross_entropy)).
     pub fn forward(
         &self,
         params: &[T],
