@@ -34,11 +34,6 @@ impl Isa {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512];
 
-    /// Whether this is the AVX-512 variant.
-    pub(crate) fn is_avx512(self) -> bool {
-        self == Isa::Avx512
-    }
-
     /// The name `SD_ATTENTION_ISA` uses for it.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn name(self) -> &'static str {

@@ -321,6 +321,9 @@ pub(crate) fn gemm_rows<T: Scalar>(
 /// Panics if a slice is shorter than its dimensions imply or a leading dimension is below its row
 /// length (crate-internal: validated callers never trigger this).
 #[allow(clippy::too_many_arguments)]
+// Used by the model's in-place weight-gradient kernel, which only its tests run (see
+// `model::linear::product_tn`).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn gemm_rows_tn<T: Scalar>(
     m: usize,
     k: usize,

@@ -4,8 +4,8 @@
 //! `n x d_out`. Used for the value and output projections `W_V`, `W_O` of attention, the two layers
 //! of the MLP, and an untied unembedding. Allocation-free. The forward product runs through the
 //! crate's register-blocked microkernel (`product_rows`: no packing; at the model's sizes,
-//! `k` = 64..256, faster than the packed path), and so does the weight gradient `X^T dY`
-//! (`product_tn`, reading `X` transposed in place); `dX` goes through [`crate::linalg::dense`].
+//! `k` = 64..256, faster than the packed path); the weight gradient `X^T dY` and `dX` go through
+//! `matrixmultiply` ([`crate::linalg::dense`] and its kernel).
 //! NaN and infinity propagate as IEEE arithmetic says (nothing is rejected).
 
 use crate::error::{check_len, check_matrix};
@@ -123,15 +123,11 @@ pub(crate) fn product_rows<T: Scalar>(
 const PRODUCT_ROW_BLOCK: usize = 64;
 
 /// `C = A^T B` (or `C += A^T B`) for contiguous row-major `A` stored `k x m`, `B` `k x n`, `C`
-/// `m x n`: a weight gradient `X^T dY` summed over `k` rows. With AVX-512, through the
-/// register-blocked microkernel reading `A` in place (no packing, no transposed copy), whose
-/// 8 x 32 blocks are twice as wide as the AVX2 kernels of `matrixmultiply` (it has no AVX-512
-/// ones); with AVX2 or portable code through `matrixmultiply`, which is faster there at these
-/// shapes (the AVX2 blocks of 6 x 16 reading `A` transposed ran these products about 15% slower
-/// on Zen 3). Validated callers only.
-/// Each entry is the sum of its `k` products in order, in steps of `PRODUCT_TN_K_STEP` added to
-/// `C` one after the other; with `parallel`, blocks of rows of `C` run as separate tasks (which
-/// changes no sum).
+/// `m x n`: a weight gradient `X^T dY` summed over `k` rows, through `matrixmultiply`'s packed
+/// kernels (with `parallel`, in tiles of `C`) on every instruction set. The register-blocked
+/// path that reads `A` in place ([`product_tn_blocked`]) is kept under test only: in the demo's
+/// training step on an AVX-512 Xeon it made the backward about 3.4x slower than this one.
+/// Validated callers only.
 pub(crate) fn product_tn<T: Scalar>(
     m: usize,
     k: usize,
@@ -142,26 +138,25 @@ pub(crate) fn product_tn<T: Scalar>(
     update: Update,
 ) {
     let acc = update == Update::Accumulate;
-    if !crate::arch::isa().is_avx512() {
-        // AVX2 and portable: matrixmultiply's packed kernels (with `parallel`, in tiles of C).
-        crate::linalg::kernel::gemm(
-            m,
-            k,
-            n,
-            T::one(),
-            a,
-            Transpose::Yes,
-            b,
-            Transpose::No,
-            if acc { T::one() } else { T::zero() },
-            c,
-        );
-        return;
-    }
-    product_tn_blocked(m, k, n, a, b, c, update);
+    crate::linalg::kernel::gemm(
+        m,
+        k,
+        n,
+        T::one(),
+        a,
+        Transpose::Yes,
+        b,
+        Transpose::No,
+        if acc { T::one() } else { T::zero() },
+        c,
+    );
 }
 
-/// The AVX-512 path of [`product_tn`] (any instruction set runs it: the tests call it directly).
+/// [`product_tn`] on the register-blocked microkernel, reading `A` in place: each entry the sum of
+/// its `k` products in order, in steps of `PRODUCT_TN_K_STEP` added to `C` one after the other;
+/// with `parallel`, blocks of rows of `C` as separate tasks (which changes no sum). Not in use
+/// (see [`product_tn`]); kept with its test as the starting point of a faster in-place kernel.
+#[cfg(test)]
 fn product_tn_blocked<T: Scalar>(
     m: usize,
     k: usize,
@@ -197,12 +192,14 @@ fn product_tn_blocked<T: Scalar>(
     rows_of_c(m, a, c);
 }
 
-/// Rows of `A` and `B` per step of the sum in [`product_tn`]: a step's rows of both (`256 x 64`
+/// Rows of `A` and `B` per step of the sum in [`product_tn_blocked`]: a step's rows of both (`256 x 64`
 /// entries each in the model's weight gradients) stay in the second-level cache.
+#[cfg(test)]
 const PRODUCT_TN_K_STEP: usize = 256;
 
-/// Rows of `C` per task of [`product_tn`] with the `parallel` feature (two blocks of 8 rows on
+/// Rows of `C` per task of [`product_tn_blocked`] with the `parallel` feature (two blocks of 8 rows on
 /// AVX-512, 6 + 6 + 4 on AVX2).
+#[cfg(test)]
 const PRODUCT_TN_ROW_BLOCK: usize = 16;
 
 #[cfg(test)]
