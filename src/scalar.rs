@@ -92,23 +92,6 @@ pub trait Scalar:
         accumulate: bool,
     );
 
-    /// As [`Scalar::product_rows`] with `A` stored transposed (`k x m`, row `p` at `a[p lda..]`):
-    /// `C = alpha A^T B (+ C)` (crate-internal `microkernel::gemm_rows_tn`).
-    #[allow(clippy::too_many_arguments)]
-    fn product_rows_tn(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: &[Self],
-        lda: usize,
-        b: &[Self],
-        ldb: usize,
-        c: &mut [Self],
-        ldc: usize,
-        accumulate: bool,
-    );
-
     /// `x -= (tau v^T x) v` for each of the `count` columns `x = a[c lda..c lda + v.len()]`: one
     /// Householder reflection applied column by column (crate-internal `linalg::qr`, which checks
     /// the lengths), in the instruction-set variant `crate::arch` chooses.
@@ -144,7 +127,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $product_tn:path, $reflect:path, $as_f32:ident, $name:expr) => {
+    ($t:ty, $gemm:path, $exp:path, $exp_columns:path, $tanh:path, $product:path, $reflect:path, $as_f32:ident, $name:expr) => {
         impl Scalar for $t {
             const EPS: Self = <$t>::EPSILON;
             const HALF: Self = 0.5;
@@ -208,22 +191,6 @@ macro_rules! impl_scalar {
                 $product(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             }
             #[inline]
-            fn product_rows_tn(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: &[Self],
-                lda: usize,
-                b: &[Self],
-                ldb: usize,
-                c: &mut [Self],
-                ldc: usize,
-                accumulate: bool,
-            ) {
-                $product_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
-            }
-            #[inline]
             fn reflect_columns(tau: Self, v: &[Self], a: &mut [Self], lda: usize, count: usize) {
                 $reflect(tau, v, a, lda, count)
             }
@@ -274,7 +241,6 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f32,
     crate::linalg::exp::tanh_in_place_f32,
     crate::linalg::microkernel::product_f32,
-    crate::linalg::microkernel::product_tn_f32,
     crate::linalg::qr::reflect_columns_f32,
     is_f32,
     "f32"
@@ -286,7 +252,6 @@ impl_scalar!(
     crate::linalg::exp::exp_sub_accumulate_f64,
     crate::linalg::exp::tanh_in_place_f64,
     crate::linalg::microkernel::product_f64,
-    crate::linalg::microkernel::product_tn_f64,
     crate::linalg::qr::reflect_columns_f64,
     not_f32,
     "f64"

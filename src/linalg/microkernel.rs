@@ -33,7 +33,7 @@ use crate::Scalar;
 /// `b` at the block's first column of `B`, `c` at the block's first entry.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: usize>(
+fn block<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     k: usize,
     alpha: T,
     a: &[T],
@@ -45,25 +45,13 @@ fn block<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: 
     accumulate: bool,
 ) {
     let mut acc = [[T::zero(); W]; R];
-    if TA {
-        // A stored transposed (`k x m`): the block's `R` entries of step `p` lie side by side.
-        for p in 0..k {
-            let (a_col, b_row) = (&a[p * lda..p * lda + R], &b[p * ldb..p * ldb + W]);
-            for (acc_row, &a_ip) in acc.iter_mut().zip(a_col) {
-                for (acc_ij, &b_pj) in acc_row.iter_mut().zip(b_row) {
-                    *acc_ij = T::multiply_add::<FUSED>(a_ip, b_pj, *acc_ij);
-                }
-            }
-        }
-    } else {
-        let a_rows: [&[T]; R] = core::array::from_fn(|i| &a[i * lda..i * lda + k]);
-        for p in 0..k {
-            let b_row = &b[p * ldb..p * ldb + W];
-            for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
-                let a_ip = a_row[p];
-                for (acc_ij, &b_pj) in acc_row.iter_mut().zip(b_row) {
-                    *acc_ij = T::multiply_add::<FUSED>(a_ip, b_pj, *acc_ij);
-                }
+    let a_rows: [&[T]; R] = core::array::from_fn(|i| &a[i * lda..i * lda + k]);
+    for p in 0..k {
+        let b_row = &b[p * ldb..p * ldb + W];
+        for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
+            let a_ip = a_row[p];
+            for (acc_ij, &b_pj) in acc_row.iter_mut().zip(b_row) {
+                *acc_ij = T::multiply_add::<FUSED>(a_ip, b_pj, *acc_ij);
             }
         }
     }
@@ -85,7 +73,7 @@ fn block<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: 
 /// returns the first column not covered.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn panels<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: usize>(
+fn panels<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     m: usize,
     k: usize,
     n: usize,
@@ -102,23 +90,23 @@ fn panels<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W:
     while j0 + W <= n {
         let (b_panel, mut i0) = (&b[j0..], 0);
         while i0 + R <= m {
-            let (a_blk, c_blk) = (&a[a_offset::<TA>(i0, lda)..], &mut c[i0 * ldc + j0..]);
-            block::<T, FUSED, TA, R, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
+            let (a_blk, c_blk) = (&a[i0 * lda..], &mut c[i0 * ldc + j0..]);
+            block::<T, FUSED, R, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
             i0 += R;
         }
         if R > 4 && i0 + 4 <= m {
-            let (a_blk, c_blk) = (&a[a_offset::<TA>(i0, lda)..], &mut c[i0 * ldc + j0..]);
-            block::<T, FUSED, TA, 4, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
+            let (a_blk, c_blk) = (&a[i0 * lda..], &mut c[i0 * ldc + j0..]);
+            block::<T, FUSED, 4, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
             i0 += 4;
         }
         if R > 2 && i0 + 2 <= m {
-            let (a_blk, c_blk) = (&a[a_offset::<TA>(i0, lda)..], &mut c[i0 * ldc + j0..]);
-            block::<T, FUSED, TA, 2, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
+            let (a_blk, c_blk) = (&a[i0 * lda..], &mut c[i0 * ldc + j0..]);
+            block::<T, FUSED, 2, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
             i0 += 2;
         }
         if R > 1 && i0 < m {
-            let (a_blk, c_blk) = (&a[a_offset::<TA>(i0, lda)..], &mut c[i0 * ldc + j0..]);
-            block::<T, FUSED, TA, 1, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
+            let (a_blk, c_blk) = (&a[i0 * lda..], &mut c[i0 * ldc + j0..]);
+            block::<T, FUSED, 1, W>(k, alpha, a_blk, lda, b_panel, ldb, c_blk, ldc, accumulate);
         }
         j0 += W;
     }
@@ -128,7 +116,7 @@ fn panels<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W:
 /// The whole product in bands of [`ROW_BAND`] rows ([`band`]). `W` is a power of two of at most 64.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn product<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: usize>(
+fn product<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     m: usize,
     k: usize,
     n: usize,
@@ -152,18 +140,8 @@ fn product<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W
     }
     for i0 in (0..m).step_by(ROW_BAND) {
         let rows = ROW_BAND.min(m - i0);
-        let (a, c) = (&a[a_offset::<TA>(i0, lda)..], &mut c[i0 * ldc..]);
-        band::<T, FUSED, TA, R, W>(rows, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
-    }
-}
-
-/// Where row `i` of `A` starts: `i lda` as stored, `i` when stored transposed.
-#[inline(always)]
-fn a_offset<const TA: bool>(i: usize, lda: usize) -> usize {
-    if TA {
-        i
-    } else {
-        i * lda
+        let (a, c) = (&a[i0 * lda..], &mut c[i0 * ldc..]);
+        band::<T, FUSED, R, W>(rows, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
 }
 
@@ -174,7 +152,7 @@ pub(crate) const ROW_BAND: usize = 128;
 /// 1 (each width runs at most once, since the remainder is below twice it).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn band<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: usize>(
+fn band<T: Scalar, const FUSED: bool, const R: usize, const W: usize>(
     m: usize,
     k: usize,
     n: usize,
@@ -187,24 +165,24 @@ fn band<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: u
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut j0 = panels::<T, FUSED, TA, R, W>(m, k, n, 0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+    let mut j0 = panels::<T, FUSED, R, W>(m, k, n, 0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     if W > 32 {
-        j0 = panels::<T, FUSED, TA, R, 32>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        j0 = panels::<T, FUSED, R, 32>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
     if W > 16 {
-        j0 = panels::<T, FUSED, TA, R, 16>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        j0 = panels::<T, FUSED, R, 16>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
     if W > 8 {
-        j0 = panels::<T, FUSED, TA, R, 8>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        j0 = panels::<T, FUSED, R, 8>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
     if W > 4 {
-        j0 = panels::<T, FUSED, TA, R, 4>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        j0 = panels::<T, FUSED, R, 4>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
     if W > 2 {
-        j0 = panels::<T, FUSED, TA, R, 2>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        j0 = panels::<T, FUSED, R, 2>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
     if W > 1 {
-        panels::<T, FUSED, TA, R, 1>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
+        panels::<T, FUSED, R, 1>(m, k, n, j0, alpha, a, lda, b, ldb, c, ldc, accumulate);
     }
 }
 
@@ -212,7 +190,7 @@ fn band<T: Scalar, const FUSED: bool, const TA: bool, const R: usize, const W: u
 /// and a broadcast fit the vector registers (32 for AVX-512, 16 for AVX2): `f32` AVX-512 8 x 32
 /// (16 zmm), AVX2 6 x 16 (12 ymm); `f64` half as wide; portable 4 x 8.
 macro_rules! instruction_set_variants {
-    ($t:ty, $isa:ident, $dispatch:ident, $w512:expr, $w2:expr, $ta:expr) => {
+    ($t:ty, $isa:ident, $dispatch:ident, $w512:expr, $w2:expr) => {
         crate::arch::multiversion! {
             /// [`product`] in the variant `isa`: AVX-512 or AVX2 with FMA, or portable (unfused).
             pub(crate) fn $isa(
@@ -232,16 +210,16 @@ macro_rules! instruction_set_variants {
             // the registers allow, so that several independent accumulators hide the FMA latency
             // (an R x W block has R of them; one row would have only W / lanes).
             avx512("avx512f,fma") => if m == 1 {
-                product::<$t, true, $ta, 1, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+                product::<$t, true, 1, 64>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             } else {
-                product::<$t, true, $ta, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+                product::<$t, true, 8, $w512>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             };
             avx2("avx2,fma") => if m == 1 {
-                product::<$t, true, $ta, 1, { 4 * $w2 }>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+                product::<$t, true, 1, { 4 * $w2 }>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             } else {
-                product::<$t, true, $ta, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
+                product::<$t, true, 6, $w2>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate)
             };
-            portable => product::<$t, false, $ta, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
+            portable => product::<$t, false, 4, 8>(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
         }
 
         /// [`product`] in the variant [`crate::arch`] chooses (see the module documentation);
@@ -265,10 +243,8 @@ macro_rules! instruction_set_variants {
     };
 }
 
-instruction_set_variants!(f32, product_f32_isa, product_f32, 32, 16, false);
-instruction_set_variants!(f64, product_f64_isa, product_f64, 16, 8, false);
-instruction_set_variants!(f32, product_tn_f32_isa, product_tn_f32, 32, 16, true);
-instruction_set_variants!(f64, product_tn_f64_isa, product_tn_f64, 16, 8, true);
+instruction_set_variants!(f32, product_f32_isa, product_f32, 32, 16);
+instruction_set_variants!(f64, product_f64_isa, product_f64, 16, 8);
 
 /// `C = alpha A B` (or `C += alpha A B` with `accumulate`) for row-major operands with leading
 /// dimensions: `A` is `m x k` with row `i` at `a[i lda..i lda + k]`, `B` is `k x n` with row `p` at
@@ -309,47 +285,6 @@ pub(crate) fn gemm_rows<T: Scalar>(
         "gemm_rows: slice shorter than its dimensions"
     );
     T::product_rows(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
-}
-
-/// [`gemm_rows`] with `A` stored transposed: `C = alpha A^T B` (or `+=`), `A^T` being `m x k`
-/// with `A` stored `k x m`, row `p` at `a[p lda..p lda + m]` (`lda >= m`); `B` and `C` as there.
-/// The blocks read `A` a short row at a time (the block's `R` entries of step `p` side by side),
-/// so a weight gradient `X^T dY` runs on the register blocks without a transposed copy of `X`.
-/// Each `C_ij` is `alpha * sum_p a_pi b_pj` summed from `p = 0` in order, with the same error
-/// bound as [`gemm_rows`].
-///
-/// Panics if a slice is shorter than its dimensions imply or a leading dimension is below its row
-/// length (crate-internal: validated callers never trigger this).
-#[allow(clippy::too_many_arguments)]
-// Used by the model's in-place weight-gradient kernel, which only its tests run (see
-// `model::linear::product_tn`).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn gemm_rows_tn<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    c: &mut [T],
-    ldc: usize,
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(lda >= m && ldb >= n && ldc >= n, "gemm_rows_tn: leading dimension below the row length");
-    let extent = |rows: usize, ld: usize, len: usize| {
-        rows.checked_sub(1).and_then(|r| r.checked_mul(ld)).and_then(|s| s.checked_add(len))
-    };
-    let fits = |rows, ld, len, slice_len| extent(rows, ld, len).is_some_and(|e| e <= slice_len);
-    assert!(
-        (k == 0 || (fits(k, lda, m, a.len()) && fits(k, ldb, n, b.len()))) && fits(m, ldc, n, c.len()),
-        "gemm_rows_tn: slice shorter than its dimensions"
-    );
-    T::product_rows_tn(m, k, n, alpha, a, lda, b, ldb, c, ldc, accumulate);
 }
 
 #[cfg(test)]
@@ -417,14 +352,6 @@ mod tests {
 
     fn f32_variants() -> Vec<Variant<f32>> {
         variants!(f32, product_f32, product_f32_isa)
-    }
-
-    fn f32_tn_variants() -> Vec<Variant<f32>> {
-        variants!(f32, product_tn_f32, product_tn_f32_isa)
-    }
-
-    fn f64_tn_variants() -> Vec<Variant<f64>> {
-        variants!(f64, product_tn_f64, product_tn_f64_isa)
     }
 
     fn f64_variants() -> Vec<Variant<f64>> {
@@ -523,103 +450,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// `A` stored transposed (`k x m`, leading dimension `lda >= m`): every variant, f64 and f32,
-    /// against the naive f64 loop over the explicitly transposed `A`, within the same dot-product
-    /// bound as [`every_variant_matches_the_naive_product`]; padding of `C` untouched. Shapes reach
-    /// every block and panel width, `k` long enough for the weight gradients (`k` = 300).
-    #[test]
-    fn transposed_a_matches_the_naive_product() {
-        let mut rng = SplitMix64::new(11);
-        let mut cases = Vec::new();
-        for m in [0usize, 1, 2, 3, 5, 6, 7, 8, 9, 13, 17] {
-            for n in [1usize, 3, 8, 16, 17, 33, 64, 70] {
-                for k in [0usize, 1, 5, 37] {
-                    cases.push((m, k, n));
-                }
-            }
-        }
-        cases.extend([(64, 300, 64), (ROW_BAND + 7, 16, 40), (33, 257, 96), (1, 300, 1)]);
-        for (case, &(m, k, n)) in cases.iter().enumerate() {
-            let (lda, ldb, ldc) = (m + case % 3, n + case % 5, n + 1 + case % 2);
-            let a_t = random(k * lda + 3, &mut rng);
-            let b = random(k * ldb + 3, &mut rng);
-            let c0 = random(m * ldc + 3, &mut rng);
-            let alpha = if case % 2 == 0 { 1.0 } else { -0.75 };
-            // A as the row-major m x k matrix the naive loop reads.
-            let mut a = vec![0.0; m * k];
-            for i in 0..m {
-                for p in 0..k {
-                    a[i * k + p] = a_t[p * lda + i];
-                }
-            }
-            for accumulate in [false, true] {
-                let mut expected = c0.clone();
-                naive((m, k, n), alpha, &a, k, &b, ldb, &mut expected, ldc, accumulate);
-                let magnitude = |i: usize, j: usize| -> f64 {
-                    let products: f64 = (0..k).map(|p| (a[i * k + p] * b[p * ldb + j]).abs()).sum();
-                    products * alpha.abs() + if accumulate { c0[i * ldc + j].abs() } else { 0.0 }
-                };
-                let check = |name: &str, eps: f64, got: &[f64]| {
-                    for i in 0..m {
-                        for j in 0..ldc {
-                            let at = i * ldc + j;
-                            if j >= n {
-                                assert_eq!(got[at], c0[at], "{name}: padding ({i}, {j}) written");
-                                continue;
-                            }
-                            let bound = (k as f64 + 2.0) * eps * (magnitude(i, j) + 1e-30) * 1.01;
-                            let err = (got[at] - expected[at]).abs();
-                            assert!(
-                                err <= bound,
-                                "{name} {m}x{k}x{n} acc={accumulate} ({i},{j}): {err} > {bound}"
-                            );
-                        }
-                    }
-                    assert_eq!(got[m * ldc..], c0[m * ldc..], "{name}: rows beyond m written");
-                };
-                for (name, product) in f64_tn_variants() {
-                    let mut c = c0.clone();
-                    product(m, k, n, alpha, &a_t, lda, &b, ldb, &mut c, ldc, accumulate);
-                    check(name, f64::EPSILON, &c);
-                }
-                // f32: inputs exactly representable after rounding; compare with the naive
-                // product of the rounded inputs.
-                let round = |x: &[f64]| -> Vec<f64> { x.iter().map(|&v| v as f32 as f64).collect() };
-                let (a_tr, b_r, c0_r) = (round(&a_t), round(&b), round(&c0));
-                let mut a_r = vec![0.0; m * k];
-                for i in 0..m {
-                    for p in 0..k {
-                        a_r[i * k + p] = a_tr[p * lda + i];
-                    }
-                }
-                let mut expected32 = c0_r.clone();
-                naive((m, k, n), alpha, &a_r, k, &b_r, ldb, &mut expected32, ldc, accumulate);
-                let to32 = |x: &[f64]| -> Vec<f32> { x.iter().map(|&v| v as f32).collect() };
-                for (name, product) in f32_tn_variants() {
-                    let mut c = to32(&c0);
-                    product(m, k, n, alpha as f32, &to32(&a_t), lda, &to32(&b), ldb, &mut c, ldc, accumulate);
-                    for i in 0..m {
-                        for j in 0..n {
-                            let at = i * ldc + j;
-                            let bound =
-                                (k as f64 + 2.0) * f32::EPSILON as f64 * (magnitude(i, j) + 1e-30) * 1.01;
-                            let err = (c[at] as f64 - expected32[at]).abs();
-                            assert!(err <= bound, "{name} f32 {m}x{k}x{n} ({i},{j}): {err} > {bound}");
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`gemm_rows_tn`] checks its slices before any work.
-    #[test]
-    #[should_panic(expected = "slice shorter")]
-    fn transposed_short_slices_panic() {
-        let mut c = [0.0f64; 4];
-        gemm_rows_tn(2, 2, 2, 1.0, &[1.0, 2.0, 3.0], 2, &[1.0; 4], 2, &mut c, 2, false);
     }
 
     /// Without `accumulate`, NaN already in `C` does not leak into the result; `k = 0` writes

@@ -124,9 +124,8 @@ const PRODUCT_ROW_BLOCK: usize = 64;
 
 /// `C = A^T B` (or `C += A^T B`) for contiguous row-major `A` stored `k x m`, `B` `k x n`, `C`
 /// `m x n`: a weight gradient `X^T dY` summed over `k` rows, through `matrixmultiply`'s packed
-/// kernels (with `parallel`, in tiles of `C`) on every instruction set. The register-blocked
-/// path that reads `A` in place ([`product_tn_blocked`]) is kept under test only: in the demo's
-/// training step on an AVX-512 Xeon it made the backward about 3.4x slower than this one.
+/// kernels (with `parallel`, in tiles of `C`) on every instruction set (a register-blocked kernel
+/// reading `A` in place made the demo's backward about 3.4x slower on an AVX-512 Xeon).
 /// Validated callers only.
 pub(crate) fn product_tn<T: Scalar>(
     m: usize,
@@ -152,65 +151,13 @@ pub(crate) fn product_tn<T: Scalar>(
     );
 }
 
-/// [`product_tn`] on the register-blocked microkernel, reading `A` in place: each entry the sum of
-/// its `k` products in order, in steps of `PRODUCT_TN_K_STEP` added to `C` one after the other;
-/// with `parallel`, blocks of rows of `C` as separate tasks (which changes no sum). Not in use
-/// (see [`product_tn`]); kept with its test as the starting point of a faster in-place kernel.
-#[cfg(test)]
-fn product_tn_blocked<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[T],
-    b: &[T],
-    c: &mut [T],
-    update: Update,
-) {
-    let acc = update == Update::Accumulate;
-    // Rows of C from `a_blk` (A's columns from the block's first), the sum over `k` in steps of
-    // `PRODUCT_TN_K_STEP` rows of A and B (which then stay in cache while the blocks of C pass).
-    let rows_of_c = |rows: usize, a_blk: &[T], c_blk: &mut [T]| {
-        if k == 0 {
-            crate::linalg::microkernel::gemm_rows_tn(rows, 0, n, T::one(), a_blk, m, b, n, c_blk, n, acc);
-        }
-        for p0 in (0..k).step_by(PRODUCT_TN_K_STEP) {
-            let kc = PRODUCT_TN_K_STEP.min(k - p0);
-            let (a_p, b_p, add) = (&a_blk[p0 * m..], &b[p0 * n..], acc || p0 > 0);
-            crate::linalg::microkernel::gemm_rows_tn(rows, kc, n, T::one(), a_p, m, b_p, n, c_blk, n, add);
-        }
-    };
-    if crate::parallel::ENABLED
-        && m > PRODUCT_TN_ROW_BLOCK
-        && n > 0
-        && m.saturating_mul(k).saturating_mul(n) >= 1 << 18
-    {
-        crate::parallel::chunks(&mut c[..m * n], PRODUCT_TN_ROW_BLOCK * n, |i, c_blk| {
-            rows_of_c(c_blk.len() / n, &a[i * PRODUCT_TN_ROW_BLOCK..], c_blk);
-        });
-        return;
-    }
-    rows_of_c(m, a, c);
-}
-
-/// Rows of `A` and `B` per step of the sum in [`product_tn_blocked`]: a step's rows of both (`256 x 64`
-/// entries each in the model's weight gradients) stay in the second-level cache.
-#[cfg(test)]
-const PRODUCT_TN_K_STEP: usize = 256;
-
-/// Rows of `C` per task of [`product_tn_blocked`] with the `parallel` feature (two blocks of 8 rows on
-/// AVX-512, 6 + 6 + 4 on AVX2).
-#[cfg(test)]
-const PRODUCT_TN_ROW_BLOCK: usize = 16;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::vec;
 
-    /// [`product_tn_blocked`] (the microkernel path of [`product_tn`], whatever the CPU) and
-    /// [`product_tn`] against the textbook triple loop over `A^T`, in f64, across the steps of the
-    /// sum (`k` around multiples of `PRODUCT_TN_K_STEP`) and the row blocks of the `parallel`
-    /// split, overwriting (NaN in `C` must not leak) and accumulating. The products of small
+    /// [`product_tn`] against the textbook triple loop over `A^T`, in f64, on edge and tile-crossing
+    /// sizes, overwriting (NaN in `C` must not leak) and accumulating. The products of small
     /// integers are exact in f64, so any order of the sum gives the same value: equality.
     #[test]
     fn product_tn_matches_naive() {
@@ -226,20 +173,12 @@ mod tests {
                 }
             }
             let plus_one: vec::Vec<f64> = exact.iter().map(|v| v + 1.0).collect();
-            for (name, f) in [
-                (
-                    "blocked",
-                    product_tn_blocked::<f64> as fn(usize, usize, usize, &[f64], &[f64], &mut [f64], Update),
-                ),
-                ("dispatched", product_tn::<f64>),
-            ] {
-                let mut c = vec![f64::NAN; m * n];
-                f(m, k, n, &a, &b, &mut c, Update::Overwrite);
-                assert_eq!(c, exact, "{name} overwrite {m} x {k} x {n}");
-                let mut c = vec![1.0; m * n];
-                f(m, k, n, &a, &b, &mut c, Update::Accumulate);
-                assert_eq!(c, plus_one, "{name} accumulate {m} x {k} x {n}");
-            }
+            let mut c = vec![f64::NAN; m * n];
+            product_tn(m, k, n, &a, &b, &mut c, Update::Overwrite);
+            assert_eq!(c, exact, "overwrite {m} x {k} x {n}");
+            let mut c = vec![1.0; m * n];
+            product_tn(m, k, n, &a, &b, &mut c, Update::Accumulate);
+            assert_eq!(c, plus_one, "accumulate {m} x {k} x {n}");
         }
     }
 
